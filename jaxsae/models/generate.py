@@ -1,0 +1,64 @@
+"""Batched generation: one jitted prefill plus a KV-cache decode loop (``lax.while_loop``).
+
+Prompts are left-padded; the loop stops when every sequence has produced an end token or after
+``max_new`` tokens. Greedy when ``greedy`` (temperature 0), else plain temperature sampling (no
+top-k/top-p). A steering :class:`~jaxsae.models.decoder.Edit` applies at every prompt position and
+at every decode step.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxsae.models.config import ModelConfig
+from jaxsae.models.decoder import Edit, forward, init_cache
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new", "greedy"))
+def generate_tokens(
+    params,
+    cfg: ModelConfig,
+    tokens_bt,
+    mask_bt,
+    key,
+    temperature,
+    *,
+    max_new: int,
+    greedy: bool,
+    edit: Edit | None = None,
+):
+    """New tokens int32[B, max_new] (``cfg.pad_id`` after a sequence's end token) and the number
+    of decode steps actually run."""
+    B, T = tokens_bt.shape
+    dtype = params["embed_vd"].dtype
+    cache = init_cache(cfg, B, T + max_new, dtype)
+    logits, cache = forward(params, cfg, tokens_bt, mask_bt, edit=edit, cache=cache, write_at=0)
+    eos = jnp.asarray(cfg.eos_ids or (-1,), jnp.int32)
+    out = jnp.full((B, max_new), cfg.pad_id, jnp.int32)
+
+    def pick(key, logits_bv):
+        if greedy:
+            return jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
+        return jax.random.categorical(key, logits_bv / temperature, axis=-1).astype(jnp.int32)
+
+    def cond(state):
+        i, _, _, _, _, done = state
+        return (i < max_new) & ~jnp.all(done)
+
+    def body(state):
+        i, key, last_bv, cache, out, done = state
+        key, sub = jax.random.split(key)
+        tok = jnp.where(done, cfg.pad_id, pick(sub, last_bv))
+        out = out.at[:, i].set(tok)
+        done = done | jnp.isin(tok, eos)
+        logits, cache = forward(
+            params, cfg, tok[:, None], jnp.ones((B, 1), bool), edit=edit, cache=cache, write_at=T + i
+        )
+        return i + 1, key, logits[:, -1], cache, out, done
+
+    state = (jnp.int32(0), key, logits[:, -1], cache, out, jnp.zeros(B, bool))
+    steps, _, _, _, out, _ = jax.lax.while_loop(cond, body, state)
+    return out, steps
