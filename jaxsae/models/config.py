@@ -136,6 +136,13 @@ def _windows(d: Mapping[str, Any], n_layers: int, family: str) -> tuple[int, ...
 
 def from_hf(d: Mapping[str, Any], name: str = "") -> ModelConfig:
     """Build a ModelConfig from a Hugging Face ``config.json`` dict, refusing what we do not port."""
+    try:
+        return _from_hf(d, name)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"config.json is missing or has a malformed field ({e}); use the checkpoint's own config.json") from None
+
+
+def _from_hf(d: Mapping[str, Any], name: str) -> ModelConfig:
     model_type = d.get("model_type")
     family = {"gemma2": "gemma2", "qwen2": "qwen2", "llama": "llama"}.get(model_type)
     if family is None:

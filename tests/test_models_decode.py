@@ -1,0 +1,126 @@
+"""Decoding and edits: KV cache == recompute, zero edit == identity, left padding is inert,
+and 8 fake CPU devices give the same numbers as one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsae.models import Edit, forward, init_cache, load_model
+
+
+def _add(args, resid, positions):
+    return resid + args["scale"] * args["vec"]
+
+
+def _add_last(args, resid, positions):
+    return resid.at[:, -1].add(args["vec"])
+
+
+def test_kv_cache_decoding_equals_full_recompute(tiny_dirs):
+    lm = load_model(str(tiny_dirs("gemma2")))  # window 4 < sequence: exercises sliding layers
+    cfg, p = lm.config, lm.params
+    tokens = np.random.RandomState(0).randint(3, cfg.vocab_size, size=(2, 10))
+    full, _ = forward(p, cfg, jnp.asarray(tokens))
+    cache = init_cache(cfg, 2, 10, jnp.float32)
+    out, cache = forward(p, cfg, jnp.asarray(tokens[:, :6]), cache=cache, write_at=0)
+    steps = [out]
+    for t in range(6, 10):
+        out, cache = forward(p, cfg, jnp.asarray(tokens[:, t : t + 1]), cache=cache, write_at=t)
+        steps.append(out)
+    np.testing.assert_allclose(np.concatenate([np.asarray(s) for s in steps], axis=1), np.asarray(full), atol=1e-5)
+
+
+def test_generation_equals_greedy_recompute(tiny_llama):
+    lm = tiny_llama
+    prompt = "Hello there, how"
+    new = lm.generate_ids([prompt], max_new_tokens=8, chat=False)[0]
+    ids = lm.token_ids(prompt)
+    for t in new:  # each generated token is the argmax of a full recompute over the prefix
+        assert int(np.argmax(np.asarray(lm.logits(np.array([ids])))[0, -1])) == t
+        ids.append(t)
+
+
+def test_zero_edit_is_identity(tiny_dirs):
+    lm = load_model(str(tiny_dirs("qwen2")))
+    tokens = np.arange(3, 15)[None]
+    zero = Edit(1, _add, {"scale": jnp.float32(0.0), "vec": jnp.ones(lm.config.d_model)})
+    # identical up to float reassociation (the layer scan is split at the edit)
+    np.testing.assert_allclose(np.asarray(lm.logits(tokens, edit=zero)), np.asarray(lm.logits(tokens)), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(np.asarray(lm.residual(tokens, 2, edit=zero)), np.asarray(lm.residual(tokens, 2)), atol=1e-6, rtol=0)
+
+
+def test_edit_changes_only_downstream(tiny_dirs):
+    lm = load_model(str(tiny_dirs("qwen2")))
+    tokens = np.arange(3, 15)[None]
+    e = Edit(1, _add_last, {"vec": jnp.ones(lm.config.d_model)})
+    base, edited = np.asarray(lm.residual(tokens, 1)), np.asarray(lm.residual(tokens, 1, edit=e))
+    np.testing.assert_allclose(edited - base, np.broadcast_to(np.eye(12)[-1][:, None], base[0].shape)[None], atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(lm.residual(tokens, 0, edit=e)), np.asarray(lm.residual(tokens, 0)))
+    # causal: earlier positions of the logits are unchanged, the last one changes
+    lb, le = np.asarray(lm.logits(tokens)), np.asarray(lm.logits(tokens, edit=e))
+    np.testing.assert_allclose(lb[:, :-1], le[:, :-1], atol=1e-6, rtol=0)
+    assert np.abs(lb[:, -1] - le[:, -1]).max() > 1e-3
+
+
+def test_edit_args_do_not_recompile(tiny_dirs):
+    lm = load_model(str(tiny_dirs("qwen2")))
+    tokens = np.arange(3, 9)[None]
+    from jaxsae.models.lm import _forward
+
+    lm.logits(tokens, edit=Edit(1, _add, {"scale": jnp.float32(1.0), "vec": jnp.ones(lm.config.d_model)}))
+    before = _forward._cache_size()
+    for s in (2.0, 3.0):
+        lm.logits(tokens, edit=Edit(1, _add, {"scale": jnp.float32(s), "vec": jnp.ones(lm.config.d_model)}))
+    assert _forward._cache_size() == before
+
+
+def test_left_padding_does_not_change_results(tiny_dirs):
+    lm = load_model(str(tiny_dirs("gemma2")))
+    a = np.random.RandomState(2).randint(3, lm.config.vocab_size, size=9)
+    b = np.random.RandomState(3).randint(3, lm.config.vocab_size, size=5)
+    tokens, mask = lm.pad([a.tolist(), b.tolist()], multiple=1)
+    batch = np.asarray(lm.logits(tokens, mask))
+    np.testing.assert_allclose(batch[0], np.asarray(lm.logits(a[None]))[0], atol=1e-5)
+    np.testing.assert_allclose(batch[1, -5:], np.asarray(lm.logits(b[None]))[0], atol=1e-5)
+    rb = np.asarray(lm.residual(tokens, 2, mask))
+    np.testing.assert_allclose(rb[1, -5:], np.asarray(lm.residual(b[None], 2))[0], atol=1e-5)
+
+
+def test_generation_with_zero_steer_equals_unsteered(tiny_llama):
+    zero = Edit(1, _add, {"scale": jnp.float32(0.0), "vec": jnp.ones(tiny_llama.config.d_model)})
+    prompts = ["Tell me about cats", "Hi"]
+    assert tiny_llama.generate(prompts, max_new_tokens=8, steer=zero) == tiny_llama.generate(prompts, max_new_tokens=8)
+
+
+_SHARDED = textwrap.dedent(
+    """
+    import sys, numpy as np, jax, jax.numpy as jnp
+    jax.config.update("jax_default_matmul_precision", "float32")
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jaxsae.models import load_model
+    assert jax.device_count() == 8
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    one = load_model(sys.argv[1])
+    many = load_model(sys.argv[1], mesh=mesh)
+    split = [k for k, v in many.params["layers"].items() if not v.sharding.is_fully_replicated]
+    assert split, "no weight was split over the model axis"
+    tokens = np.random.RandomState(0).randint(3, one.config.vocab_size, size=(4, 10))
+    t = jax.device_put(jnp.asarray(tokens), NamedSharding(mesh, P("data")))
+    np.testing.assert_allclose(np.asarray(many.logits(t)), np.asarray(one.logits(tokens)), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(many.residual(t, 1)), np.asarray(one.residual(tokens, 1)), atol=1e-5)
+    print("OK", len(split))
+    """
+)
+
+
+def test_sharded_on_8_fake_devices_equals_unsharded(tiny_dirs):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    r = subprocess.run([sys.executable, "-c", _SHARDED, str(tiny_dirs("gemma2"))], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]

@@ -1,0 +1,89 @@
+"""Loading errors are one clear UserError line naming the fix."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from jaxsae.errors import UserError
+from jaxsae.models import load_model
+from tiny_models import build_tiny
+
+
+def test_unknown_source():
+    with pytest.raises(UserError, match="unknown model"):
+        load_model("no-such-model")
+
+
+def test_missing_path_and_gguf(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_model(str(tmp_path / "x.gguf"))
+    with pytest.raises(UserError, match="config.json"):
+        load_model(str(tmp_path))
+
+
+def test_offline_hub_id_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="Hugging Face Hub"):
+        load_model("google/gemma-2-2b-not-cached")
+
+
+def test_missing_shard(tmp_path):
+    path = build_tiny("qwen2", tmp_path / "m", max_shard_size="100KB")
+    shard = sorted(path.glob("model-*.safetensors"))[0]
+    shard.unlink()
+    with pytest.raises(UserError, match="missing"):
+        load_model(str(path))
+
+
+def test_wrong_shapes(tiny_dirs, tmp_path):
+    path = tmp_path / "m"
+    shutil.copytree(tiny_dirs("llama"), path)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["intermediate_size"] = 100
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="shape"):
+        load_model(str(path))
+
+
+def test_missing_and_unknown_tensors(tiny_dirs, tmp_path):
+    path = tmp_path / "m"
+    shutil.copytree(tiny_dirs("llama"), path)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["num_hidden_layers"] = 5  # checkpoint has 4
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="missing"):
+        load_model(str(path))
+    cfg["num_hidden_layers"] = 3  # checkpoint has a 4th layer nobody expects
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="unexpected"):
+        load_model(str(path))
+
+
+def test_unsupported_architecture_and_fields(tiny_dirs, tmp_path):
+    path = tmp_path / "m"
+    shutil.copytree(tiny_dirs("llama"), path)
+    cfg = json.loads((path / "config.json").read_text())
+    for change, msg in [({"model_type": "mistral"}, "not supported"),
+                        ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "RoPE scaling"),
+                        ({"mlp_bias": True}, "mlp_bias")]:
+        (path / "config.json").write_text(json.dumps(cfg | change))
+        with pytest.raises(UserError, match=msg):
+            load_model(str(path))
+
+
+def test_pickle_weights_are_refused(tiny_dirs, tmp_path):
+    shutil.copy(tiny_dirs("llama") / "config.json", tmp_path / "config.json")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(UserError):
+        load_model(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(UserError, match="config.json"):
+        load_model(str(tmp_path))
+
+
+def test_residual_layer_out_of_range(tiny_llama):
+    with pytest.raises(UserError, match="out of range"):
+        tiny_llama.residual([[3, 4]], 4)
