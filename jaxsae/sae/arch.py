@@ -1,0 +1,110 @@
+"""What every training architecture provides, and the static hyperparameters they share.
+
+An architecture is a set of pure functions over one SAE's parameter pytree (the trainer vmaps them
+over a stack of SAEs). Parameters use the SAELens layout from the start (W_enc f32[D, F],
+W_dec f32[F, D], ...), so export only folds the activation scale back in.
+
+Loss signature (one SAE, one batch)::
+
+    loss(params, aux, x_bd, sparsity, ctx, cfg, with_auxk) -> (total, (terms, new_aux, f_bf))
+
+  params     dict of arrays (see each module's ``init``)
+  aux        non-trained state: ``since_fired`` int32[F] (tokens since each latent last fired) and,
+             for the TopK family, the inference ``threshold`` f32[] EMA
+  x_bd       f32[B, D] normalised activations
+  sparsity   f32[] this SAE's sparsity setting: L1 coefficient (relu, gated), k (topk family) or
+             target L0 (jumprelu)
+  ctx        dict of traced scalars: ``step`` int32, ``sparsity_scale`` f32 (coefficient warm-up)
+  with_auxk  static bool; False lets the trainer skip the AuxK matmuls when no latent can be dead
+  terms      dict of named f32[] loss terms (logged), new_aux the updated aux, f_bf the codes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import jax.numpy as jnp
+
+# The paper's six sparsity levels (Wang et al. 2025, App. A; SAEBench demo config for the L1 grids).
+PAPER_L0 = (50, 80, 160, 320, 520, 820)
+PAPER_L1 = {
+    "relu": (0.012, 0.015, 0.02, 0.03, 0.04, 0.06),
+    "gated": (0.012, 0.018, 0.024, 0.04, 0.06, 0.08),
+}
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """Static (compile-time) hyperparameters shared by all SAEs of one architecture in a sweep."""
+
+    dead_tokens: int = 10_000_000
+    """A latent is dead when it has not fired for this many tokens (AuxK target set, dead fraction)."""
+    auxk_alpha: float = 1 / 32
+    """AuxK loss coefficient (TopK family)."""
+    threshold_beta: float = 0.999
+    """EMA decay of the TopK-family inference threshold."""
+    threshold_start_step: int = 1000
+    """The threshold EMA is updated on steps > this one."""
+    jumprelu_bandwidth: float = 0.001
+    """Rectangle-kernel width epsilon of the JumpReLU pseudo-gradients."""
+    jumprelu_theta_init: float = 0.001
+    """Initial JumpReLU threshold (dictionary_learning, 'Appendix I')."""
+    jumprelu_sparsity_coef: float = 1.0
+    """Coefficient of the target-L0 penalty (L0/target - 1)^2."""
+    matryoshka_fractions: tuple[float, ...] = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2 + 1 / 32)
+    """Matryoshka group fractions of d_sae (the last group takes the remainder)."""
+    matryoshka_weights: tuple[float, ...] | None = None
+    """Per-group loss weights; None = 1/n_groups each (dictionary_learning default)."""
+
+    def replace(self, **kw) -> "ArchConfig":
+        return dataclasses.replace(self, **kw)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One training architecture: pure functions plus its optimiser recipe."""
+
+    name: str
+    init: Callable  # (key, d_in, d_sae, cfg) -> params
+    loss: Callable  # see module docstring
+    export: Callable  # (params, aux, sparsity, cfg, scale) -> (sae_lens_arch, tensors, cfg_extra)
+    betas: tuple[float, float]  # Adam (beta1, beta2)
+    clip_norm: float | None  # global gradient-norm clip, None = no clipping
+    decoder: str  # "free" | "unit" (set_decoder_norm_to_unit_norm, eps) | "unit_bare" (ConstrainedAdam)
+    sparsity_kind: str  # "l1" | "k" | "target_l0"
+    gm_init: bool = False  # b_dec <- geometric median of the first batch
+    has_threshold_ema: bool = False  # aux carries an inference threshold EMA
+    has_auxk: bool = False  # loss has an AuxK term the trainer may skip when nothing can be dead
+
+
+def init_aux(arch: Arch, d_sae: int) -> dict:
+    """Fresh non-trained state of one SAE."""
+    aux = {"since_fired": jnp.zeros((d_sae,), jnp.int32)}
+    if arch.has_threshold_ema:
+        aux["threshold"] = jnp.float32(-1.0)
+    return aux
+
+
+_SATURATE = 1 << 30
+
+
+def update_since_fired(since_f, fired_f, n_tokens: int):
+    """Tokens since each latent last fired: reset where it fired this batch, else add the batch."""
+    grown = jnp.minimum(since_f + n_tokens, _SATURATE)
+    return jnp.where(fired_f, 0, grown).astype(jnp.int32)
+
+
+def mse(x_bd, x_hat_bd):
+    """Mean over tokens of the squared error summed over the model width."""
+    return jnp.mean(jnp.sum(jnp.square(x_bd - x_hat_bd), axis=-1))
+
+
+def fold_scale(tensors: dict, names, scale: float) -> dict:
+    """Multiply the named bias/threshold tensors by the activation scale (dictionary_learning's
+    ``scale_biases``): an SAE trained on x / scale then reads raw x and returns raw x-hat."""
+    out = dict(tensors)
+    for n in names:
+        out[n] = out[n] * scale
+    return out

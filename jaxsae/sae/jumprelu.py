@@ -1,0 +1,103 @@
+"""JumpReLU SAE (Rajamanoharan et al. 2024b) as dictionary_learning's ``JumpReluTrainer``.
+
+  z     = x W_enc + b_enc                      (no b_dec subtraction)            f32[B, F]
+  f     = JumpReLU_theta(z) = z * H(z - theta)
+  x_hat = f W_dec + b_dec
+  L0    = mean_b sum_i Step_theta(f_i) = mean_b sum_i H(f_i - theta_i)
+  loss  = mean_b ||x - x_hat||^2 + c * warm(t) * (L0 / target_L0 - 1)^2         (c = 1)
+
+Pseudo-gradients with the rectangle kernel K(u) = 1[-1/2 < u < 1/2] and bandwidth eps:
+  JumpReLU:  df/dz = H(z - theta);   df/dtheta = -(theta / eps) K((z - theta) / eps)
+  Step:      dStep/df = 0;          dStep/dtheta = -(1 / eps) K((f - theta) / eps)
+(dictionary_learning applies Step to f, not z; we follow it.) Threshold gradients are summed over
+the batch. theta is stored directly (not log theta), initialised to 0.001; eps = 0.001.
+Unit-norm decoder rows (parallel-gradient removal, renormalisation), gradient clip 1, Adam(0, 0.999).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxsae.sae.arch import Arch, fold_scale, mse, update_since_fired
+
+
+def rectangle(u):
+    return ((u > -0.5) & (u < 0.5)).astype(u.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def jump_relu(z_bf, theta_f, eps):
+    """z * H(z - theta) with the rectangle-kernel pseudo-gradient for theta."""
+    return z_bf * (z_bf > theta_f)
+
+
+def _jump_relu_fwd(z_bf, theta_f, eps):
+    return jump_relu(z_bf, theta_f, eps), (z_bf, theta_f)
+
+
+def _jump_relu_bwd(eps, res, g_bf):
+    z_bf, theta_f = res
+    dz = (z_bf > theta_f).astype(g_bf.dtype) * g_bf
+    dtheta = jnp.sum(-(theta_f / eps) * rectangle((z_bf - theta_f) / eps) * g_bf, axis=0)
+    return dz, dtheta
+
+
+jump_relu.defvjp(_jump_relu_fwd, _jump_relu_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def step(v_bf, theta_f, eps):
+    """H(v - theta) with zero gradient for v and the rectangle-kernel pseudo-gradient for theta."""
+    return (v_bf > theta_f).astype(v_bf.dtype)
+
+
+def _step_fwd(v_bf, theta_f, eps):
+    return step(v_bf, theta_f, eps), (v_bf, theta_f)
+
+
+def _step_bwd(eps, res, g_bf):
+    v_bf, theta_f = res
+    dtheta = jnp.sum(-(1.0 / eps) * rectangle((v_bf - theta_f) / eps) * g_bf, axis=0)
+    return jnp.zeros_like(v_bf), dtheta
+
+
+step.defvjp(_step_fwd, _step_bwd)
+
+
+def init(key, d_in: int, d_sae: int, cfg) -> dict:
+    w_fd = jax.random.uniform(key, (d_sae, d_in), jnp.float32, -1.0, 1.0)
+    w_fd = w_fd / jnp.linalg.norm(w_fd, axis=-1, keepdims=True)
+    return {
+        "W_enc": w_fd.T,
+        "b_enc": jnp.zeros((d_sae,), jnp.float32),
+        "W_dec": w_fd,
+        "b_dec": jnp.zeros((d_in,), jnp.float32),
+        "threshold": jnp.full((d_sae,), cfg.jumprelu_theta_init, jnp.float32),
+    }
+
+
+def loss(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=False):
+    eps = cfg.jumprelu_bandwidth
+    z = x_bd @ params["W_enc"] + params["b_enc"]
+    f = jump_relu(z, params["threshold"], eps)
+    x_hat = f @ params["W_dec"] + params["b_dec"]
+    recon = mse(x_bd, x_hat)
+    l0 = jnp.mean(jnp.sum(step(f, params["threshold"], eps), axis=-1))
+    penalty = cfg.jumprelu_sparsity_coef * jnp.square(l0 / sparsity - 1.0)
+    total = recon + penalty * ctx["sparsity_scale"]
+    new_aux = {"since_fired": update_since_fired(aux["since_fired"], jnp.any(f > 0, axis=0), x_bd.shape[0])}
+    return total, ({"mse": recon, "l0_penalty": penalty}, new_aux, f)
+
+
+def export(params, aux, sparsity, cfg, scale):
+    tensors = fold_scale(params, ("b_enc", "b_dec", "threshold"), scale)
+    return "jumprelu", tensors, {"apply_b_dec_to_input": False}
+
+
+ARCH = Arch(
+    name="jumprelu", init=init, loss=loss, export=export, betas=(0.0, 0.999), clip_norm=1.0,
+    decoder="unit", sparsity_kind="target_l0",
+)
