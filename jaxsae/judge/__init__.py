@@ -1,0 +1,28 @@
+"""AxBench-style judges: rate steered generations for concept, instruction and fluency (0–2 each),
+combined per generation by the zero-guarded harmonic mean.
+
+    from jaxsae.judge import LocalJudge, APIJudge, ChatClient
+    judge = LocalJudge(load_model("smollm2-135m-instruct"))          # next-token distribution
+    judge = APIJudge(ChatClient("https://api.openai.com/v1", "gpt-4o-mini", cache_dir="runs/judge"))
+    C, I, F, HM = judge.rate_generations(concepts, instructions, outputs)
+
+The local judge is imported lazily (it needs JAX and the model code); the rest is plain Python.
+"""
+
+from .api import APIJudge, ChatClient, ClientStats
+from .base import GenerationRatings, Judge, Rating, RatingRequest, combine, generation_requests
+from .rubric import CRITERIA, MAX_SCORE, RATING_PREFIX, harmonic_mean, judge_messages, judge_prompt, parse_rating
+
+__all__ = [
+    "APIJudge", "CRITERIA", "ChatClient", "ClientStats", "GenerationRatings", "Judge", "LocalJudge",
+    "MAX_SCORE", "RATING_PREFIX", "Rating", "RatingRequest", "combine", "generation_requests",
+    "harmonic_mean", "judge_messages", "judge_prompt", "parse_rating",
+]
+
+
+def __getattr__(name):
+    if name == "LocalJudge":
+        from .local import LocalJudge
+
+        return LocalJudge
+    raise AttributeError(f"module 'jaxsae.judge' has no attribute {name!r}")
