@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsae.errors import UserError
-from jaxsae.models.decoder import forward, unembed
+from jaxsae.models.decoder import KVCache, forward, init_cache, unembed
 
 from .base import Judge, Rating, RatingRequest
 from .rubric import RATING_PREFIX, judge_prompt
@@ -21,19 +21,73 @@ DIGITS = ("0", "1", "2")
 """The three score tokens read at the rating slot."""
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def rating_slot_probs(params, cfg, tokens_bt, mask_bt, digit_ids_k):
-    """f32[B, K]: next-token probabilities of ``digit_ids_k`` after the last position.
+def _last_probs(params, cfg, x_btd, last_b, digit_ids_k):
+    """f32[B, K]: softmax over the vocabulary at position ``last_b`` of each row, at ``digit_ids_k``.
 
-    One forward through every block over the left-padded batch, then the final norm and
-    unembedding of the last position only (the same numbers as ``lm.logits(...)[:, -1]`` without
-    materialising [B, T, V] logits), softmax over the whole vocabulary.
-    """
-    x_btd, _ = forward(params, cfg, tokens_bt, mask_bt, stop_layer=cfg.n_layers - 1)
-    x_b1d = x_btd[:, -1:, :].astype(params["embed_vd"].dtype)  # back to the activation dtype
-    logits_bv = unembed(params, cfg, x_b1d)[:, 0, :]
-    logp_bv = jax.nn.log_softmax(logits_bv, axis=-1)
+    Only those B positions go through the final norm and unembedding (no [B, T, V] logits)."""
+    x_b1d = jnp.take_along_axis(x_btd, last_b[:, None, None], axis=1)  # f32[B, 1, D]
+    x_b1d = x_b1d.astype(params["embed_vd"].dtype)  # back to the activation dtype, as lm.logits
+    logp_bv = jax.nn.log_softmax(unembed(params, cfg, x_b1d)[:, 0, :], axis=-1)
     return jnp.exp(jnp.take(logp_bv, digit_ids_k, axis=1))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def slot_probs_plain(params, cfg, tokens_bt, mask_bt, last_b, digit_ids_k):
+    """f32[B, K]: next-token probabilities of ``digit_ids_k`` after token ``last_b`` of each
+    right-padded row: one forward through every block, then the last real position only."""
+    x_btd, _ = forward(params, cfg, tokens_bt, mask_bt, stop_layer=cfg.n_layers - 1)
+    return _last_probs(params, cfg, x_btd, last_b, digit_ids_k)
+
+
+def _cache_axes() -> tuple[int, int]:
+    """(batch axis, slot axis) of the KV cache's key/value arrays, read from the field names
+    (``k_<axes>``, e.g. ``k_lbksh``), so this code follows the model's cache layout."""
+    axes = KVCache._fields[0].split("_", 1)[1]
+    return axes.index("b"), axes.index("s")
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def prefix_cache(params, cfg, prefix_1p, mask_1p):
+    """Keys/values of a shared prompt prefix int32[1, P] (left-padded, ``mask_1p`` marks real
+    tokens): a :class:`KVCache` of batch 1 and P slots."""
+    P = prefix_1p.shape[1]
+    cache = init_cache(cfg, 1, P, params["embed_vd"].dtype)
+    _, cache = forward(params, cfg, prefix_1p, mask_1p, cache=cache, write_at=0, stop_layer=cfg.n_layers - 1)
+    return cache
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def slot_probs_prefixed(params, cfg, prefix_kv, tokens_bt, mask_bt, last_b, digit_ids_k):
+    """As :func:`slot_probs_plain` for rows that continue a shared prefix whose keys/values are
+    given (``prefix_kv`` from :func:`prefix_cache`): only the right-padded continuations run
+    through the model, attending to the prefix's cached keys/values."""
+    B, T = tokens_bt.shape
+    P = prefix_kv.valid_bs.shape[1]
+    b_ax, s_ax = _cache_axes()
+
+    def extend(c):
+        shape = list(c.shape)
+        shape[b_ax] = B
+        c = jnp.broadcast_to(c, shape)
+        shape[s_ax] = T
+        return jnp.concatenate([c, jnp.zeros(shape, c.dtype)], axis=s_ax)
+
+    valid = jnp.concatenate([jnp.broadcast_to(prefix_kv.valid_bs, (B, P)), jnp.zeros((B, T), bool)], axis=1)
+    cache = KVCache(extend(prefix_kv[0]), extend(prefix_kv[1]), valid)
+    x_btd, _ = forward(params, cfg, tokens_bt, mask_bt, cache=cache, write_at=P, stop_layer=cfg.n_layers - 1)
+    return _last_probs(params, cfg, x_btd, last_b, digit_ids_k)
+
+
+def _right_pad(rows, pad_id: int, multiple: int):
+    """(tokens int32[B, T], mask bool[B, T], last int32[B]) with rows at the left, T a multiple."""
+    T = max(multiple, -(-max(len(r) for r in rows) // multiple) * multiple)
+    tokens = np.full((len(rows), T), pad_id, np.int32)
+    mask = np.zeros((len(rows), T), bool)
+    for b, r in enumerate(rows):
+        tokens[b, : len(r)] = r
+        mask[b, : len(r)] = True
+    last = np.array([len(r) - 1 for r in rows], np.int32)
+    return tokens, mask, last
 
 
 def _digit_ids(tok) -> list[int]:
@@ -52,36 +106,51 @@ def _digit_ids(tok) -> list[int]:
     return ids
 
 
+_FIRST_BLOCK = {"concept": "[Concept Start]", "instruction": "[Instruction Start]",
+                "fluency": "[Sentence Fragment Start]"}
+"""Where each criterion's prompt stops being the same for every request."""
+
+
 class LocalJudge(Judge):
     """Rate with a local instruct model by the next-token distribution at the rating slot.
 
     Rule: the judge prompt (:func:`jaxsae.judge.rubric.judge_prompt` with ``explain=False``) is
-    wrapped as a user turn by the tokenizer's chat template (plain text followed by a blank line
-    when there is none), the assistant's answer is pre-filled up to the score,
-    ``"Rating: [["``, and one forward pass gives the next-token distribution p over the vocabulary.
-    With p_i = p(token of digit i) for i = 0, 1, 2:
+    wrapped as a user turn by the tokenizer's chat template (plain text and a newline when there
+    is none), the assistant's answer is pre-filled up to the score, ``"Rating: [["``, and one
+    forward pass gives the next-token distribution p over the whole vocabulary. With
+    p_i = p(token of digit i), i = 0, 1, 2:
 
         expected score = sum_i i * p_i / sum_i p_i      (``Rating.score``, in [0, 2])
         argmax score   = argmax_i p_i                   (``Rating.argmax``)
 
     ``Rating.probs`` holds the renormalised p_i and ``Rating.digit_mass`` = sum_i p_i (how much of
-    the model's belief went to a valid score at all). Requests are sorted by length and run in
-    left-padded batches of ``batch_size`` (a short last batch is padded with repeats so that shapes
-    stay fixed), one jitted forward per batch.
+    the model's belief went to a valid score at all). No sampling, no parsing.
+
+    Batching: requests are sorted by length and run in right-padded batches of ``batch_size`` (a
+    short batch is filled with repeats so that shapes stay fixed), one jitted forward per batch;
+    only each row's last real position is unembedded. With ``share_prefix`` (default) the part of
+    the prompt that is identical for every request of a criterion (chat header and rubric, about
+    150 tokens) is run once and its keys/values reused, so a batch only runs each request's own
+    tokens; the probabilities are the same as a full forward (tested) up to float rounding.
     """
 
-    def __init__(self, lm, *, batch_size: int = 8, pad_multiple: int = 32):
+    def __init__(self, lm, *, batch_size: int = 8, pad_multiple: int = 32, share_prefix: bool = True):
         tok = lm.tokenizer
         if tok is None:
             raise UserError(f"{lm.source} has no tokenizer; the local judge needs an instruct model with tokenizer files")
         self.lm = lm
-        self.batch_size = int(batch_size)
-        self.pad_multiple = int(pad_multiple)
+        self.batch_size = max(1, int(batch_size))
+        self.pad_multiple = max(1, int(pad_multiple))
+        self.share_prefix = bool(share_prefix)
         self.digit_ids = _digit_ids(tok)
         self._chat = bool(getattr(tok, "chat_template", None))
+        self._prefix_ids: dict[str, list[int]] = {}
+        self._prefix_kv: dict[str, tuple] = {}
         self._n = 0
         self._mass_sum = 0.0
         self._mass_min = 1.0
+
+    # ------------------------------------------------------------------------------ prompts
 
     def prompt_text(self, req: RatingRequest) -> str:
         """The exact text fed to the model for ``req``, ending with the pre-filled ``Rating: [[``."""
@@ -95,30 +164,64 @@ class LocalJudge(Judge):
             head = body + "\n"
         return head + RATING_PREFIX
 
-    def _token_ids(self, req: RatingRequest) -> list[int]:
-        tok = self.lm.tokenizer
-        text = self.prompt_text(req)
+    def _tokenize(self, text: str) -> list[int]:
         # the chat template already carries any BOS it wants; a plain prompt gets the tokenizer's
-        return list(tok(text, add_special_tokens=not self._chat)["input_ids"])
+        return list(self.lm.tokenizer(text, add_special_tokens=not self._chat)["input_ids"])
+
+    def token_ids(self, req: RatingRequest) -> list[int]:
+        """Token ids of :meth:`prompt_text`."""
+        return self._tokenize(self.prompt_text(req))
+
+    def shared_prefix(self, criterion: str) -> list[int]:
+        """Token ids every request of ``criterion`` starts with (the chat header and rubric; the
+        last token before the first input block is left out since it may merge with what follows)."""
+        if criterion not in self._prefix_ids:
+            text = self.prompt_text(RatingRequest(criterion, "", "", ""))
+            self._prefix_ids[criterion] = self._tokenize(text[: text.index(_FIRST_BLOCK[criterion])])[:-1]
+        return self._prefix_ids[criterion]
+
+    def _kv(self, criterion: str):
+        if criterion not in self._prefix_kv:
+            # left-padded to a multiple of 64 so that the three criteria share compiled programs
+            tokens, mask = self.lm.pad([self.shared_prefix(criterion)], multiple=64)
+            self._prefix_kv[criterion] = prefix_cache(self.lm.params, self.lm.config, jnp.asarray(tokens),
+                                                      jnp.asarray(mask))
+        return self._prefix_kv[criterion]
+
+    # ------------------------------------------------------------------------------ rating
 
     def slot_probs(self, items: Sequence[RatingRequest]) -> np.ndarray:
         """f32[N, 3]: p("0"), p("1"), p("2") at the rating slot of each request (not renormalised)."""
-        ids = [self._token_ids(r) for r in items]
+        ids = [self.token_ids(r) for r in items]
         limit = self.lm.config.max_positions
         longest = max((len(x) for x in ids), default=0)
         if longest > limit:
             raise UserError(f"a judge prompt has {longest} tokens, more than the judge model's context of "
                             f"{limit}; shorten the generations (max_new_tokens) or use a longer-context judge")
+        groups: dict[str | None, list[int]] = {}
+        for k, (req, x) in enumerate(zip(items, ids)):
+            key = None
+            if self.share_prefix:
+                pre = self.shared_prefix(req.criterion)
+                if 0 < len(pre) < len(x) and x[: len(pre)] == pre:
+                    key = req.criterion
+            groups.setdefault(key, []).append(k)
         out = np.zeros((len(ids), len(self.digit_ids)), np.float32)
-        order = sorted(range(len(ids)), key=lambda k: len(ids[k]))
         digit_ids = jnp.asarray(self.digit_ids, jnp.int32)
-        for s in range(0, len(order), self.batch_size):
-            chunk = order[s : s + self.batch_size]
-            rows = [ids[k] for k in chunk]
-            rows += [rows[-1]] * (self.batch_size - len(rows))
-            tokens, mask = self.lm.pad(rows, multiple=self.pad_multiple)
-            p = rating_slot_probs(self.lm.params, self.lm.config, jnp.asarray(tokens), jnp.asarray(mask), digit_ids)
-            out[chunk] = np.asarray(p)[: len(chunk)]
+        params, cfg = self.lm.params, self.lm.config
+        for key, idxs in groups.items():
+            skip = 0 if key is None else len(self.shared_prefix(key))
+            idxs = sorted(idxs, key=lambda k: len(ids[k]))
+            for s in range(0, len(idxs), self.batch_size):
+                chunk = idxs[s : s + self.batch_size]
+                rows = [ids[k][skip:] for k in chunk]
+                rows += [rows[-1]] * (self.batch_size - len(rows))
+                tokens, mask, last = (jnp.asarray(a) for a in _right_pad(rows, cfg.pad_id, self.pad_multiple))
+                if key is None:
+                    p = slot_probs_plain(params, cfg, tokens, mask, last, digit_ids)
+                else:
+                    p = slot_probs_prefixed(params, cfg, self._kv(key), tokens, mask, last, digit_ids)
+                out[chunk] = np.asarray(p)[: len(chunk)]
         return out
 
     def rate(self, items: Sequence[RatingRequest]) -> list[Rating]:

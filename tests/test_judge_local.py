@@ -1,0 +1,111 @@
+"""LocalJudge: the rating read from the next-token distribution over "0", "1", "2"."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsae.errors import UserError
+from jaxsae.judge import RATING_PREFIX, RatingRequest, generation_requests
+from jaxsae.judge.local import LocalJudge, _digit_ids
+
+REQS = generation_requests(
+    ["cats", "the French revolution", "volcanoes"],
+    ["Write about pets.", "Tell me a joke.", "Explain photosynthesis in detail, step by step."],
+    ["Cats purr loudly.", "zx qq", "Plants turn light into sugar. " * 12],
+)
+
+
+def _reference_probs(lm, judge, req):
+    """Unbatched, unpadded full forward with lm.logits; softmax at the last position."""
+    ids = judge.token_ids(req)
+    logits_v = lm.logits(jnp.asarray([ids], jnp.int32))[0, -1]
+    return np.asarray(jax.nn.softmax(logits_v)[jnp.asarray(judge.digit_ids)])
+
+
+def test_tiny_llama_structure_and_exactness(tiny_llama):
+    lm = tiny_llama
+    shared = LocalJudge(lm, batch_size=4)
+    plain = LocalJudge(lm, batch_size=4, share_prefix=False)
+    ratings = shared.rate(REQS)
+    assert len(ratings) == len(REQS)
+    for r in ratings:
+        p = np.array(r.probs)
+        assert r.ok and p.shape == (3,) and np.all(p >= 0)
+        assert p.sum() == pytest.approx(1.0, abs=1e-9)
+        assert 0.0 <= r.score <= 2.0 and r.score == pytest.approx(p @ [0, 1, 2])
+        assert r.argmax == float(np.argmax(p))
+        assert 0.0 < r.digit_mass <= 1.0
+    # both batched paths equal an unbatched lm.logits forward at the last position
+    ref = np.stack([_reference_probs(lm, shared, q) for q in REQS])
+    np.testing.assert_allclose(shared.slot_probs(REQS), ref, rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(plain.slot_probs(REQS), ref, rtol=1e-4, atol=1e-9)
+    assert shared.stats()["ratings"] == len(REQS)
+    # rating one request alone gives what it got inside the batch
+    alone = shared.rate([REQS[4]])[0]
+    assert alone.probs == pytest.approx(ratings[4].probs, rel=1e-4)
+
+
+def test_prompt_and_shared_prefix(tiny_llama):
+    judge = LocalJudge(tiny_llama)
+    text = judge.prompt_text(REQS[0])
+    assert text.endswith("<|im_start|>assistant\n" + RATING_PREFIX)
+    assert "[Concept Start]\ncats\n[Concept End]" in text and "score only" in text
+    for req in REQS:
+        pre = judge.shared_prefix(req.criterion)
+        ids = judge.token_ids(req)
+        assert len(pre) > 100 and ids[: len(pre)] == pre
+    # the three digits are single tokens right after the prefix
+    tok = tiny_llama.tokenizer
+    assert [tok.decode([i]) for i in judge.digit_ids] == ["0", "1", "2"]
+
+
+def test_tokenizer_that_merges_digits_is_a_user_error():
+    class Merging:
+        """'Rating: [[' -> [1, 2]; a digit after it merges into one new token with the brackets."""
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [1, 2] if text == RATING_PREFIX else [1, 3 + ord(text[-1])]}
+
+    with pytest.raises(UserError, match="token of its own"):
+        _digit_ids(Merging())
+
+
+def test_judge_needs_a_tokenizer(tiny_llama):
+    import dataclasses
+
+    with pytest.raises(UserError, match="tokenizer"):
+        LocalJudge(dataclasses.replace(tiny_llama, tokenizer=None))
+
+
+FLUENT = [
+    "The weather was lovely today, so we went for a long walk in the park.",
+    "She opened the letter slowly and smiled when she read the first line.",
+    "Water boils at one hundred degrees Celsius at sea level.",
+    "After dinner, the children played board games with their grandparents.",
+    "The library closes at eight, but you can return books through the slot outside.",
+    "He fixed the bicycle chain and rode to school just before the bell rang.",
+    "Our team finished the project early and celebrated with pizza.",
+    "Plants need sunlight, water and good soil to grow strong and healthy.",
+    "The museum has a new exhibition about ancient Egyptian art.",
+    "I usually drink a cup of tea in the morning while reading the news.",
+    "The train was delayed by twenty minutes because of the snow.",
+    "My grandmother taught me how to bake bread when I was seven.",
+]
+
+
+def test_smollm2_rates_fluent_text_above_random_tokens(smollm2):
+    """SmolLM2-135M is a weak judge: its fluency distribution is close to uniform and single pairs
+    are not reliably ordered, but on average over 12 vs 12 fluent sentences score higher than
+    strings of 16 random tokens (means about 1.05 vs 0.98; the comparison is deterministic)."""
+    rng = np.random.default_rng(0)
+    random_text = [smollm2.tokenizer.decode(rng.integers(1000, 40000, 16).tolist()) for _ in range(12)]
+    judge = LocalJudge(smollm2, batch_size=12)
+    ratings = judge.rate([RatingRequest("fluency", "", "", s) for s in FLUENT + random_text])
+    scores = np.array([r.score for r in ratings])
+    for r in ratings:
+        assert r.ok and sum(r.probs) == pytest.approx(1.0) and 0 <= r.score <= 2
+        assert r.digit_mass > 0.05  # the model does answer with a digit at the slot
+    assert scores[:12].mean() > scores[12:].mean()
