@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxsae.models.config import ModelConfig
 
+UNROLL = 1
 EditFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
 
@@ -50,15 +51,18 @@ class Edit:
 
 
 class KVCache(NamedTuple):
-    """Keys and values of every layer for slots [0, S), and which slots hold real tokens."""
+    """Keys and values of every layer for slots [0, S), and which slots hold real tokens.
 
-    k_lbskh: jax.Array
-    v_lbskh: jax.Array
+    Layout [L, B, K, S, H] keeps each (batch, kv-head) block contiguous, so attention is a plain
+    batched matmul with no transposes of the cache."""
+
+    k_lbksh: jax.Array
+    v_lbksh: jax.Array
     valid_bs: jax.Array  # bool[B, S]
 
 
 def init_cache(cfg: ModelConfig, batch: int, slots: int, dtype) -> KVCache:
-    shape = (cfg.n_layers, batch, slots, cfg.n_kv_heads, cfg.head_dim)
+    shape = (cfg.n_layers, batch, cfg.n_kv_heads, slots, cfg.head_dim)
     return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch, slots), bool))
 
 
@@ -90,35 +94,53 @@ def _softcap(x, cap):
     return x if cap is None else cap * jnp.tanh(x / cap)
 
 
-def attention(lp, x_btd, positions_bt, q_slot_bt, k_bskh, v_bskh, k_slot_bs, k_valid_bs, window, cfg):
-    """Grouped-query attention of queries from ``x`` over the given keys/values.
+class KeySet(NamedTuple):
+    """A block of keys/values that queries may attend to, with their slots and validity."""
+
+    k_bksh: jax.Array
+    v_bksh: jax.Array
+    slot_bs: jax.Array  # int32[B, S]
+    valid_bs: jax.Array  # bool[B, S]
+
+
+def attention(lp, x_btd, positions_bt, q_slot_bt, keysets: tuple[KeySet, ...], window, cfg):
+    """Grouped-query attention of queries from ``x`` over one or more key blocks.
 
     A key is visible iff it is valid, not in the future (slot <= query slot) and inside the window
-    (query slot - key slot < window). Returns the attention output [B, T, D] before the residual add.
+    (query slot - key slot < window). Scores of all blocks share one softmax (in float32), so
+    attending to [cache, new tokens] as two blocks equals attending to their concatenation without
+    copying the cache. Returns the attention output [B, T, D] before the residual add.
     """
     q = jnp.einsum("btd,dnh->btnh", x_btd, lp["q_ldnh"])
     if cfg.qkv_bias:
         q = q + lp["q_bias_lnh"]
     q = rope(q, positions_bt, cfg.rope_theta)
     B, T, N, H = q.shape
-    q = q.reshape(B, T, cfg.n_kv_heads, cfg.n_groups, H)
-    scores = jnp.einsum("btkgh,bskh->bkgts", q, k_bskh) * jnp.asarray(cfg.query_scale, q.dtype)
-    scores = _softcap(scores.astype(jnp.float32), cfg.attn_softcap)
-    delta = q_slot_bt[:, :, None] - k_slot_bs[:, None, :]  # [B, T, S]
-    visible = k_valid_bs[:, None, :] & (delta >= 0) & (delta < window)
-    scores = jnp.where(visible[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(x_btd.dtype)
-    out = jnp.einsum("bkgts,bskh->btkgh", probs, v_bskh).reshape(B, T, N, H)
-    return jnp.einsum("btnh,nhd->btd", out, lp["o_lnhd"])
+    q = q.reshape(B, T, cfg.n_kv_heads, cfg.n_groups, H).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
+    scale = jnp.asarray(cfg.query_scale, q.dtype)
+    scores = []
+    for ks in keysets:
+        s_ = jnp.einsum("bkgth,bksh->bkgts", q, ks.k_bksh) * scale
+        s_ = _softcap(s_.astype(jnp.float32), cfg.attn_softcap)
+        delta = q_slot_bt[:, :, None] - ks.slot_bs[:, None, :]  # [B, T, S]
+        visible = ks.valid_bs[:, None, :] & (delta >= 0) & (delta < window)
+        scores.append(jnp.where(visible[:, None, None], s_, jnp.finfo(jnp.float32).min))
+    probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1).astype(x_btd.dtype)
+    out, start = 0.0, 0
+    for ks in keysets:
+        size = ks.k_bksh.shape[2]
+        out = out + jnp.einsum("bkgts,bksh->bkgth", probs[..., start : start + size], ks.v_bksh)
+        start += size
+    return jnp.einsum("bkgth,kghd->btd", out, lp["o_lnhd"].reshape(cfg.n_kv_heads, cfg.n_groups, H, -1))
 
 
 def project_kv(lp, x_btd, positions_bt, cfg):
-    """Keys (with RoPE) and values of the normed input: two [B, T, K, H] arrays."""
+    """Keys (with RoPE) and values of the normed input: two [B, K, T, H] arrays."""
     k = jnp.einsum("btd,dkh->btkh", x_btd, lp["k_ldkh"])
     v = jnp.einsum("btd,dkh->btkh", x_btd, lp["v_ldkh"])
     if cfg.qkv_bias:
         k, v = k + lp["k_bias_lkh"], v + lp["v_bias_lkh"]
-    return rope(k, positions_bt, cfg.rope_theta), v
+    return rope(k, positions_bt, cfg.rope_theta).transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
 
 def mlp(lp, x_btd, cfg):
@@ -135,34 +157,36 @@ class _Ctx(NamedTuple):
     """Per-call tensors shared by every layer."""
 
     positions_bt: jax.Array
-    q_slot_bt: jax.Array
-    k_slot_bs: jax.Array
-    k_valid_bs: jax.Array
-    write_at: jax.Array | None  # cache slot of the first new token (None: no cache)
+    q_slot_bt: jax.Array  # slots of the new tokens
+    new_valid_bt: jax.Array  # which new tokens are real (left padding)
+    cache_slot_bs: jax.Array | None  # slots of the cache (None: no cache)
+    cache_valid_bs: jax.Array | None  # which cache slots held real tokens before this call
 
 
 def _block(lp, x, window, ctx: _Ctx, cfg: ModelConfig, cache_kv=None):
-    """One decoder block. With ``cache_kv`` ([B,S,K,H] pair) the new keys/values are written into
-    it at ``ctx.write_at`` and attention runs over the whole cache; returns (x, new cache_kv)."""
+    """One decoder block over new tokens ``x`` [B, T, D], attending to the (read-only) cache
+    ``cache_kv`` ([B,K,S,H] pair) and to themselves. Returns (x, (k, v) of the new tokens)."""
     h = rms_norm(x, lp["attn_norm_ld"], cfg)
     k, v = project_kv(lp, h, ctx.positions_bt, cfg)
+    keysets = (KeySet(k, v, ctx.q_slot_bt, ctx.new_valid_bt),)
     if cache_kv is not None:
-        ck, cv = cache_kv
-        ck = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), ctx.write_at, axis=1)
-        cv = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), ctx.write_at, axis=1)
-        k, v, cache_kv = ck, cv, (ck, cv)
-    a = attention(lp, h, ctx.positions_bt, ctx.q_slot_bt, k, v, ctx.k_slot_bs, ctx.k_valid_bs, window, cfg)
+        keysets = (KeySet(cache_kv[0], cache_kv[1], ctx.cache_slot_bs, ctx.cache_valid_bs),) + keysets
+    a = attention(lp, h, ctx.positions_bt, ctx.q_slot_bt, keysets, window, cfg)
     if cfg.sandwich_norms:
         a = rms_norm(a, lp["post_attn_norm_ld"], cfg)
     x = x + a
     m = mlp(lp, rms_norm(x, lp["mlp_norm_ld"], cfg), cfg)
     if cfg.sandwich_norms:
         m = rms_norm(m, lp["post_mlp_norm_ld"], cfg)
-    return x + m, cache_kv
+    return x + m, (k, v)
 
 
-def run_layers(params, cfg: ModelConfig, x_btd, ctx: _Ctx, lo: int, hi: int, cache: KVCache | None = None):
-    """Run blocks [lo, hi) with ``lax.scan``; returns (x, cache) with the cache's slices updated."""
+def run_layers(params, cfg: ModelConfig, x_btd, ctx: _Ctx, lo: int, hi: int, cache: KVCache | None = None, write_at=None):
+    """Run blocks [lo, hi) with ``lax.scan``; returns (x, cache).
+
+    With a cache, every block attends to the cache's layer slice (read, not copied) plus the new
+    tokens, and the new keys/values of all blocks are written into the cache at ``write_at`` in one
+    update afterwards (in place when the cache is a loop carry or donated)."""
     if hi <= lo:
         return x_btd, cache
     layers = jax.tree.map(lambda a: a[lo:hi], params["layers"])
@@ -174,21 +198,22 @@ def run_layers(params, cfg: ModelConfig, x_btd, ctx: _Ctx, lo: int, hi: int, cac
             x, _ = _block(lp, x, w, ctx, cfg)
             return x, None
 
-        x_btd, _ = jax.lax.scan(body, x_btd, (layers, windows))
+        x_btd, _ = jax.lax.scan(body, x_btd, (layers, windows), unroll=UNROLL)
         return x_btd, None
 
-    def body_c(carry, xs):
-        x, ks, vs = carry
+    def body_c(x, xs):
         lp, w, i = xs
-        kv = (jax.lax.dynamic_index_in_dim(ks, i, keepdims=False), jax.lax.dynamic_index_in_dim(vs, i, keepdims=False))
-        x, (k, v) = _block(lp, x, w, ctx, cfg, kv)
-        ks = jax.lax.dynamic_update_index_in_dim(ks, k, i, 0)
-        vs = jax.lax.dynamic_update_index_in_dim(vs, v, i, 0)
-        return (x, ks, vs), None
+        kv = (jax.lax.dynamic_index_in_dim(cache.k_lbksh, i, keepdims=False),
+              jax.lax.dynamic_index_in_dim(cache.v_lbksh, i, keepdims=False))
+        return _block(lp, x, w, ctx, cfg, kv)
 
     idx = jnp.arange(lo, hi, dtype=jnp.int32)
-    (x_btd, ks, vs), _ = jax.lax.scan(body_c, (x_btd, cache.k_lbskh, cache.v_lbskh), (layers, windows, idx))
-    return x_btd, cache._replace(k_lbskh=ks, v_lbskh=vs)
+    x_btd, (k_new, v_new) = jax.lax.scan(body_c, x_btd, (layers, windows, idx), unroll=UNROLL)
+    zero = jnp.int32(0)
+    at = (jnp.int32(lo), zero, zero, jnp.asarray(write_at, jnp.int32), zero)
+    ks = jax.lax.dynamic_update_slice(cache.k_lbksh, k_new.astype(cache.k_lbksh.dtype), at)
+    vs = jax.lax.dynamic_update_slice(cache.v_lbksh, v_new.astype(cache.v_lbksh.dtype), at)
+    return x_btd, cache._replace(k_lbksh=ks, v_lbksh=vs)
 
 
 def embed(params, cfg: ModelConfig, tokens_bt):
@@ -213,22 +238,25 @@ def make_ctx(mask_bt, cache: KVCache | None, write_at=None) -> tuple[_Ctx, KVCac
     """Positions and visibility for new tokens ``mask_bt`` (bool[B, T], left padding allowed).
 
     Without a cache, keys are the new tokens themselves. With one, the new tokens occupy slots
-    [write_at, write_at + T) and their positions continue from the cache's valid tokens.
+    [write_at, write_at + T) and their positions continue from the cache's valid tokens; the
+    returned cache has those slots marked valid.
     """
     B, T = mask_bt.shape
     m = mask_bt.astype(jnp.int32)
     if cache is None:
         positions = jnp.maximum(jnp.cumsum(m, axis=1) - 1, 0)
         slots = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-        return _Ctx(positions, slots, slots, mask_bt, None), None
+        return _Ctx(positions, slots, mask_bt, None, None), None
     S = cache.valid_bs.shape[1]
     write_at = jnp.asarray(write_at, jnp.int32)
     before = jnp.sum(cache.valid_bs.astype(jnp.int32), axis=1, keepdims=True)
     positions = jnp.maximum(before + jnp.cumsum(m, axis=1) - 1, 0)
-    valid = jax.lax.dynamic_update_slice_in_dim(cache.valid_bs, mask_bt, write_at, axis=1)
     q_slots = jnp.broadcast_to(write_at + jnp.arange(T, dtype=jnp.int32), (B, T))
     k_slots = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), (B, S))
-    return _Ctx(positions, q_slots, k_slots, valid, write_at), cache._replace(valid_bs=valid)
+    # cache slots at or after write_at are being (re)written now: only the new-token block counts
+    old_valid = cache.valid_bs & (k_slots < write_at)
+    valid = jax.lax.dynamic_update_slice_in_dim(cache.valid_bs, mask_bt, write_at, axis=1)
+    return _Ctx(positions, q_slots, mask_bt, k_slots, old_valid), cache._replace(valid_bs=valid)
 
 
 def forward(
@@ -256,11 +284,11 @@ def forward(
     ctx, cache = make_ctx(mask_bt, cache, write_at)
     x = embed(params, cfg, tokens_bt)
     if edit is not None and edit.layer <= last:
-        x, cache = run_layers(params, cfg, x, ctx, 0, edit.layer + 1, cache)
+        x, cache = run_layers(params, cfg, x, ctx, 0, edit.layer + 1, cache, write_at)
         x = edit(x.astype(jnp.float32), ctx.positions_bt).astype(x.dtype)
-        x, cache = run_layers(params, cfg, x, ctx, edit.layer + 1, last + 1, cache)
+        x, cache = run_layers(params, cfg, x, ctx, edit.layer + 1, last + 1, cache, write_at)
     else:
-        x, cache = run_layers(params, cfg, x, ctx, 0, last + 1, cache)
+        x, cache = run_layers(params, cfg, x, ctx, 0, last + 1, cache, write_at)
     if stop_layer is not None:
         return x.astype(jnp.float32), cache
     return unembed(params, cfg, x), cache
