@@ -124,7 +124,6 @@ class ChatClient:
         self.backoff_max_s = float(backoff_max_s)
         self.stats = ClientStats()
         self._lock = threading.Lock()
-        self._abort = threading.Event()
 
     def __repr__(self) -> str:  # never shows the key
         return f"ChatClient(url={self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
@@ -231,8 +230,9 @@ class ChatClient:
         return {"content": content, "model": data.get("model"), "usage": data.get("usage"),
                 "finish_reason": choice.get("finish_reason")}
 
-    def _call(self, key: str, body: dict) -> str | None:
-        """Answer one distinct request: cache, else HTTP with retries; None on a hard failure."""
+    def _call(self, key: str, body: dict, abort: threading.Event) -> str | None:
+        """Answer one distinct request: cache, else HTTP with retries; None on a hard failure
+        (or when ``abort`` is set because another request of the same call failed fatally)."""
         cached = self._cache_get(key, body)
         if cached is not None:
             with self._lock:
@@ -241,7 +241,7 @@ class ChatClient:
         all_connect = True
         last = ""
         for attempt in range(self.max_retries + 1):
-            if self._abort.is_set():
+            if abort.is_set():
                 return None
             with self._lock:
                 self.stats.api_calls += 1
@@ -262,7 +262,7 @@ class ChatClient:
                 if e.retry_after is not None:
                     delay = max(delay, min(e.retry_after, self.backoff_max_s))
                 log.info("judge request: %s; retry %d/%d in %.2fs", e, attempt + 1, self.max_retries, delay)
-                if self._abort.wait(delay):
+                if abort.wait(delay):
                     return None
                 continue
             self._cache_put(key, body, response)
@@ -295,14 +295,14 @@ class ChatClient:
         with self._lock:
             self.stats.requests += len(bodies)
         results: dict[str, str | None] = {}
-        self._abort.clear()
+        abort = threading.Event()
         pool = cf.ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="judge")
         try:
-            futures = {pool.submit(self._call, k, b): k for k, b in unique.items()}
+            futures = {pool.submit(self._call, k, b, abort): k for k, b in unique.items()}
             for fut in cf.as_completed(futures):
                 results[futures[fut]] = fut.result()
         except BaseException:
-            self._abort.set()  # stop sleeping retries; answers already cached stay cached
+            abort.set()  # stop sleeping retries; answers already cached stay cached
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
