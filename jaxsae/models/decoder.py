@@ -119,17 +119,23 @@ def attention(lp, x_btd, positions_bt, q_slot_bt, keysets: tuple[KeySet, ...], w
     q = q.reshape(B, T, cfg.n_kv_heads, cfg.n_groups, H).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
     scale = jnp.asarray(cfg.query_scale, q.dtype)
     scores = []
-    for ks in keysets:
-        s_ = jnp.einsum("bkgth,bksh->bkgts", q, ks.k_bksh) * scale
+    # a batch-1 key block (a shared prefix cache) is broadcast over the queries' batch, not copied
+    shared = [ks.k_bksh.shape[0] == 1 and B > 1 for ks in keysets]
+    for ks, one in zip(keysets, shared):
+        if one:
+            s_ = jnp.einsum("bkgth,ksh->bkgts", q, ks.k_bksh[0]) * scale
+        else:
+            s_ = jnp.einsum("bkgth,bksh->bkgts", q, ks.k_bksh) * scale
         s_ = _softcap(s_.astype(jnp.float32), cfg.attn_softcap)
         delta = q_slot_bt[:, :, None] - ks.slot_bs[:, None, :]  # [B, T, S]
         visible = ks.valid_bs[:, None, :] & (delta >= 0) & (delta < window)
         scores.append(jnp.where(visible[:, None, None], s_, jnp.finfo(jnp.float32).min))
     probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1).astype(x_btd.dtype)
     out, start = 0.0, 0
-    for ks in keysets:
+    for ks, one in zip(keysets, shared):
         size = ks.k_bksh.shape[2]
-        out = out + jnp.einsum("bkgts,bksh->bkgth", probs[..., start : start + size], ks.v_bksh)
+        p_ = probs[..., start : start + size]
+        out = out + (jnp.einsum("bkgts,ksh->bkgth", p_, ks.v_bksh[0]) if one else jnp.einsum("bkgts,bksh->bkgth", p_, ks.v_bksh))
         start += size
     return jnp.einsum("bkgth,kghd->btd", out, lp["o_lnhd"].reshape(cfg.n_kv_heads, cfg.n_groups, H, -1))
 
@@ -181,7 +187,8 @@ def _block(lp, x, window, ctx: _Ctx, cfg: ModelConfig, cache_kv=None):
     return x + m, (k, v)
 
 
-def run_layers(params, cfg: ModelConfig, x_btd, ctx: _Ctx, lo: int, hi: int, cache: KVCache | None = None, write_at=None):
+def run_layers(params, cfg: ModelConfig, x_btd, ctx: _Ctx, lo: int, hi: int, cache: KVCache | None = None, write_at=None,
+               update_cache: bool = True):
     """Run blocks [lo, hi) with ``lax.scan``; returns (x, cache).
 
     With a cache, every block attends to the cache's layer slice (read, not copied) plus the new
@@ -209,6 +216,8 @@ def run_layers(params, cfg: ModelConfig, x_btd, ctx: _Ctx, lo: int, hi: int, cac
 
     idx = jnp.arange(lo, hi, dtype=jnp.int32)
     x_btd, (k_new, v_new) = jax.lax.scan(body_c, x_btd, (layers, windows, idx), unroll=UNROLL)
+    if not update_cache:
+        return x_btd, cache
     zero = jnp.int32(0)
     at = (jnp.int32(lo), zero, zero, jnp.asarray(write_at, jnp.int32), zero)
     ks = jax.lax.dynamic_update_slice(cache.k_lbksh, k_new.astype(cache.k_lbksh.dtype), at)
@@ -269,26 +278,65 @@ def forward(
     stop_layer: int | None = None,
     cache: KVCache | None = None,
     write_at=0,
+    update_cache: bool = True,
 ):
     """The whole model, or its first ``stop_layer + 1`` blocks (early exit).
 
     Returns (out, cache): ``out`` is the float32 residual [B, T, D] after block ``stop_layer``
     (after the edit, if the edit is at that layer) when ``stop_layer`` is given, otherwise float32
-    logits [B, T, V]. ``cache`` is the updated KV cache (None when no cache was passed).
+    logits [B, T, V]. ``cache`` is the updated KV cache (None when no cache was passed; unchanged
+    when ``update_cache`` is False, which lets a query attend to a cache without writing to it).
     """
     if mask_bt is None:
         mask_bt = jnp.ones(tokens_bt.shape, bool)
     last = cfg.n_layers - 1 if stop_layer is None else stop_layer
     if not 0 <= last < cfg.n_layers:
         raise ValueError(f"layer {last} out of range [0, {cfg.n_layers})")
-    ctx, cache = make_ctx(mask_bt, cache, write_at)
+    ctx, new_cache = make_ctx(mask_bt, cache, write_at)
+    cache = new_cache if update_cache else cache
     x = embed(params, cfg, tokens_bt)
     if edit is not None and edit.layer <= last:
-        x, cache = run_layers(params, cfg, x, ctx, 0, edit.layer + 1, cache, write_at)
+        x, cache = run_layers(params, cfg, x, ctx, 0, edit.layer + 1, cache, write_at, update_cache)
         x = edit(x.astype(jnp.float32), ctx.positions_bt).astype(x.dtype)
-        x, cache = run_layers(params, cfg, x, ctx, edit.layer + 1, last + 1, cache, write_at)
+        x, cache = run_layers(params, cfg, x, ctx, edit.layer + 1, last + 1, cache, write_at, update_cache)
     else:
-        x, cache = run_layers(params, cfg, x, ctx, 0, last + 1, cache, write_at)
+        x, cache = run_layers(params, cfg, x, ctx, 0, last + 1, cache, write_at, update_cache)
     if stop_layer is not None:
         return x.astype(jnp.float32), cache
+    return unembed(params, cfg, x), cache
+
+
+def forward_from(
+    params,
+    cfg: ModelConfig,
+    resid_btd,
+    from_layer: int,
+    mask_bt=None,
+    *,
+    cache: KVCache | None = None,
+    write_at=0,
+    update_cache: bool = True,
+):
+    """Logits from a residual: run blocks (from_layer, N) on ``resid_btd`` (the output of block
+    ``from_layer``) and unembed. With a ``cache`` of batch 1 and many residual rows, the rows
+    share that cache (e.g. one prompt prefix, many interventions at its last position).
+
+    Returns (float32 logits [B, T, V], cache)."""
+    B, T, _ = resid_btd.shape
+    if mask_bt is None:
+        mask_bt = jnp.ones((B, T), bool)
+    if cache is not None and cache.valid_bs.shape[0] == 1 and B > 1:
+        if update_cache:
+            raise ValueError("a shared (batch-1) cache cannot be updated by a batch of rows; pass update_cache=False")
+        ctx, _ = make_ctx(mask_bt[:1], cache, write_at)
+        ctx = ctx._replace(
+            positions_bt=jnp.broadcast_to(ctx.positions_bt, (B, T)),
+            q_slot_bt=jnp.broadcast_to(ctx.q_slot_bt, (B, T)),
+            new_valid_bt=mask_bt,
+        )
+    else:
+        ctx, new_cache = make_ctx(mask_bt, cache, write_at)
+        cache = new_cache if update_cache else cache
+    x = resid_btd.astype(params["embed_vd"].dtype)
+    x, cache = run_layers(params, cfg, x, ctx, from_layer + 1, cfg.n_layers, cache, write_at, update_cache)
     return unembed(params, cfg, x), cache
