@@ -188,8 +188,8 @@ def test_persistent_500_is_a_hard_failure_not_cached_and_retried_on_rerun(server
 
 
 def test_timeout_then_success(server, tmp_path):
-    srv = server(plan=["timeout"], sleep_s=1.5)
-    c = client(srv.url, tmp_path, timeout_s=0.3)
+    srv = server(plan=["timeout"], sleep_s=2.5)
+    c = client(srv.url, tmp_path, timeout_s=0.6)
     assert c.chat(msgs("x")) is not None
     assert c.stats.timeouts == 1 and c.stats.retries == 1
 
@@ -248,10 +248,12 @@ def test_crash_midway_loses_nothing(server, tmp_path):
     prompts = [msgs(str(k)) for k in range(5)]
     with pytest.raises(UserError):
         c.chat_many(prompts)
-    assert len(list(tmp_path.rglob("*.json"))) == 2
+    answered = len(srv.calls) - 1  # every call but the 401 was answered (the worker may have
+    cached = len(list(tmp_path.rglob("*.json")))  # started one more before the pool shut down)
+    assert cached == answered and 2 <= cached < 5
     before = len(srv.calls)
     assert all(a is not None for a in client(srv.url, tmp_path).chat_many(prompts))
-    assert len(srv.calls) - before == 3
+    assert len(srv.calls) - before == 5 - cached
 
 
 def test_concurrency_is_bounded(server, tmp_path):
