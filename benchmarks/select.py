@@ -1,0 +1,135 @@
+"""Feature-selection benchmark on SmolLM2-135M-Instruct with a 4608-wide SAE at a middle layer.
+
+Side by side in one run:
+  1. ΔTC (and the output score, from the same kernel) for every latent with the batched kernel,
+     against the naive loop (two full forwards per feature with the SAE hook written out, as
+     Arad et al.'s code does it), timed on a sample and extrapolated to all latents;
+  2. the local judge's ratings/s (SmolLM2 as judge, next-token distribution at the rating slot).
+Prints a table and a final JSON line.
+
+    python benchmarks/select.py [--d-sae 4608 --layer 15 --naive-sample 24 --ratings 48]
+"""
+
+from __future__ import annotations
+
+import sys  # noqa: I001 - must run first: this file's name shadows the stdlib `select` module
+from pathlib import Path as _Path
+
+sys.path[:] = [p for p in sys.path if _Path(p or ".").resolve() != _Path(__file__).resolve().parent]
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_default_matmul_precision", "float32")
+
+
+def random_sae(d_in: int, d_sae: int, seed: int = 0):
+    import jaxsae.sae as S
+
+    r = np.random.RandomState(seed)
+    w_dec = r.randn(d_sae, d_in).astype(np.float32)
+    w_dec /= np.linalg.norm(w_dec, axis=1, keepdims=True)
+    params = {
+        "W_enc": jnp.asarray(r.randn(d_in, d_sae).astype(np.float32) / np.sqrt(d_in)),
+        "b_enc": jnp.zeros(d_sae, jnp.float32),
+        "W_dec": jnp.asarray(w_dec),
+        "b_dec": jnp.zeros(d_in, jnp.float32),
+        "threshold": jnp.full(d_sae, 0.05, jnp.float32),
+    }
+    return S.SAE(cfg=S.make_cfg("jumprelu", d_in, d_sae, apply_b_dec_to_input=False, metadata={}), params=params)
+
+
+def naive_loop(lm, sae, layer: int, features, alpha: float = 10.0) -> np.ndarray:
+    """ΔC_1 the way a hook-based library computes it: per feature a base and an intervened
+    full forward of the prefix, the hook encoding, amplifying, decoding and adding the error."""
+    import jaxsae.sae as S
+    from jaxsae.models import Edit
+    from jaxsae.select.dtc import DEFAULT_PREFIX
+
+    enc, dec = S.encode_fn(sae), S.decode_fn(sae)
+    ids = np.asarray([lm.token_ids(DEFAULT_PREFIX)])
+
+    def hook(args, resid, positions):
+        acts = enc(args["params"], resid)
+        bumped = acts.at[:, -1, args["f"]].add(args["alpha"] * jnp.max(acts[:, -1], axis=-1))
+        return dec(args["params"], bumped) + (resid - dec(args["params"], acts))
+
+    out = []
+    for f in features:
+        base = jax.nn.log_softmax(lm.logits(ids)[0, -1])
+        e = Edit(layer, hook, {"params": sae.params, "f": jnp.int32(f), "alpha": jnp.float32(alpha)})
+        logp = jax.nn.log_softmax(lm.logits(ids, edit=e)[0, -1])
+        out.append(float(jnp.max(base) - jnp.max(logp)))
+    return np.array(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--d-sae", type=int, default=4608, help="SAE width")
+    ap.add_argument("--layer", type=int, default=15, help="SAE layer (block output)")
+    ap.add_argument("--naive-sample", type=int, default=24, help="features timed with the naive loop")
+    ap.add_argument("--ratings", type=int, default=48, help="local-judge ratings timed")
+    args = ap.parse_args()
+
+    from jaxsae.judge import LocalJudge, RatingRequest
+    from jaxsae.models import load_model
+    from jaxsae.select.dtc import feature_scores
+
+    lm = load_model("smollm2-135m-instruct")
+    sae = random_sae(lm.config.d_model, args.d_sae)
+
+    # 1. ΔTC: batched kernel over every latent (compile excluded by a warm-up on a small slice)
+    feature_scores(lm, sae, args.layer, features=np.arange(8))
+    t0 = time.perf_counter()
+    scores = feature_scores(lm, sae, args.layer)
+    t_all = time.perf_counter() - t0
+    sample = np.random.RandomState(0).choice(args.d_sae, args.naive_sample, replace=False)
+    naive_loop(lm, sae, args.layer, sample[:1])  # compile
+    t0 = time.perf_counter()
+    naive = naive_loop(lm, sae, args.layer, sample)
+    t_naive = (time.perf_counter() - t0) / len(sample) * args.d_sae
+    agree = float(np.abs(naive - scores["delta_tc"][sample]).max())
+
+    # 2. local judge ratings/s
+    judge = LocalJudge(lm)
+    crit = ("concept", "instruction", "fluency")
+    reqs = [
+        RatingRequest(crit[i % 3], "the ocean", "Describe your favourite holiday.",
+                      f"We spent day {i} by the sea, watching the waves roll onto the sand.")
+        for i in range(args.ratings)
+    ]
+    judge.rate(reqs[: judge.batch_size * 3])  # compile
+    t0 = time.perf_counter()
+    judge.rate(reqs)
+    t_judge = time.perf_counter() - t0
+
+    result = {
+        "d_sae": args.d_sae,
+        "dtc_all_latents_s": t_all,
+        "dtc_features_per_s": args.d_sae / t_all,
+        "naive_features_per_s": args.d_sae / t_naive,
+        "naive_all_latents_s_extrapolated": t_naive,
+        "speedup_vs_naive": t_naive / t_all,
+        "max_abs_diff_vs_naive": agree,
+        "judge_ratings_per_s": args.ratings / t_judge,
+    }
+    print(f"\n{'measurement':50s} {'value':>12s}")
+    print(f"{'ΔTC + output score, all %d latents (batched)' % args.d_sae:50s} {t_all:11.1f}s")
+    print(f"{'  features/s batched':50s} {result['dtc_features_per_s']:12.1f}")
+    print(f"{'  features/s naive two-forward loop (sample %d)' % len(sample):50s} {result['naive_features_per_s']:12.1f}")
+    print(f"{'  speed-up (target >= 100x)':50s} {result['speedup_vs_naive']:11.1f}x")
+    print(f"{'  max |batched - naive| on the sample':50s} {agree:12.2e}")
+    print(f"{'local judge ratings/s (SmolLM2)':50s} {result['judge_ratings_per_s']:12.2f}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
