@@ -44,6 +44,10 @@ def resolve(source: str) -> tuple[str, Path]:
     """("gguf" | "hf", local path) for any accepted source; downloads a Hub id when online."""
     if source.lower() in ALIASES:
         return "gguf", smollm2_gguf()
+    if source.lower() == "tiny-random-llama":
+        from jaxsae.models.random import tiny_random_llama
+
+        return "hf", tiny_random_llama()
     path = Path(source).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -58,7 +62,7 @@ def resolve(source: str) -> tuple[str, Path]:
     if _HUB_ID.match(source):
         return "hf", _download(source)
     raise UserError(
-        f"unknown model {source!r}: pass {SMOLLM2_ALIAS!r}, a local checkpoint folder, a .gguf file, "
+        f"unknown model {source!r}: pass {SMOLLM2_ALIAS!r}, 'tiny-random-llama', a local checkpoint folder, a .gguf file, "
         "or a Hugging Face Hub id like google/gemma-2-2b"
     )
 
