@@ -12,6 +12,11 @@ Prints a table and a final JSON line with the ratios. On a GPU it also prints MF
 
 from __future__ import annotations
 
+import sys  # noqa: I001 - first: benchmarks/select.py would shadow the stdlib `select` module
+from pathlib import Path as _Path
+
+sys.path[:] = [p for p in sys.path if _Path(p or ".").resolve() != _Path(__file__).resolve().parent]
+
 import argparse
 import copy
 import dataclasses

@@ -1,0 +1,238 @@
+"""The study's configuration: plain dataclasses, one docstring per field, loaded from
+``configs/<sweep>.toml`` and overridable from the command line (``--train.steps 200``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jaxsae.errors import UserError
+
+CONFIG_DIRS = (Path(__file__).resolve().parents[2] / "configs", Path(__file__).resolve().parent.parent / "configs")
+
+
+@dataclass
+class ModelSpec:
+    """One LLM of the study and the residual-stream layer its SAEs read and steer."""
+
+    name: str = "SmolLM2-135M-Instruct"
+    """Display name used in tables (e.g. Gemma-2-2B)."""
+    source: str = "smollm2-135m-instruct"
+    """Where to load it: an alias, a checkpoint folder, a .gguf file or a Hub id."""
+    layer: int = 15
+    """Block whose output (resid_post) the SAEs are trained on and steered at (0-based)."""
+    steer_source: str = ""
+    """Model to steer and generate with (e.g. the -it variant); empty: the same as ``source``."""
+    dtype: str = "float32"
+    """Parameter/activation dtype: float32 or bfloat16."""
+
+
+@dataclass
+class DataConfig:
+    """Text the SAEs are trained on (the activation stream)."""
+
+    source: str = "embedded"
+    """"embedded" (Python's shipped documentation, offline), "hf:<dataset>[:<config>]" (streamed
+    with `datasets`), or a path to .txt files / a folder of them."""
+    context: int = 128
+    """Tokens per context when harvesting."""
+    llm_batch: int = 8
+    """Contexts per LLM forward when harvesting."""
+
+
+@dataclass
+class TrainConfig:
+    """The SAE sweep: architectures × sparsity levels, all trained together."""
+
+    archs: tuple[str, ...] = ("relu", "topk", "batchtopk", "jumprelu", "gated")
+    """Architectures to train (relu, topk, batchtopk, jumprelu, gated, matryoshka)."""
+    levels: tuple[int, ...] = (1, 3)
+    """Indices (0..5) into the paper's six sparsity levels: target L0 {50, 80, 160, 320, 520, 820}
+    for TopK/BatchTopK/JumpReLU/Matryoshka; L1 {0.012..0.06} (ReLU) and {0.012..0.08} (Gated)."""
+    d_sae: int = 2304
+    """Dictionary width (the paper: 16384)."""
+    batch: int = 1024
+    """SAE batch in tokens (the paper: 2048)."""
+    tokens: int = 200_000
+    """Training tokens per SAE (the paper: 5e8)."""
+    lr: float = 3e-4
+    """Adam learning rate (the paper's recipe)."""
+    warmup_steps: int = 1000
+    """Linear LR warmup steps (scaled down automatically when the run is shorter)."""
+    sparsity_warmup_steps: int = 5000
+    """Sparsity-coefficient warmup steps (scaled down automatically when the run is shorter)."""
+    checkpoint_every: int = 1000
+    """Steps between Orbax checkpoints."""
+    seed: int = 0
+    """Seed of initialisation and data order."""
+
+
+@dataclass
+class EvalConfig:
+    """Core metrics and the feature-statistics pass on held-out text."""
+
+    metric_tokens: int = 16_384
+    """Held-out tokens for L0 / FVU / CE-loss score."""
+    stats_tokens: int = 65_536
+    """Held-out tokens for per-latent statistics (SAEBench: 2M)."""
+    stats_context: int = 128
+    """Context length of the statistics pass (SAEBench: 128)."""
+
+
+@dataclass
+class AutoInterpConfig:
+    """Interpretability µ(θ): SAEBench AutoInterp."""
+
+    n_latents: int = 1000
+    """Alive latents scored per SAE (the paper: 1000)."""
+    n_concepts: int = 100
+    """CONCEPT100 size: latents drawn (fixed seed) from the scored ones; µ is their mean."""
+    seed: int = 0
+    """Seed of the latent draws."""
+
+
+@dataclass
+class SteerConfig:
+    """Steering utility g(θ): the AxBench protocol on the SAE's CONCEPT100."""
+
+    n_concepts: int = 100
+    """Concepts steered per SAE (the first of CONCEPT100)."""
+    n_instructions: int = 10
+    """Instructions per concept, split half dev (factor choice) / half test (score)."""
+    factors: tuple[float, ...] = (0.4, 0.8, 1.2, 1.6, 2.0, 3.0)
+    """Steering factors α (x += α·m_f·v_f); the paper used 6 unpublished values."""
+    max_new_tokens: int = 128
+    """New tokens per steered generation."""
+    temperature: float = 1.0
+    """Sampling temperature (AxBench: 1.0; 0 = greedy)."""
+    seed: int = 0
+    """Seed of instruction draws and sampling."""
+
+
+@dataclass
+class JudgeConfig:
+    """Who rates steered generations and explains/detects latents."""
+
+    kind: str = "local"
+    """"local" (an instruct model run by jaxsae) or "api" (an OpenAI-compatible endpoint)."""
+    model: str = "smollm2-135m-instruct"
+    """Local: a load_model source. API: the model name (e.g. gpt-4o-mini)."""
+    base_url: str = "https://api.openai.com/v1"
+    """API base URL (only for kind = "api")."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (never written anywhere)."""
+    max_concurrency: int = 8
+    """Concurrent API requests."""
+
+
+@dataclass
+class SelectConfig:
+    """Feature selection by ΔTC and the output score."""
+
+    prefix: str = "From my experience,"
+    """Neutral prefix whose next-token distribution is read."""
+    alpha: float = 10.0
+    """Amplification α."""
+    k: int = 1
+    """C_k: number of top probabilities."""
+    mode: str = "additive"
+    """"additive" (Arad et al.'s hook, default) or "decoder" (x + α·m_f·v_f)."""
+    pool: str = "concepts"
+    """Candidate features: "concepts" (the SAE's CONCEPT100) or "all" (every latent)."""
+    tier_choice: str = "dev"
+    """"dev": tier chosen on dev instructions, reported on test; "eval": the paper's variant
+    (best tier by the evaluation itself, optimistic)."""
+
+
+@dataclass
+class AnalysisConfig:
+    """Rank agreement statistics."""
+
+    n_perm: int = 9999
+    """Permutations per p-value."""
+    n_boot: int = 2000
+    """Bootstrap resamples per interval."""
+    seed: int = 0
+    """Seed of permutations and bootstrap."""
+
+
+@dataclass
+class SweepConfig:
+    """A whole study: models × architectures × sparsity levels, then µ, g, selection, analysis."""
+
+    name: str = "demo"
+    """Sweep name (recorded in results)."""
+    models: tuple[ModelSpec, ...] = (ModelSpec(),)
+    """LLMs and layers."""
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    autointerp: AutoInterpConfig = field(default_factory=AutoInterpConfig)
+    steer: SteerConfig = field(default_factory=SteerConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+
+
+def _build(cls, data: Any, where: str):
+    if not dataclasses.is_dataclass(cls):
+        return data
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a table, got {type(data).__name__}; fix the config file")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(known)}")
+    kw = {}
+    for name, f in known.items():
+        if name not in data:
+            continue
+        v = data[name]
+        if name == "models":
+            kw[name] = tuple(_build(ModelSpec, m, f"{where}.models[{i}]") for i, m in enumerate(v))
+        elif dataclasses.is_dataclass(f.default_factory() if f.default_factory is not dataclasses.MISSING else None):
+            kw[name] = _build(type(f.default_factory()), v, f"{where}.{name}")
+        elif isinstance(v, list):
+            kw[name] = tuple(v)
+        else:
+            kw[name] = v
+    return cls(**kw)
+
+
+def config_path(sweep: str) -> Path:
+    """``configs/<sweep>.toml`` (or ``sweep`` itself when it is a path to a .toml file)."""
+    p = Path(sweep)
+    if p.suffix == ".toml":
+        if not p.exists():
+            raise UserError(f"config file {p} does not exist; check the path")
+        return p
+    for d in CONFIG_DIRS:
+        if (d / f"{sweep}.toml").exists():
+            return d / f"{sweep}.toml"
+    names = sorted({q.stem for d in CONFIG_DIRS if d.exists() for q in d.glob("*.toml")})
+    raise UserError(f"unknown sweep {sweep!r}; choose one of {', '.join(names)} or pass a .toml file")
+
+
+def load_config(sweep: str) -> SweepConfig:
+    path = config_path(sweep)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path} does not parse as TOML ({e}); fix the file") from None
+    return _build(SweepConfig, data, path.name)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def digest(obj: Any) -> str:
+    """Stable short hash of a JSON-able object (dataclasses are converted first)."""
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

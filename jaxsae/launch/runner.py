@@ -1,0 +1,147 @@
+"""Stages cached in the run folder, each with a manifest, skipped when already done.
+
+A stage's manifest (``<out>/manifests/<stage>.json``) records the hash of the configuration the
+stage depends on (its own sections and its upstream stages'), library versions, wall time and its
+outputs. On a re-run a stage is skipped when its manifest exists, its hash matches and its outputs
+are all present; it is redone when outputs were deleted; and a changed configuration is refused
+with a message naming the stage and the changed sections, instead of mixing results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from jaxsae.errors import UserError
+from jaxsae.io import atomic_write_json
+from jaxsae.launch.config import SweepConfig, digest
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One step of the study."""
+
+    name: str
+    """Stage name used on the command line and for its manifest."""
+    sections: tuple[str, ...]
+    """Config sections whose values the stage's results depend on."""
+    upstream: tuple[str, ...]
+    """Stages whose results this one reads."""
+    fn: Callable
+    """``fn(run) -> list[str]``: does the work (resuming its own partial progress) and returns the
+    output paths, relative to the run folder."""
+    help: str = ""
+    """One line for --help."""
+
+
+def versions() -> dict:
+    import jax
+
+    import jaxsae
+
+    return {"jaxsae": jaxsae.__version__, "jax": jax.__version__, "python": platform.python_version()}
+
+
+class Run:
+    """A run folder and the stages to execute in it."""
+
+    def __init__(self, out: Path, cfg: SweepConfig, stages: Sequence[Stage], *, is_writer: bool = True):
+        self.out = Path(out)
+        self.cfg = cfg
+        self.stages = {s.name: s for s in stages}
+        self.order = [s.name for s in stages]
+        self.is_writer = is_writer
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------------- hashes
+
+    def section_values(self, stage: Stage) -> dict:
+        d = dataclasses.asdict(self.cfg)
+        return {s: d[s] for s in stage.sections}
+
+    def stage_hash(self, name: str) -> str:
+        stage = self.stages[name]
+        up = {u: self.stage_hash(u) for u in stage.upstream}
+        return digest({"sections": self.section_values(stage), "upstream": up})
+
+    def manifest_path(self, name: str) -> Path:
+        return self.out / "manifests" / f"{name}.json"
+
+    def manifest(self, name: str) -> dict | None:
+        p = self.manifest_path(name)
+        if not p.exists():
+            return None
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError:
+            return None  # an unreadable manifest counts as not done
+
+    def status(self, name: str) -> str:
+        """"done", "missing-outputs", "changed" or "todo"."""
+        m = self.manifest(name)
+        if m is None:
+            return "todo"
+        if m.get("config_hash") != self.stage_hash(name):
+            return "changed"
+        if not all((self.out / o).exists() for o in m.get("outputs", [])):
+            return "missing-outputs"
+        return "done"
+
+    def _changed_sections(self, name: str) -> list[str]:
+        m = self.manifest(name) or {}
+        old = m.get("sections", {})
+        new = self.section_values(self.stages[name])
+        changed = [s for s in new if old.get(s) != json.loads(json.dumps(new[s], default=str))]
+        return changed or ["an upstream stage's configuration"]
+
+    # --------------------------------------------------------------------------------- run
+
+    def check(self, names: Sequence[str], redo: Sequence[str] = ()) -> None:
+        """Refuse to mix results: every requested stage whose config changed must be redone
+        explicitly (``--redo``) or run in a new folder."""
+        for n in names:
+            if self.status(n) == "changed" and n not in redo:
+                raise UserError(
+                    f"stage {n!r} in {self.out} was run with a different configuration (changed: "
+                    f"{', '.join(self._changed_sections(n))}); use a new --out folder, or --redo {n} to recompute it"
+                )
+
+    def execute(self, names: Sequence[str], redo: Sequence[str] = ()) -> None:
+        self.check(names, redo)
+        total = len(names)
+        for i, n in enumerate(names, 1):
+            st = self.status(n)
+            if st == "done" and n not in redo:
+                m = self.manifest(n) or {}
+                print(f"[{i}/{total}] {n}: done ({m.get('seconds', 0):.0f}s earlier), skipped", flush=True)
+                self.timings[n] = float(m.get("seconds", 0.0))
+                continue
+            reason = {"missing-outputs": " (outputs missing: redoing)", "changed": " (redo requested)"}.get(st, "")
+            if n in redo and st == "done":
+                reason = " (redo requested)"
+            print(f"[{i}/{total}] {n}: {self.stages[n].help}{reason}", flush=True)
+            if n in redo or st in ("changed", "missing-outputs"):
+                self.manifest_path(n).unlink(missing_ok=True)
+            t0 = time.time()
+            outputs = self.stages[n].fn(self)
+            seconds = time.time() - t0
+            self.timings[n] = seconds
+            if self.is_writer:
+                atomic_write_json(
+                    self.manifest_path(n),
+                    {
+                        "stage": n,
+                        "config_hash": self.stage_hash(n),
+                        "sections": json.loads(json.dumps(self.section_values(self.stages[n]), default=str)),
+                        "upstream": list(self.stages[n].upstream),
+                        "versions": versions(),
+                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "seconds": round(seconds, 2),
+                        "outputs": sorted(set(outputs)),
+                    },
+                )
+            print(f"[{i}/{total}] {n}: finished in {seconds:.1f}s", flush=True)
