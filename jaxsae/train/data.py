@@ -1,0 +1,186 @@
+"""The activation pipeline: text -> token contexts -> residuals at layer L -> training batches.
+
+Text sources: the embedded corpus (docstrings of the Python standard library, read from its
+source files with ``ast`` — real human prose that ships with every Python, kept disjoint from
+the held-out ``pydoc_data.topics`` text that the statistics pass uses), local text files, or a
+Hugging Face dataset streamed with ``datasets`` (``hf:NAME[:CONFIG]``).
+
+Harvesting runs the model with early exit, drops BOS / special / pad positions, and writes the
+activations to a float32 ``.npy`` (memory-mapped), from which training batches are drawn in a
+seeded shuffled order. A batch is a pure function of (seed, step), so a resumed run sees exactly
+the data the uninterrupted run would have, and a sweep can be re-run without the LLM
+(``--activations``).
+"""
+
+from __future__ import annotations
+
+import ast
+import sysconfig
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from jaxsae.errors import UserError
+
+
+def stdlib_docstrings(max_chars: int | None = None) -> list[str]:
+    """Module, class and function docstrings of the standard library (sorted files, offline)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs: list[str] = []
+    total = 0
+    for path in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py")):
+        if "test" in path.parts[-2:][0] or path.name.startswith("test"):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+        except (SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc and len(doc) > 80:
+                    docs.append(doc)
+                    total += len(doc)
+        if max_chars and total >= max_chars:
+            break
+    if not docs:
+        raise UserError("found no standard-library sources for the embedded corpus; pass --text FILES or hf:DATASET")
+    return docs
+
+
+def hf_texts(spec: str, max_docs: int) -> Iterator[str]:
+    """Stream documents' ``text`` from a Hugging Face dataset ``NAME[:CONFIG]``."""
+    name, _, config = spec.partition(":")
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(name, config or None, split="train", streaming=True)
+        for i, row in enumerate(ds):
+            if i >= max_docs:
+                break
+            yield row.get("text") or ""
+    except Exception as e:  # noqa: BLE001 - offline / missing dataset
+        raise UserError(f"cannot stream dataset {name!r} ({type(e).__name__}); check the network and name, or use local text") from None
+
+
+def texts_from(source: str, *, max_chars: int) -> list[str]:
+    """Training documents for a data-source string ("embedded", "hf:NAME[:CONFIG]", or paths)."""
+    if source == "embedded":
+        return stdlib_docstrings(max_chars=max_chars)
+    if source.startswith("hf:"):
+        out, total = [], 0
+        for t in hf_texts(source[3:], max_docs=10**9):
+            out.append(t)
+            total += len(t)
+            if total >= max_chars:
+                break
+        return out
+    from jaxsae.features.corpus import read_texts
+
+    paths: list[Path] = []
+    for p in map(Path, source.split(",")):
+        paths.extend(sorted(p.glob("*.txt")) if p.is_dir() else [p])
+    return read_texts(paths)
+
+
+def harvest(lm, layer: int, texts: Sequence[str], n_tokens: int, out_path: Path, *, context: int = 128,
+            llm_batch: int = 16, progress: bool = True) -> np.ndarray:
+    """Residuals after block ``layer`` for ``n_tokens`` non-special tokens of ``texts``, written to
+    ``out_path`` (float32 .npy [n_tokens, D], memory-mapped). Fewer when the text runs out."""
+    from numpy.lib.format import open_memmap
+
+    from jaxsae.features.corpus import counted_mask, pack_contexts, tokenizer_adds_bos
+
+    if lm.tokenizer is None:
+        raise UserError(f"{lm.source} has no tokenizer; harvesting needs one")
+    cfg = lm.config
+    bos = cfg.bos_id if tokenizer_adds_bos(lm.tokenizer) else None
+    sep = cfg.eos_ids[0] if cfg.eos_ids else None
+    # ~10% more contexts than needed: special/first positions are dropped
+    ctx = pack_contexts(texts, lm.tokenizer, context_len=context, max_tokens=int(n_tokens * 1.15) + context,
+                        bos_id=bos, sep_id=sep)
+    special = [t for t in (cfg.bos_id, cfg.pad_id, *cfg.eos_ids) if t is not None]
+    counted = counted_mask(ctx, special, mask_first=bos is None)
+    n_avail = int(counted.sum())
+    n = min(n_tokens, n_avail)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".partial.npy")
+    arr = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, cfg.d_model))
+    filled = 0
+    batches = range(0, len(ctx), llm_batch)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc=f"harvest L{layer}", unit="batch", dynamic_ncols=True)
+    for s in batches:
+        if filled >= n:
+            break
+        toks = ctx[s : s + llm_batch]
+        pad = llm_batch - len(toks)
+        if pad:  # fixed shape: one compiled program
+            toks = np.concatenate([toks, np.repeat(toks[-1:], pad, axis=0)])
+        resid = np.asarray(lm.residual(toks, layer))[: llm_batch - pad]
+        keep = resid[counted[s : s + llm_batch]]
+        take = min(len(keep), n - filled)
+        arr[filled : filled + take] = keep[:take]
+        filled += take
+    arr.flush()
+    del arr
+    tmp.replace(out_path)
+    return np.load(out_path, mmap_mode="r")
+
+
+class ActivationArray:
+    """Training batches from a float32 [N, D] array, in a seeded shuffled order per epoch.
+
+    ``batch(step)`` depends only on (seed, step): resuming at any step is exact."""
+
+    def __init__(self, acts_nd: np.ndarray, batch: int, seed: int = 0):
+        if acts_nd.ndim != 2:
+            raise UserError(f"activations must be a 2-D [n_tokens, d_model] array, got shape {acts_nd.shape}")
+        if len(acts_nd) < batch:
+            raise UserError(f"only {len(acts_nd)} activations for a batch of {batch}; harvest more tokens or lower the batch")
+        self.acts = acts_nd
+        self.batch = batch
+        self.seed = seed
+        self.per_epoch = len(acts_nd) // batch
+        self._perm_epoch, self._perm = -1, None
+
+    @property
+    def d_in(self) -> int:
+        return int(self.acts.shape[1])
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.acts))
+            self._perm_epoch = epoch
+        return self._perm
+
+    def batch_at(self, step: int) -> np.ndarray:
+        epoch, i = divmod(step, self.per_epoch)
+        idx = np.sort(self._permutation(epoch)[i * self.batch : (i + 1) * self.batch])
+        return np.asarray(self.acts[idx], np.float32)
+
+
+def load_activations(path: str | Path) -> np.ndarray:
+    """A float32 [n_tokens, d_model] .npy, memory-mapped (no pickle)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"activations file {path} does not exist; pass a float32 .npy of shape [n_tokens, d_model]")
+    try:
+        acts = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as e:
+        raise UserError(f"{path} is not a plain .npy array ({e}); save activations with numpy.save") from None
+    if acts.ndim != 2:
+        raise UserError(f"{path} has shape {acts.shape}; activations must be [n_tokens, d_model]")
+    if acts.dtype != np.float32:
+        raise UserError(f"{path} holds {acts.dtype}; activations must be float32")
+    return acts
+
+
+def norm_scale(acts: ActivationArray, n_batches: int = 100) -> float:
+    """One scalar s with E||x / s||^2 = 1, estimated on up to ``n_batches`` batches (dictionary_learning)."""
+    sq = [np.mean(np.sum(np.square(acts.batch_at(i)), axis=-1)) for i in range(min(n_batches, acts.per_epoch))]
+    return float(np.sqrt(np.mean(sq)))

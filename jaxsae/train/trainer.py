@@ -1,0 +1,186 @@
+"""The sweep trainer: every SAE of a sweep updated in one jitted step on the same batch.
+
+SAEs of one architecture are stacked on a leading axis S and their loss, gradient, Adam update and
+decoder constraint are ``vmap``ped; all architectures update in the same jitted step. On a mesh
+with axes ("sweep", "data") the stacked axis is sharded over "sweep" (where it divides) and the
+batch over "data"; the same code runs on 1 device, 8 fake CPU devices, a GPU or a TPU pod slice.
+
+Schedules (dictionary_learning): LR linear warmup from 0, constant, linear decay to 0 from
+``decay_start`` of the run; sparsity coefficient linear warmup from 0. Optimiser: Adam with the
+architecture's betas, global-norm clipping per SAE where the recipe clips; unit-norm decoders get
+the gradient component along each row removed before the step and rows renormalised after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import zlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxsae.sae import ARCHS, ArchConfig, init_aux, ops
+from jaxsae.train.spec import SAESpec, TrainSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """The SAEs of one architecture (static)."""
+
+    arch: str
+    names: tuple[str, ...]
+    sparsity: tuple[float, ...]
+
+
+def groups_of(specs: list[SAESpec]) -> tuple[Group, ...]:
+    out = []
+    for arch in dict.fromkeys(s.arch for s in specs):
+        mine = [s for s in specs if s.arch == arch]
+        out.append(Group(arch, tuple(s.name for s in mine), tuple(s.sparsity for s in mine)))
+    return tuple(out)
+
+
+def lr_at(step, st: TrainSettings):
+    """LR schedule value at ``step`` (0-based): warmup, constant, linear decay to 0."""
+    step = jnp.asarray(step, jnp.float32)
+    warm = jnp.minimum(1.0, (step + 1) / st.warmup_steps)
+    start = st.decay_start * st.steps
+    decay = jnp.clip((st.steps - step) / jnp.maximum(st.steps - start, 1.0), 0.0, 1.0)
+    return st.lr * warm * jnp.where(step >= start, decay, 1.0)
+
+
+def sparsity_scale_at(step, st: TrainSettings):
+    return jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / st.sparsity_warmup_steps)
+
+
+# ----------------------------------------------------------------------------------- state
+
+
+def init_state(specs: list[SAESpec], d_in: int, st: TrainSettings, first_batch_bd: np.ndarray, arch_cfg: ArchConfig) -> dict:
+    """Stacked params / aux / Adam moments per architecture group, plus the step counter."""
+    key = jax.random.key(st.seed)
+    state = {"step": jnp.int32(0), "groups": {}}
+    x = jnp.asarray(first_batch_bd, jnp.float32)
+    gm = None
+    for g in groups_of(specs):
+        arch = ARCHS[g.arch]
+        keys = [jax.random.fold_in(key, zlib.crc32(n.encode()) % (1 << 30)) for n in g.names]
+        params = [arch.init(k, d_in, st.d_sae, arch_cfg) for k in keys]
+        if arch.gm_init:
+            gm = ops.geometric_median(x) if gm is None else gm
+            params = [{**p, "b_dec": gm} for p in params]
+        params = jax.tree.map(lambda *a: jnp.stack(a), *params)
+        aux = jax.tree.map(lambda *a: jnp.stack(a), *[init_aux(arch, st.d_sae) for _ in g.names])
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        state["groups"][g.arch] = {"params": params, "aux": aux, "m": zeros, "v": jax.tree.map(jnp.zeros_like, params),
+                                   "sparsity": jnp.asarray(g.sparsity, jnp.float32)}
+    return state
+
+
+def shard_state(state: dict, mesh: Mesh | None) -> dict:
+    """Place stacked leaves with their SAE axis over "sweep" (where it divides), the rest replicated."""
+    if mesh is None:
+        return state
+    n = mesh.shape.get("sweep", 1)
+
+    def place(a):
+        a = jnp.asarray(a)
+        spec = P("sweep") if a.ndim >= 1 and n > 1 and a.shape[0] % n == 0 else P()
+        return jax.device_put(a, NamedSharding(mesh, spec))
+
+    out = {"step": jax.device_put(state["step"], NamedSharding(mesh, P())), "groups": {}}
+    for k, g in state["groups"].items():
+        out["groups"][k] = jax.tree.map(place, g)
+    return out
+
+
+# ------------------------------------------------------------------------------------ step
+
+
+def _one_sae(arch, arch_cfg, st, params, aux, m, v, sparsity, x_bd, step, with_auxk):
+    """Loss, gradient and Adam update of one SAE (vmapped over the group)."""
+    ctx = {"step": step, "sparsity_scale": sparsity_scale_at(step, st)}
+
+    def loss_fn(p):
+        return arch.loss(p, aux, x_bd, sparsity, ctx, arch_cfg, with_auxk)
+
+    (total, (terms, new_aux, f_bf)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    if arch.decoder in ("unit", "unit_bare"):
+        grads = {**grads, "W_dec": ops.remove_parallel_grad(params["W_dec"], grads["W_dec"])}
+    if arch.clip_norm is not None:
+        grads, gnorm = ops.clip_by_global_norm(grads, arch.clip_norm)
+    else:
+        gnorm = ops.global_norm(grads)
+    b1, b2 = arch.betas
+    t = (step + 1).astype(jnp.float32)
+    lr = lr_at(step, st)
+    m = jax.tree.map(lambda m_, g: b1 * m_ + (1 - b1) * g, m, grads)
+    v = jax.tree.map(lambda v_, g: b2 * v_ + (1 - b2) * g * g, v, grads)
+    c1 = 1.0 - b1**t if b1 > 0 else 1.0
+    c2 = 1.0 - b2**t
+    params = jax.tree.map(lambda p, m_, v_: p - lr * (m_ / c1) / (jnp.sqrt(v_ / c2) + 1e-8), params, m, v)
+    if arch.decoder == "unit":
+        params = {**params, "W_dec": ops.unit_norm_rows(params["W_dec"], eps=float(jnp.finfo(jnp.float32).eps))}
+    elif arch.decoder == "unit_bare":
+        params = {**params, "W_dec": ops.unit_norm_rows(params["W_dec"])}
+    x_hat = None
+    l0 = jnp.mean(jnp.sum(f_bf > 0, axis=-1).astype(jnp.float32))
+    resid = terms.get("mse")
+    var = jnp.mean(jnp.sum(jnp.square(x_bd - jnp.mean(x_bd, axis=0)), axis=-1))
+    metrics = {"loss": total, **terms, "l0": l0, "fvu": resid / var if resid is not None else jnp.nan,
+               "dead_frac": jnp.mean((new_aux["since_fired"] >= arch_cfg.dead_tokens).astype(jnp.float32)),
+               "grad_norm": gnorm, "lr": lr}
+    del x_hat
+    return params, new_aux, m, v, metrics
+
+
+def make_step(specs: list[SAESpec], st: TrainSettings, arch_cfg: ArchConfig):
+    """The jitted sweep step ``(state, x_bd) -> (state, metrics)``; metrics[arch][name] is f32[S]."""
+    groups = groups_of(specs)
+
+    def step_fn(state, x_bd):
+        step = state["step"]
+        new = {"step": step + 1, "groups": {}}
+        metrics = {}
+        # AuxK needs dead latents, which cannot exist before dead_tokens tokens have been seen
+        with_auxk = True
+        for g in groups:
+            arch = ARCHS[g.arch]
+            s = state["groups"][g.arch]
+            fn = functools.partial(_one_sae, arch, arch_cfg, st, with_auxk=with_auxk if arch.has_auxk else False)
+            params, aux, m, v, met = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, None, None))(
+                s["params"], s["aux"], s["m"], s["v"], s["sparsity"], x_bd, step
+            )
+            new["groups"][g.arch] = {"params": params, "aux": aux, "m": m, "v": v, "sparsity": s["sparsity"]}
+            metrics[g.arch] = met
+        return new, metrics
+
+    return jax.jit(step_fn, donate_argnums=0)
+
+
+def metrics_rows(metrics: dict, specs: list[SAESpec], step: int) -> list[dict[str, Any]]:
+    """Per-SAE JSON-able rows of one step's metrics."""
+    rows = []
+    host = jax.device_get(metrics)
+    for g in groups_of(specs):
+        met = host[g.arch]
+        for i, name in enumerate(g.names):
+            row = {"step": step, "sae": name}
+            row.update({k: float(np.asarray(v)[i]) for k, v in met.items()})
+            rows.append(row)
+    return rows
+
+
+def first_bad(metrics: dict, specs: list[SAESpec]) -> str | None:
+    """Name of the first SAE whose loss is NaN or inf, or None."""
+    host = jax.device_get(metrics)
+    for g in groups_of(specs):
+        loss = np.asarray(host[g.arch]["loss"])
+        bad = ~np.isfinite(loss)
+        if bad.any():
+            return g.names[int(np.argmax(bad))]
+    return None
