@@ -1,0 +1,68 @@
+"""AutoInterpConfig: the SAEBench AutoInterp protocol's knobs (defaults = SAEBench's)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoInterpConfig:
+    """Which latents are scored, how their windows are drawn, and how the judge decides."""
+
+    n_latents: int = 1000
+    """Latents scored per SAE (drawn at random among the eligible ones)."""
+    n_concept: int = 100
+    """Size of CONCEPT100, drawn from the scored latents; µ(θ) is its mean score."""
+    latent_seed: int = 42
+    """Seed of the draw of the scored latents (SAEBench's random_seed is 42)."""
+    concept_seed: int = 0
+    """Seed of the CONCEPT100 draw."""
+    latents: tuple[int, ...] | None = None
+    """Score exactly these latents instead of a random draw (they must be eligible)."""
+    min_activations: int = 15
+    """A latent is alive when it fires on at least this many held-out tokens."""
+    act_threshold_frac: float = 0.01
+    """τ = this × the largest activation in the latent's top windows: tokens above τ are
+    highlighted; a window is positive when its maximum activation is above τ."""
+    n_top_gen: int = 10
+    """Top windows shown to the judge for the explanation."""
+    n_iw_gen: int = 5
+    """Importance-weighted windows shown for the explanation."""
+    n_top_score: int = 2
+    """Top windows in the scoring set."""
+    n_iw_score: int = 2
+    """Importance-weighted windows in the scoring set."""
+    n_random_score: int = 10
+    """Random windows in the scoring set."""
+    random_labels: Literal["activation", "negative"] = "activation"
+    """Labels of the random scoring windows: from their activations (a random window that
+    happens to contain an activation above τ is positive), or "negative" as SAEBench's code
+    does (it never looks at random windows' activations)."""
+    sampling_seed: int = 0
+    """Seed of the per-latent split of top/IW windows into explanation/scoring and of the
+    shuffle of the scoring set (combined with the latent id)."""
+    max_explanation_tokens: int = 30
+    """Token cap on the judge's explanation."""
+    use_demos: bool = True
+    """Show example explanations in the explanation prompt (SAEBench default)."""
+    detection: Literal["rank", "threshold"] = "rank"
+    """Local judge's decision rule over its per-window P(yes) (see ``jaxsae.autointerp.judges``)."""
+    yes_threshold: float = 0.5
+    """P(yes) at or above which a window is predicted active, for ``detection="threshold"``."""
+    api_temperature: float = 0.0
+    """Sampling temperature of the API judge (0: reproducible; SAEBench leaves the API default)."""
+    explain_batch: int = 8
+    """Local judge: explanation prompts generated together."""
+    detect_batch: int = 28
+    """Local judge: yes/no prompts per forward pass."""
+
+    @property
+    def n_scoring(self) -> int:
+        """Windows in a scoring set (14)."""
+        return self.n_top_score + self.n_iw_score + self.n_random_score
+
+    @property
+    def n_expected_positive(self) -> int:
+        """Scoring windows positive by design (the top and IW ones: 4)."""
+        return self.n_top_score + self.n_iw_score

@@ -1,0 +1,200 @@
+"""The statistics pass: model (early exit at the SAE layer) + SAE encode + streaming update, one
+jitted step per batch of contexts, state donated and kept on device."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsae.errors import UserError
+from jaxsae.features import corpus
+from jaxsae.features.store import FeatureStats
+from jaxsae.features.stream import StreamSpec, finalize_iw, init_state, random_positions, update
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureStatsConfig:
+    """How the held-out statistics are gathered (defaults: SAEBench AutoInterp)."""
+
+    context_len: int = 128
+    """Tokens per held-out context (SAEBench: 128)."""
+    total_tokens: int = 2_000_000
+    """Held-out token budget (SAEBench: 2M); fewer when the text runs out."""
+    batch_size: int = 32
+    """Contexts per jitted step."""
+    n_top: int = 12
+    """Top non-overlapping windows kept per latent (SAEBench: 10 explanation + 2 scoring)."""
+    buffer: int = 10
+    """Window half-width: windows are peak ± buffer tokens (SAEBench: 10)."""
+    n_iw: int = 7
+    """Importance-weighted windows per latent (SAEBench: 5 explanation + 2 scoring)."""
+    n_random: int = 10
+    """Random windows per latent (SAEBench: 10 for scoring)."""
+    seed: int = 0
+    """Seed of the random windows and of the importance-weighted draw."""
+    prepend_bos: bool | None = None
+    """Start every context with BOS; None: exactly when the tokenizer itself adds one."""
+    mask_first: bool | None = None
+    """Exclude position 0 of every context; None: when contexts start without a BOS."""
+
+    def spec(self) -> StreamSpec:
+        return StreamSpec(self.context_len, self.n_top, self.buffer, self.n_iw, self.n_random)
+
+
+EncodeFn = Callable[[Any, jax.Array], jax.Array]
+
+
+def sae_encoder(sae) -> tuple[EncodeFn, Any]:
+    """(encode_fn, params) of a :mod:`jaxsae.sae` SAE, for :func:`compute_feature_stats`."""
+    import jaxsae.sae as S
+
+    return S.encode_fn(sae), sae.params
+
+
+def _lm_residual(params, tokens_bt, *, cfg, layer):
+    from jaxsae.models import forward
+
+    return forward(params, cfg, tokens_bt, None, stop_layer=layer)[0]
+
+
+def _step(state, lm_params, sae_params, tokens_bt, counted_bt, start, key, *, resid_fn, encode_fn, spec):
+    x_btd = resid_fn(lm_params, tokens_bt)
+    B, T, D = x_btd.shape
+    acts_btf = encode_fn(sae_params, x_btd.reshape(B * T, D).astype(jnp.float32)).reshape(B, T, -1)
+    return update(state, acts_btf, counted_bt, start, key, spec)
+
+
+def held_out_tokens(lm, cfg: FeatureStatsConfig, texts: Sequence[str] | None = None) -> tuple[np.ndarray, bool]:
+    """(int32[N, T] contexts, whether they start with BOS) from ``texts`` (default: the offline
+    Python-docs corpus, :func:`corpus.pydoc_texts`)."""
+    tok = lm.tokenizer
+    if tok is None:
+        raise UserError(f"{lm.source} has no tokenizer; pass pre-tokenized contexts (tokens=...)")
+    bos = cfg.prepend_bos if cfg.prepend_bos is not None else corpus.tokenizer_adds_bos(tok)
+    bos_id = lm.config.bos_id if bos else None
+    if bos and bos_id is None:
+        raise UserError(f"{lm.source} has no BOS token; set prepend_bos=False")
+    sep = lm.config.eos_ids[0] if lm.config.eos_ids else None
+    texts = corpus.pydoc_texts() if texts is None else list(texts)
+    tokens = corpus.pack_contexts(texts, tok, context_len=cfg.context_len, max_tokens=cfg.total_tokens, bos_id=bos_id, sep_id=sep)
+    return tokens, bos
+
+
+def special_ids(lm) -> set[int]:
+    """Token ids never counted: the tokenizer's special tokens plus the model's BOS/EOS/PAD."""
+    ids = set(getattr(lm.tokenizer, "all_special_ids", None) or [])
+    ids |= set(lm.config.eos_ids) | {lm.config.pad_id}
+    if lm.config.bos_id is not None:
+        ids.add(lm.config.bos_id)
+    return ids
+
+
+def compute_feature_stats(
+    lm,
+    layer: int,
+    encode_fn: EncodeFn,
+    sae_params,
+    cfg: FeatureStatsConfig = FeatureStatsConfig(),
+    *,
+    texts: Sequence[str] | None = None,
+    tokens: np.ndarray | None = None,
+    meta: dict | None = None,
+    progress: bool = False,
+) -> FeatureStats:
+    """Run ``lm`` to block ``layer`` and the SAE over held-out contexts; gather the statistics.
+
+    Args:
+      lm: a :class:`jaxsae.models.LM`.
+      layer: the SAE's block (its input is the output of that block).
+      encode_fn, sae_params: ``encode_fn(sae_params, x f32[N, D]) -> f32[N, F]``
+        (see :func:`sae_encoder`).
+      texts: held-out documents (default: the Python-docs corpus); ignored when ``tokens`` given.
+      tokens: int32[N, T] ready contexts (T must equal ``cfg.context_len``).
+      meta: extra provenance stored with the statistics (e.g. the SAE folder).
+    """
+    if not 0 <= layer < lm.config.n_layers:
+        raise UserError(f"layer {layer} is out of range for a {lm.config.n_layers}-layer model; use 0..{lm.config.n_layers - 1}")
+    spec = cfg.spec()
+    D = lm.config.d_model
+    try:
+        F = jax.eval_shape(encode_fn, sae_params, jax.ShapeDtypeStruct((1, D), jnp.float32)).shape[-1]
+    except (TypeError, ValueError) as e:
+        raise UserError(f"the SAE does not take the model's d_model={D} residual ({e}); pair it with the model it was trained on") from None
+
+    if tokens is None:
+        tokens, has_bos = held_out_tokens(lm, cfg, texts)
+        source = "pydoc_data.topics" if texts is None else f"{len(texts)} documents"
+    else:
+        tokens = np.asarray(tokens, np.int32)
+        if tokens.ndim != 2 or tokens.shape[1] != cfg.context_len:
+            raise UserError(f"tokens must be int32[N, {cfg.context_len}], got shape {tokens.shape}")
+        has_bos = lm.config.bos_id is not None and bool(np.all(tokens[:, 0] == lm.config.bos_id))
+        source = "tokens"
+    mask_first = cfg.mask_first if cfg.mask_first is not None else not has_bos
+    counted = corpus.counted_mask(tokens, special_ids(lm), mask_first=mask_first)
+    N, T = tokens.shape
+    B = min(cfg.batch_size, N)
+
+    rand = random_positions(np.random.default_rng([cfg.seed, 1]), N, spec, F)
+    state = init_state(spec, rand)
+    step = jax.jit(
+        functools.partial(
+            _step, resid_fn=functools.partial(_lm_residual, cfg=lm.config, layer=layer), encode_fn=encode_fn, spec=spec
+        ),
+        donate_argnums=(0,),
+    )
+    base_key = jax.random.key(cfg.seed)
+    starts = range(0, N, B)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="feature stats", unit="batch")
+    t0 = time.perf_counter()
+    for i, s in enumerate(starts):
+        tb = np.full((B, T), lm.config.pad_id, np.int32)
+        cb = np.zeros((B, T), bool)
+        n = min(B, N - s)
+        tb[:n], cb[:n] = tokens[s : s + n], counted[s : s + n]
+        state = step(state, lm.params, sae_params, tb, cb, np.int32(s), jax.random.fold_in(base_key, i))
+    state = jax.tree.map(np.asarray, state)
+    seconds = time.perf_counter() - t0
+
+    iw_val, iw_pos, iw_win = finalize_iw(state.iw_key, state.iw_val, state.iw_pos, state.iw_win, state.top_val, spec.n_iw)
+    top_win = np.where((state.top_pos >= 0)[..., None], state.top_win, 0.0)
+    info = dict(
+        model=str(getattr(lm, "source", "")),
+        layer=int(layer),
+        d_sae=int(F),
+        config=dataclasses.asdict(cfg),
+        text_source=source,
+        n_contexts=int(N),
+        n_tokens=int(N * T),
+        n_counted=int(state.n_counted),
+        bos_prepended=bool(has_bos),
+        mask_first=bool(mask_first),
+        seconds=round(seconds, 3),
+        tokens_per_s=round(N * T / max(seconds, 1e-9), 1),
+    )
+    info.update(meta or {})
+    return FeatureStats(
+        meta=info,
+        tokens=tokens,
+        counted=counted,
+        count=state.count.astype(np.int64),
+        sum_act=state.sum_act,
+        max_act=state.max_act,
+        top_val=state.top_val,
+        top_pos=state.top_pos,
+        top_win=top_win.astype(np.float32),
+        iw_val=iw_val,
+        iw_pos=iw_pos,
+        iw_win=iw_win,
+        rand_pos=state.rand_pos,
+        rand_win=state.rand_win,
+    )
