@@ -1,0 +1,120 @@
+"""`python -m jaxsae.launch --sweep NAME [--out DIR] [--stages ...] [--redo ...] [overrides]`
+
+Runs the whole study as one resumable command: train the SAE sweep → core metrics → feature
+statistics + AutoInterp (µ) → steering utility without selection (g) → ΔTC and output-score
+scoring → steering with selected tiers → rank analysis → report. Each stage is cached in the run
+folder with a manifest and skipped when done; a killed run resumes where it stopped.
+
+Sweeps live in configs/<NAME>.toml (full, debug, demo, smoke) or pass a .toml path. Any config
+value can be overridden, e.g. `--train.tokens 50000 --steer.factors 0.5 1.0`; run
+`python -m jaxsae.launch --sweep demo --help` to see every option with the sweep's values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from jaxsae.errors import UserError, cli_errors
+
+
+def _parser() -> argparse.ArgumentParser:
+    from jaxsae.launch.stages import STAGES
+
+    names = ", ".join(s.name for s in STAGES)
+    ap = argparse.ArgumentParser(
+        prog="python -m jaxsae.launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
+    ap.add_argument("--sweep", default="demo", help="sweep name (configs/<NAME>.toml) or a .toml path (default: demo)")
+    ap.add_argument("--out", default=None, help="run folder (default: runs/<sweep>); re-running with the same folder resumes")
+    ap.add_argument("--stages", default="all", help=f"comma-separated stages to run, in order (default: all): {names}")
+    ap.add_argument("--redo", default="", help="comma-separated stages to recompute even if done (e.g. after a config change)")
+    ap.add_argument("--status", action="store_true", help="print each stage's status in the run folder and exit")
+    ap.add_argument("-h", "--help", action="store_true", help="show this help and every config option with the sweep's values")
+    return ap
+
+
+def _stage_list(spec: str, all_names: list[str], what: str) -> list[str]:
+    if spec in ("", "none"):
+        return []
+    if spec == "all":
+        return list(all_names)
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [n for n in names if n not in all_names]
+    if bad:
+        raise UserError(f"unknown {what} {', '.join(bad)}; choose from {', '.join(all_names)}")
+    return [n for n in all_names if n in names]
+
+
+def _writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to the output folder {out} ({e.strerror}); pass a writable --out") from None
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join a multi-process run when the environment says there is one; (process index, count).
+
+    JAXSAE_COORDINATOR (host:port), JAXSAE_NUM_PROCESSES and JAXSAE_PROCESS_ID configure it
+    explicitly (Slurm, local tests); JAXSAE_DISTRIBUTED=auto lets JAX detect it (TPU pods)."""
+    import jax
+
+    n = int(os.environ.get("JAXSAE_NUM_PROCESSES", "1"))
+    if n > 1:
+        jax.distributed.initialize(
+            coordinator_address=os.environ["JAXSAE_COORDINATOR"], num_processes=n,
+            process_id=int(os.environ["JAXSAE_PROCESS_ID"]),
+        )
+    elif os.environ.get("JAXSAE_DISTRIBUTED") == "auto":
+        jax.distributed.initialize()
+    return jax.process_index(), jax.process_count()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import tyro
+
+    from jaxsae.launch.config import SweepConfig, load_config
+    from jaxsae.launch.runner import Run
+    from jaxsae.launch.stages import STAGES
+
+    argv = sys.argv[1:] if argv is None else argv
+    ap = _parser()
+    args, rest = ap.parse_known_args(argv)
+    if args.help:
+        ap.print_help()
+        print("\nStages:\n" + "\n".join(f"  {s.name:15s} {s.help}" for s in STAGES))
+        print(f"\nConfig options (values of sweep {args.sweep!r}):")
+    cfg = load_config(args.sweep)
+    try:
+        cfg = tyro.cli(SweepConfig, default=cfg, args=(["--help"] if args.help else rest), prog="python -m jaxsae.launch")
+    except SystemExit as e:
+        if args.help or e.code == 0:
+            raise SystemExit(0) from None
+        raise UserError("a config override did not parse (see the message above); run with --help for every option") from None
+    names = [s.name for s in STAGES]
+    todo = _stage_list(args.stages, names, "stage(s)")
+    redo = _stage_list(args.redo, names, "stage(s) in --redo")
+    out = Path(args.out or Path("runs") / cfg.name)
+    if args.status:
+        run = Run(out, cfg, STAGES)
+        for n in names:
+            print(f"{n:15s} {run.status(n)}")
+        return
+    _writable(out)
+    index, _ = init_distributed()
+    run = Run(out, cfg, STAGES, is_writer=index == 0)
+    run.execute([n for n in names if n in todo or n in redo], redo)
+    if index == 0:
+        print(f"\nrun folder: {out}" + (f"\nreport: {out / 'report.md'}" if (out / "report.md").exists() else ""))
+
+
+if __name__ == "__main__":
+    with cli_errors():
+        main()

@@ -1,0 +1,423 @@
+"""The study's stages, in order. Each takes the :class:`~jaxsae.launch.runner.Run` and returns its
+outputs (paths relative to the run folder).
+
+Run folder layout::
+
+    <out>/manifests/<stage>.json           one per finished stage
+    <out>/<model>/sweep/sweep.json         the trained sweep (one SAELens folder per SAE)
+    <out>/<model>/sweep/<sae>/             cfg.json, sae_weights.safetensors, metrics.json,
+                                           feature_stats/, autointerp.json, steering/, dtc.npz
+    <out>/results.json, report.md, plots/
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from jaxsae.errors import UserError
+from jaxsae.io import atomic_write_json
+from jaxsae.launch.runner import Run, Stage
+
+# ------------------------------------------------------------------------------ shared helpers
+
+_LM_CACHE: dict[tuple[str, str], object] = {}
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "model"
+
+
+def model_dir(run: Run, spec) -> Path:
+    return run.out / slug(spec.name)
+
+
+def sweep_dir(run: Run, spec) -> Path:
+    return model_dir(run, spec) / "sweep"
+
+
+def load_lm(source: str, dtype: str = "float32"):
+    """Models are loaded once per process and shared by the stages."""
+    import jax.numpy as jnp
+
+    from jaxsae.models import load_model
+
+    key = (source, dtype)
+    if key not in _LM_CACHE:
+        _LM_CACHE[key] = load_model(source, dtype=getattr(jnp, dtype))
+    return _LM_CACHE[key]
+
+
+def sweep_entries(run: Run, spec) -> list[dict]:
+    """The sweep's SAEs as listed in its sweep.json (each with a ``dir`` relative to the sweep)."""
+    path = sweep_dir(run, spec) / "sweep.json"
+    if not path.exists():
+        raise UserError(f"{path} is missing: run the train stage first (or --redo train)")
+    data = json.loads(path.read_text())
+    return data["saes"] if isinstance(data, dict) else data
+
+
+def sae_path(run: Run, spec, entry: dict) -> Path:
+    return sweep_dir(run, spec) / entry["dir"]
+
+
+def rel(run: Run, path: Path) -> str:
+    return str(Path(path).relative_to(run.out))
+
+
+def progress(items, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="sae", dynamic_ncols=True)
+
+
+def texts_for(run: Run) -> list[str] | None:
+    """Held-out / training text: None for the embedded corpus, else the configured files."""
+    src = run.cfg.data.source
+    if src == "embedded" or src.startswith("hf:"):
+        return None
+    from jaxsae.features.corpus import read_texts
+
+    p = Path(src)
+    files = sorted(p.glob("*.txt")) if p.is_dir() else [p]
+    if not files or not all(f.exists() for f in files):
+        raise UserError(f"data.source {src!r} has no text files; pass a .txt file, a folder of them, 'embedded' or 'hf:NAME'")
+    return read_texts(files)
+
+
+def make_judge_lm(run: Run):
+    j = run.cfg.judge
+    if j.kind != "local":
+        return None
+    return load_lm(j.model)
+
+
+def make_rating_judge(run: Run):
+    """The steering judge (jaxsae.judge) the config asks for."""
+    j = run.cfg.judge
+    if j.kind == "local":
+        from jaxsae.judge import LocalJudge
+
+        return LocalJudge(make_judge_lm(run))
+    if j.kind == "api":
+        from jaxsae.judge import APIJudge, ChatClient
+
+        client = ChatClient(j.base_url, j.model, api_key_env=j.api_key_env or None,
+                            cache_dir=run.out / "judge_cache", max_concurrency=j.max_concurrency)
+        return APIJudge(client)
+    raise UserError(f"judge.kind must be 'local' or 'api', got {j.kind!r}")
+
+
+# --------------------------------------------------------------------------------- stages
+
+
+def stage_train(run: Run) -> list[str]:
+    """Harvest the layer's residuals from the training text and train the whole sweep together."""
+    from jaxsae.train import ActivationArray, TrainSettings, harvest, load_activations, texts_from, train_sweep
+    from jaxsae.train.run import make_mesh
+    from jaxsae.train.spec import sweep_from_levels
+
+    c = run.cfg
+    outputs = []
+    for spec in c.models:
+        lm = load_lm(spec.source, spec.dtype)
+        lm._check_layer(spec.layer)
+        specs = sweep_from_levels(c.train.archs, c.train.levels)
+        acts_path = model_dir(run, spec) / "activations.npy"
+        if acts_path.exists():
+            acts = load_activations(acts_path)
+        else:
+            texts = texts_from(c.data.source, max_chars=c.train.tokens * 8)
+            acts = harvest(lm, spec.layer, texts, c.train.tokens, acts_path, context=c.data.context,
+                           llm_batch=c.data.llm_batch)
+        steps = max(1, len(acts) // c.train.batch) if c.train.tokens >= len(acts) else c.train.tokens // c.train.batch
+        st = TrainSettings(d_sae=c.train.d_sae, batch=c.train.batch, steps=max(1, steps), lr=c.train.lr,
+                           warmup_steps=c.train.warmup_steps, sparsity_warmup_steps=c.train.sparsity_warmup_steps,
+                           checkpoint_every=c.train.checkpoint_every, seed=c.train.seed)
+        md = {"model_name": spec.name, "model_source": spec.source, "hook_layer": spec.layer,
+              "context_size": c.data.context, "dataset_path": c.data.source}
+        import jax
+
+        mesh = make_mesh(1) if jax.device_count() > 1 else None
+        train_sweep(specs, ActivationArray(acts, c.train.batch, c.train.seed), st, sweep_dir(run, spec),
+                    mesh=mesh, metadata=md)
+        outputs.append(rel(run, sweep_dir(run, spec) / "sweep.json"))
+    return outputs
+
+
+def held_out(run: Run, lm, n_tokens: int, context: int):
+    """Held-out contexts (the statistics corpus, disjoint from training text) and counted mask."""
+    from jaxsae.features import FeatureStatsConfig, held_out_tokens
+    from jaxsae.features.compute import special_ids
+    from jaxsae.features.corpus import counted_mask
+
+    cfg = FeatureStatsConfig(context_len=context, total_tokens=n_tokens)
+    tokens, bos = held_out_tokens(lm, cfg, texts_for(run))
+    counted = counted_mask(tokens, special_ids(lm), mask_first=not bos)
+    return tokens, counted
+
+
+def stage_metrics(run: Run) -> list[str]:
+    """Core metrics (L0, FVU, cosine, L2 ratio, dead/dense, CE-loss and KL scores) per SAE."""
+    import jaxsae.sae as S
+    from jaxsae.sae.metrics import core_metrics
+
+    c = run.cfg
+    outputs = []
+    for spec in c.models:
+        lm = load_lm(spec.source, spec.dtype)
+        tokens, counted = held_out(run, lm, c.eval.metric_tokens, c.eval.stats_context)
+        for entry in progress(sweep_entries(run, spec), f"metrics {spec.name}"):
+            d = sae_path(run, spec, entry)
+            m = core_metrics(lm, S.load(d), spec.layer, tokens, counted)
+            if run.is_writer:
+                atomic_write_json(d / "metrics.json", m)
+            outputs.append(rel(run, d / "metrics.json"))
+    return outputs
+
+
+def stage_autointerp(run: Run) -> list[str]:
+    """Feature statistics (m_f, top windows) and AutoInterp scores µ for every SAE."""
+    import jaxsae.sae as S
+    from jaxsae.autointerp.config import AutoInterpConfig
+    from jaxsae.autointerp.judges import ApiJudge, LocalJudge
+    from jaxsae.autointerp.prompts import TokenText
+    from jaxsae.autointerp.run import RESULTS_FILE, run_autointerp, save_results, stats_for_sae
+    from jaxsae.features import FeatureStatsConfig
+
+    c = run.cfg
+    ai = AutoInterpConfig(n_latents=c.autointerp.n_latents, n_concept=c.autointerp.n_concepts,
+                          concept_seed=c.autointerp.seed)
+    stats_cfg = FeatureStatsConfig(context_len=c.eval.stats_context, total_tokens=c.eval.stats_tokens)
+    outputs = []
+    texts = texts_for(run)
+    for spec in c.models:
+        lm = load_lm(spec.source, spec.dtype)
+        if c.judge.kind == "local":
+            judge = LocalJudge(make_judge_lm(run), ai)
+        else:
+            from jaxsae.judge.api import ChatClient
+
+            client = ChatClient(c.judge.base_url, c.judge.model, api_key_env=c.judge.api_key_env or None,
+                                cache_dir=run.out / "judge_cache", max_concurrency=c.judge.max_concurrency)
+            judge = ApiJudge(client, ai)
+        token_text = TokenText(lm.tokenizer)
+        for entry in progress(sweep_entries(run, spec), f"autointerp {spec.name}"):
+            d = sae_path(run, spec, entry)
+            out = d / RESULTS_FILE
+            if out.exists() and run.manifest("autointerp") is None:
+                try:  # finished before an interruption: keep it
+                    json.loads(out.read_text())["summary"]["mu"]
+                    outputs.append(rel(run, out))
+                    continue
+                except (KeyError, json.JSONDecodeError):
+                    pass
+            sae = S.load(d)
+            stats = stats_for_sae(d, sae, lm, spec.layer, stats_cfg, texts=texts)
+            result = run_autointerp(stats, judge, ai, token_text)
+            result["sae"] = rel(run, d)
+            if run.is_writer:
+                save_results(result, out)
+            outputs.append(rel(run, out))
+    return outputs
+
+
+def stage_select(run: Run) -> list[str]:
+    """ΔTC and output score for the candidate pool of every SAE (dtc.npz beside the SAE)."""
+    import jaxsae.sae as S
+    from jaxsae.select.dtc import feature_scores
+
+    c = run.cfg.select
+    outputs = []
+    for spec in run.cfg.models:
+        lm = load_lm(spec.source, spec.dtype)
+        for entry in progress(sweep_entries(run, spec), f"ΔTC {spec.name}"):
+            d = sae_path(run, spec, entry)
+            sae = S.load(d)
+            feats = None  # every latent is scored (cheap); tiers are drawn from the steered concepts
+            max_acts = None
+            if c.mode == "decoder":
+                from jaxsae.features import load as load_stats
+
+                max_acts = load_stats(d / "feature_stats").max_act
+            scores = feature_scores(lm, sae, spec.layer, prefix=c.prefix, alpha=c.alpha, k=c.k, features=feats,
+                                    mode=c.mode, max_acts=max_acts)
+            out = d / "dtc.npz"
+            if run.is_writer:
+                tmp = d / ".dtc.tmp.npz"
+                np.savez(tmp, **scores)
+                tmp.replace(out)
+            outputs.append(rel(run, out))
+    return outputs
+
+
+def _steer_settings(run: Run):
+    from jaxsae.steer import SteerSettings
+
+    c = run.cfg.steer
+    return SteerSettings(factors=tuple(c.factors), n_instructions=c.n_instructions, max_new_tokens=c.max_new_tokens,
+                         temperature=c.temperature, seed=c.seed)
+
+
+def stage_steer(run: Run) -> list[str]:
+    """Steering utility g(θ) without selection: AxBench protocol on each SAE's CONCEPT100."""
+    import jaxsae.sae as S
+    from jaxsae.features import load as load_stats
+    from jaxsae.steer import from_autointerp, instructions, run_utility
+
+    c = run.cfg
+    st = _steer_settings(run)
+    judge = make_rating_judge(run)
+    pool = instructions()
+    outputs = []
+    for spec in c.models:
+        lm = load_lm(spec.steer_source or spec.source, spec.dtype)
+        for entry in progress(sweep_entries(run, spec), f"steer {spec.name}"):
+            d = sae_path(run, spec, entry)
+            concepts = from_autointerp(d / "autointerp.json", c.steer.n_concepts)
+            m_f = load_stats(d / "feature_stats").max_act
+            run_utility(lm, judge, S.load(d), spec.layer, concepts, m_f, pool, st, d / "steering")
+            outputs.append(rel(run, d / "steering" / "utility.json"))
+    return outputs
+
+
+def stage_steer_selected(run: Run) -> list[str]:
+    """Selection tiers by ΔTC and (size-matched) output score over the steered concepts; the tier
+    is chosen on dev instructions and scored on test (or the paper's variant, if configured)."""
+    from jaxsae.select import choose_tier, dtc_tiers, size_matched_tiers
+
+    outputs = []
+    for spec in run.cfg.models:
+        for entry in sweep_entries(run, spec):
+            d = sae_path(run, spec, entry)
+            lines = (d / "steering" / "concepts.jsonl").read_text().splitlines()
+            recs = [json.loads(ln) for ln in lines if ln.strip()]
+            dev = {int(r["feature"]): float(r["dev_score"]) for r in recs}
+            test = {int(r["feature"]): float(r["test_score"]) for r in recs}
+            with np.load(d / "dtc.npz") as z:
+                all_feats, dtc, outsc = z["features"], z["delta_tc"], z["output_score"]
+            pos = {int(f): i for i, f in enumerate(all_feats)}
+            pool = np.asarray([f for f in dev if f in pos], np.int64)
+            sel = {"pool": [int(f) for f in pool]}
+            if len(pool):
+                idx = np.asarray([pos[int(f)] for f in pool])
+                t_dtc = dtc_tiers(dtc[idx], pool)
+                t_out = size_matched_tiers(outsc[idx], pool, {k: len(v) for k, v in t_dtc.items()})
+                r_dtc = choose_tier(t_dtc, dev, test, choice=run.cfg.select.tier_choice)
+                r_out = choose_tier(t_out, dev, test, choice=run.cfg.select.tier_choice)
+                sel.update(g_dtc=r_dtc["score"], tier_dtc=r_dtc["tier"], g_output=r_out["score"],
+                           tier_output=r_out["tier"], dtc=r_dtc, output=r_out)
+            if run.is_writer:
+                atomic_write_json(d / "steering" / "selected.json", sel)
+            outputs.append(rel(run, d / "steering" / "selected.json"))
+    return outputs
+
+
+def concept_features(sae_dir: Path) -> np.ndarray:
+    """The SAE's CONCEPT100 latent ids, from its autointerp.json."""
+    path = sae_dir / "autointerp.json"
+    if not path.exists():
+        raise UserError(f"{path} is missing: run the autointerp stage first (select.pool = 'concepts' needs it)")
+    data = json.loads(path.read_text())
+    return np.asarray(data["concept100"], dtype=np.int64)
+
+
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def collect_records(run: Run) -> list[dict]:
+    """One record per SAE from everything the stages wrote (missing values are None)."""
+    records = []
+    for spec in run.cfg.models:
+        for entry in sweep_entries(run, spec):
+            d = sae_path(run, spec, entry)
+            metrics = _read_json(d / "metrics.json") or {}
+            ai = (_read_json(d / "autointerp.json") or {}).get("summary", {})
+            util = _read_json(d / "steering" / "utility.json") or {}
+            sel = _read_json(d / "steering" / "selected.json") or {}
+            records.append({
+                "model": spec.name,
+                "layer": spec.layer,
+                "architecture": entry["architecture"],
+                "level": entry["level"],
+                "level_label": entry.get("level_label", str(entry["level"])),
+                "sae_dir": rel(run, d),
+                "l0": metrics.get("l0", entry.get("l0")),
+                "fvu": metrics.get("fvu", entry.get("fvu")),
+                "ce_loss_score": metrics.get("ce_loss_score"),
+                "mu": ai.get("mu"),
+                "mu_all": ai.get("mean_all"),
+                "mu_all_se": ai.get("se_all"),
+                "g": util.get("g"),
+                "g_output": sel.get("g_output"),
+                "g_dtc": sel.get("g_dtc"),
+                "tier_output": sel.get("tier_output"),
+                "tier_dtc": sel.get("tier_dtc"),
+            })
+    return records
+
+
+def stage_analysis(run: Run) -> list[str]:
+    """Kendall tau_b / psi / Psi of µ vs g (and after selection), selection summaries -> results.json."""
+    import time
+
+    from jaxsae.analysis import TauSettings, rank_agreement, selection_rank, selection_summary
+
+    a = run.cfg.analysis
+    settings = TauSettings(n_perm=a.n_perm, n_boot=a.n_boot, seed=a.seed)
+    records = collect_records(run)
+    results = {
+        "sweep": run.cfg.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "records": records,
+        "tau": rank_agreement(records, x="mu", y="g", settings=settings),
+        "tau_after": {
+            "g_dtc": rank_agreement(records, x="mu", y="g_dtc", settings=settings),
+            "gain_dtc": selection_rank(records, settings=settings),
+        },
+        "selection": selection_summary(records),
+        "timings": dict(run.timings),
+    }
+    if run.is_writer:
+        atomic_write_json(run.out / "results.json", results)
+    return ["results.json"]
+
+
+def stage_report(run: Run) -> list[str]:
+    """report.md with tables beside the paper's values, plots, example generations."""
+    from jaxsae.report import write_report
+
+    path = run.out / "results.json"
+    results = _read_json(path)
+    if results is None:
+        raise UserError(f"{path} is missing or unreadable: run the analysis stage first")
+    results["timings"] = {**results.get("timings", {}), **run.timings}
+    if not run.is_writer:
+        return ["report.md"]
+    out = write_report(run.out, results)
+    plots = sorted(rel(run, p) for p in (run.out / "plots").glob("*.png"))
+    return [rel(run, out), *plots]
+
+
+STAGES: list[Stage] = [
+    Stage("train", ("models", "data", "train"), (), stage_train, "harvest activations and train the SAE sweep"),
+    Stage("metrics", ("eval",), ("train",), stage_metrics, "core metrics: L0, FVU, CE-loss and KL scores"),
+    Stage("autointerp", ("eval", "autointerp", "judge"), ("train",), stage_autointerp,
+          "feature statistics and AutoInterp scores (µ, CONCEPT100)"),
+    Stage("steer", ("steer", "judge"), ("autointerp",), stage_steer, "steering utility g without selection (AxBench)"),
+    Stage("select", ("select",), ("autointerp",), stage_select, "ΔTC and output score of every latent"),
+    Stage("steer_selected", ("select",), ("steer", "select"), stage_steer_selected,
+          "selection tiers by ΔTC and output score, chosen on dev, scored on test"),
+    Stage("analysis", ("analysis",), ("metrics", "steer_selected"), stage_analysis,
+          "Kendall tau_b / psi / Psi, selection summaries -> results.json"),
+    Stage("report", (), ("analysis",), stage_report, "report.md with tables beside the paper's, plots, examples"),
+]

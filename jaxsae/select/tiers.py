@@ -1,0 +1,65 @@
+"""Selection tiers (the paper's §4): candidate feature sets from a score vector, and the choice
+of the best tier.
+
+ΔTC tiers over a candidate pool: top-K by ΔC in each direction (UP: largest ΔC; DOWN: most
+negative), K = 1…5, and tail quantiles q ∈ {0.99, 0.95, 0.90, 0.80} (UP: ΔC ≥ its q-quantile;
+DOWN: ΔC ≤ its (1 − q)-quantile). Output-score tiers have the same sizes (the top-n by output
+score for each ΔTC tier's n), so the two selectors are compared at equal set size.
+
+A tier's score is the mean per-feature steering score of its members. Default: the tier is
+chosen by the members' dev scores and reported by their test scores (held-out); the paper's
+variant — the best tier by the evaluation itself — is available as ``choice="eval"`` and is
+labelled so in the output (it is optimistic: selection on the test data).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TOP_K = (1, 2, 3, 4, 5)
+QUANTILES = (0.99, 0.95, 0.90, 0.80)
+
+
+def dtc_tiers(scores: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
+    """{tier name: feature ids} from ΔC scores over the candidate ``features``."""
+    scores = np.asarray(scores, np.float64)
+    features = np.asarray(features)
+    order = np.argsort(-scores, kind="stable")
+    tiers: dict[str, np.ndarray] = {}
+    for k in TOP_K:
+        if k <= len(features):
+            tiers[f"up_top{k}"] = features[order[:k]]
+            tiers[f"down_top{k}"] = features[order[::-1][:k]]
+    for q in QUANTILES:
+        hi, lo = np.quantile(scores, q), np.quantile(scores, 1 - q)
+        tiers[f"up_q{q:.2f}"] = features[scores >= hi]
+        tiers[f"down_q{q:.2f}"] = features[scores <= lo]
+    return {k: v for k, v in tiers.items() if len(v)}
+
+
+def size_matched_tiers(scores: np.ndarray, features: np.ndarray, sizes: dict[str, int]) -> dict[str, np.ndarray]:
+    """For each named size, the top-n features by ``scores`` (higher is better)."""
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    features = np.asarray(features)
+    return {name: features[order[:n]] for name, n in sizes.items() if n > 0}
+
+
+def choose_tier(tiers: dict[str, np.ndarray], dev: dict[int, float], test: dict[int, float], *, choice: str = "dev") -> dict:
+    """Pick the tier with the best mean dev score (``choice="dev"``) or test score (``"eval"``,
+    the paper's variant) and report the mean test score of its members."""
+    if choice not in ("dev", "eval"):
+        raise ValueError("choice must be 'dev' or 'eval'")
+    rows = []
+    for name, feats in tiers.items():
+        f = [int(x) for x in feats if int(x) in test]
+        if not f:
+            continue
+        rows.append({"tier": name, "size": len(f), "features": f, "dev": float(np.mean([dev[x] for x in f])),
+                     "test": float(np.mean([test[x] for x in f]))})
+    if not rows:
+        return {"tier": None, "score": None, "choice": choice, "tiers": []}
+    key = "dev" if choice == "dev" else "test"
+    best = max(rows, key=lambda r: (r[key], -r["size"]))
+    label = "chosen on dev instructions, reported on test" if choice == "dev" else "paper variant: best tier by the evaluation itself (optimistic)"
+    return {"tier": best["tier"], "score": best["test"], "size": best["size"], "features": best["features"],
+            "choice": choice, "choice_label": label, "tiers": rows}

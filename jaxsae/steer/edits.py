@@ -1,0 +1,44 @@
+"""Steering edits: x <- x + Σ_k c_{b,k} · v_k at the SAE's layer.
+
+v_k are unit decoder directions; c_{b,k} = α_b · m_k per batch row b (so one generate call can
+hold several steering factors). AxBench's addition applies at every position, including the
+prompt, and at every decode step (``all_positions=True``); Arad et al.'s variant applies at the
+last position only (in decode steps the new token is the last position).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsae.models import Edit
+
+
+def _add_all(args, resid_btd, positions_bt):
+    return resid_btd + jnp.einsum("bk,kd->bd", args["coef_bk"], args["dirs_kd"])[:, None, :]
+
+
+def _add_last(args, resid_btd, positions_bt):
+    return resid_btd.at[:, -1].add(jnp.einsum("bk,kd->bd", args["coef_bk"], args["dirs_kd"]))
+
+
+def unit_directions(sae, features) -> np.ndarray:
+    """f32[K, D]: the unit decoder directions v_f of ``features``."""
+    w = np.asarray(sae.params["W_dec"])[np.asarray(features, np.int64)]
+    return (w / np.maximum(np.linalg.norm(w, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def steering_edit(layer: int, dirs_kd, coef_bk, *, all_positions: bool = True) -> Edit:
+    """An edit adding Σ_k coef[b, k] · dirs[k] to row b of the residual after block ``layer``.
+
+    Same shapes give the same compiled program: changing factors or features never recompiles."""
+    args = {"dirs_kd": jnp.asarray(dirs_kd, jnp.float32), "coef_bk": jnp.asarray(coef_bk, jnp.float32)}
+    return Edit(int(layer), _add_all if all_positions else _add_last, args)
+
+
+def feature_edit(layer: int, sae, features, max_acts, alphas_b, *, all_positions: bool = True) -> Edit:
+    """Row b steered by α_b · m_f · v_f summed over ``features`` (a selected set, or one feature)."""
+    feats = np.atleast_1d(np.asarray(features, np.int64))
+    m = np.asarray(max_acts, np.float32)[feats]
+    coef = np.asarray(alphas_b, np.float32)[:, None] * m[None, :]
+    return steering_edit(layer, unit_directions(sae, feats), coef, all_positions=all_positions)
