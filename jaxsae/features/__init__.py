@@ -10,7 +10,13 @@ max activation, the top non-overlapping windows, an exact importance-weighted dr
 windows (SAEBench AutoInterp's sampling). See :mod:`jaxsae.features.stream` for the algorithm.
 """
 
-from jaxsae.features.compute import FeatureStatsConfig, compute_feature_stats, held_out_tokens, sae_encoder
+from jaxsae.features.compute import (
+    FeatureStatsConfig,
+    compute_feature_stats,
+    held_out_tokens,
+    sae_encoder,
+    stats_from_codes,
+)
 from jaxsae.features.store import FeatureStats, load, save
 from jaxsae.features.stream import StreamSpec
 
@@ -22,5 +28,6 @@ __all__ = [
     "held_out_tokens",
     "load",
     "sae_encoder",
+    "stats_from_codes",
     "save",
 ]

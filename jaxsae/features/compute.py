@@ -162,30 +162,41 @@ def compute_feature_stats(
         n = min(B, N - s)
         tb[:n], cb[:n] = tokens[s : s + n], counted[s : s + n]
         state = step(state, lm.params, sae_params, tb, cb, np.int32(s), jax.random.fold_in(base_key, i))
-    state = jax.tree.map(np.asarray, state)
+    state = jax.block_until_ready(state)
     seconds = time.perf_counter() - t0
 
-    iw_val, iw_pos, iw_win = finalize_iw(state.iw_key, state.iw_val, state.iw_pos, state.iw_win, state.top_val, spec.n_iw)
-    top_win = np.where((state.top_pos >= 0)[..., None], state.top_win, 0.0)
     info = dict(
         model=str(getattr(lm, "source", "")),
         layer=int(layer),
-        d_sae=int(F),
-        config=dataclasses.asdict(cfg),
         text_source=source,
-        n_contexts=int(N),
-        n_tokens=int(N * T),
-        n_counted=int(state.n_counted),
         bos_prepended=bool(has_bos),
         mask_first=bool(mask_first),
         seconds=round(seconds, 3),
         tokens_per_s=round(N * T / max(seconds, 1e-9), 1),
     )
     info.update(meta or {})
+    return finish(state, cfg, tokens, counted, info)
+
+
+def finish(state, cfg: FeatureStatsConfig, tokens: np.ndarray, counted: np.ndarray, meta: dict) -> FeatureStats:
+    """FeatureStats from a final :class:`~jaxsae.features.stream.StatsState` (the IW draw is cut
+    from the reservoir here)."""
+    state = jax.tree.map(np.asarray, state)
+    spec = cfg.spec()
+    iw_val, iw_pos, iw_win = finalize_iw(state.iw_key, state.iw_val, state.iw_pos, state.iw_win, state.top_val, spec.n_iw)
+    top_win = np.where((state.top_pos >= 0)[..., None], state.top_win, 0.0)
+    info = dict(
+        d_sae=int(state.count.shape[0]),
+        config=dataclasses.asdict(cfg),
+        n_contexts=int(tokens.shape[0]),
+        n_tokens=int(tokens.size),
+        n_counted=int(state.n_counted),
+    )
+    info.update(meta)
     return FeatureStats(
         meta=info,
-        tokens=tokens,
-        counted=counted,
+        tokens=np.asarray(tokens, np.int32),
+        counted=np.asarray(counted, bool),
         count=state.count.astype(np.int64),
         sum_act=state.sum_act,
         max_act=state.max_act,
@@ -198,3 +209,24 @@ def compute_feature_stats(
         rand_pos=state.rand_pos,
         rand_win=state.rand_win,
     )
+
+
+def stats_from_codes(codes_ntf: np.ndarray, tokens: np.ndarray, counted: np.ndarray, cfg: FeatureStatsConfig, *, meta: dict | None = None) -> FeatureStats:
+    """The same statistics from SAE codes already in hand (f32[N, T, F], e.g. cached), streamed
+    through the same jitted update in batches of ``cfg.batch_size`` contexts."""
+    codes_ntf = np.asarray(codes_ntf)
+    N, T, F = codes_ntf.shape
+    if T != cfg.context_len or tokens.shape != (N, T) or counted.shape != (N, T):
+        raise UserError(f"codes {codes_ntf.shape}, tokens {tokens.shape} and counted {counted.shape} must be [N, {cfg.context_len}(, F)]")
+    spec = cfg.spec()
+    B = min(cfg.batch_size, N)
+    state = init_state(spec, random_positions(np.random.default_rng([cfg.seed, 1]), N, spec, F))
+    step = jax.jit(functools.partial(update, spec=spec), donate_argnums=(0,))
+    base_key = jax.random.key(cfg.seed)
+    for i, s in enumerate(range(0, N, B)):
+        n = min(B, N - s)
+        a = np.zeros((B, T, F), np.float32)
+        c = np.zeros((B, T), bool)
+        a[:n], c[:n] = codes_ntf[s : s + n], counted[s : s + n]
+        state = step(state, a, c, np.int32(s), jax.random.fold_in(base_key, i))
+    return finish(state, cfg, tokens, counted, dict(meta or {}))

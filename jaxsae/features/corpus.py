@@ -22,8 +22,8 @@ def pydoc_texts() -> list[str]:
     one document per topic, in sorted topic order: about 465k characters of real English prose
     and code, roughly 110k tokens.
 
-    TODO(unify): jaxsae.train ships an embedded corpus built from the same module; once it
-    lands, take the held-out split from there so the SAE is not scored on its training text.
+    Held out by construction: ``jaxsae.train``'s embedded training corpus is the standard
+    library's docstrings (``jaxsae.train.data.stdlib_docstrings``), a different text.
     """
     try:
         from pydoc_data.topics import topics

@@ -1,0 +1,123 @@
+"""The statistics pass on a real (tiny) model: equals brute force over materialised activations;
+held-out text packing, special-token exclusion, save/load."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsae.sae as S
+from jaxsae import features
+from jaxsae.errors import UserError
+from jaxsae.features import corpus
+from jaxsae.features.compute import special_ids
+
+from test_features_stream import brute_top
+
+
+def random_sae(lm, layer, F, *, fire=0.05, seed=0, tokens=None):
+    """A standard (ReLU) SAE with random encoder and biases set so each latent fires on ~``fire``
+    of the tokens of ``tokens``."""
+    D = lm.config.d_model
+    rng = np.random.default_rng(seed)
+    W = (rng.normal(size=(D, F)) / np.sqrt(D)).astype(np.float32)
+    x = np.asarray(lm.residual(tokens, layer)).reshape(-1, D)
+    b_dec = x.mean(0)
+    b = -np.quantile((x - b_dec) @ W, 1 - fire, axis=0)
+    cfg = S.make_cfg("standard", D, F, apply_b_dec_to_input=True, metadata=dict(hook_layer=layer))
+    params = dict(W_enc=jnp.asarray(W), b_enc=jnp.asarray(b, jnp.float32), W_dec=jnp.asarray(W.T.copy()), b_dec=jnp.asarray(b_dec))
+    return S.SAE(cfg=cfg, params=params)
+
+
+@pytest.fixture(scope="module")
+def tiny_case(tiny_llama):
+    lm = tiny_llama
+    cfg = features.FeatureStatsConfig(context_len=48, total_tokens=14 * 48, batch_size=4, n_top=4, buffer=3, n_iw=3, n_random=5)
+    tokens, has_bos = features.held_out_tokens(lm, cfg)
+    sae = random_sae(lm, 2, 24, tokens=tokens[:4])
+    stats = features.compute_feature_stats(lm, 2, *features.sae_encoder(sae), cfg, meta=dict(note="t"))
+    return lm, cfg, sae, tokens, has_bos, stats
+
+
+def test_held_out_tokens_pack_pydoc(tiny_llama):
+    cfg = features.FeatureStatsConfig(context_len=64, total_tokens=10 * 64)
+    tokens, has_bos = features.held_out_tokens(tiny_llama, cfg)
+    assert tokens.shape == (10, 64) and tokens.dtype == np.int32
+    assert not has_bos  # SmolLM2's tokenizer adds no BOS
+    docs = corpus.pydoc_texts()
+    first = tiny_llama.tokenizer(docs[0], add_special_tokens=False)["input_ids"]
+    np.testing.assert_array_equal(tokens.ravel()[: min(len(first), 640)], first[:640])
+
+
+def test_pack_contexts_with_bos_and_separator(tiny_llama):
+    tok = tiny_llama.tokenizer
+    texts = ["alpha beta gamma", "delta epsilon", "zeta eta theta iota"]
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    stream = [i for x in ids for i in x + [2]]
+    ctx = corpus.pack_contexts(texts, tok, context_len=4, max_tokens=100, bos_id=1, sep_id=2)
+    n = len(stream) // 3
+    assert ctx.shape == (n, 4)
+    np.testing.assert_array_equal(ctx[:, 0], 1)
+    np.testing.assert_array_equal(ctx[:, 1:].ravel(), stream[: 3 * n])
+    counted = corpus.counted_mask(ctx, [1, 2], mask_first=False)
+    np.testing.assert_array_equal(counted, ~np.isin(ctx, [1, 2]))
+    with pytest.raises(UserError):
+        corpus.pack_contexts(["a"], tok, context_len=64, max_tokens=100, bos_id=None, sep_id=None)
+
+
+def test_pass_equals_brute_force(tiny_case):
+    lm, cfg, sae, tokens, has_bos, st = tiny_case
+    N, T = tokens.shape
+    acts = np.asarray(sae.encode(lm.residual(tokens, 2)))  # [N, T, F] all materialised
+    counted = corpus.counted_mask(tokens, special_ids(lm), mask_first=not has_bos)
+    assert not counted[:, 0].any()  # no BOS: position 0 (attention sink) excluded
+    np.testing.assert_array_equal(st.counted, counted)
+    a = np.where(counted[..., None], acts, 0.0)
+    assert st.n_counted == counted.sum() and st.meta["n_contexts"] == N
+    assert np.abs(st.count - (a > 0).sum((0, 1))).max() <= 1  # fused vs unfused: last-ulp differences at 0
+    np.testing.assert_allclose(st.max_act, a.max((0, 1)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(st.frequency, (a > 0).sum((0, 1)) / counted.sum(), atol=2 / counted.sum())
+    assert (st.count > 0).sum() > 10
+    for f in range(sae.d_sae):
+        ref = brute_top(acts[..., f], counted, cfg.n_top, cfg.buffer)
+        got = [(int(p) // T, int(p) % T) for p in st.top_pos[f] if p >= 0]
+        assert got == ref, f
+        for j, (n, t) in enumerate(ref):
+            np.testing.assert_array_equal(st.window_tokens(st.top_pos[f, j]), tokens[n, t - cfg.buffer : t + cfg.buffer + 1])
+            np.testing.assert_allclose(st.top_win[f, j], a[n, t - cfg.buffer : t + cfg.buffer + 1, f], rtol=1e-4, atol=1e-5)
+        # IW draws lie below the K-th peak, in the window region, with matching windows
+        theta = st.top_val[f, -1]
+        for j, p in enumerate(st.iw_pos[f]):
+            if p < 0:
+                continue
+            n, t = divmod(int(p), T)
+            assert cfg.buffer <= t < T - cfg.buffer and 0 < a[n, t, f] < theta
+            np.testing.assert_allclose(st.iw_win[f, j], a[n, t - cfg.buffer : t + cfg.buffer + 1, f], rtol=1e-4, atol=1e-5)
+        for j, p in enumerate(st.rand_pos[f]):
+            n, t = divmod(int(p), T)
+            np.testing.assert_allclose(st.rand_win[f, j], a[n, t - cfg.buffer : t + cfg.buffer + 1, f], rtol=1e-4, atol=1e-5)
+
+
+def test_save_load_roundtrip(tiny_case, tmp_path):
+    *_, st = tiny_case
+    features.save(st, tmp_path / "fs")
+    back = features.load(tmp_path / "fs")
+    for name in ("tokens", "counted", "count", "max_act", "top_val", "top_pos", "top_win", "iw_pos", "iw_win", "rand_pos", "rand_win"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(st, name))
+    assert back.meta["note"] == "t" and back.meta["layer"] == 2 and back.d_sae == 24
+    features.save(st, tmp_path / "fs")  # replaces atomically
+    assert sorted(p.name for p in (tmp_path / "fs").iterdir()) == ["stats.json", "stats.safetensors"]
+    with pytest.raises(UserError):
+        features.load(tmp_path / "nothing")
+
+
+def test_pass_rejects_bad_inputs(tiny_llama):
+    enc = lambda p, x: jax.nn.relu(x @ p)  # noqa: E731
+    with pytest.raises(UserError):
+        features.compute_feature_stats(tiny_llama, 9, enc, jnp.zeros((64, 8)))
+    with pytest.raises(UserError):
+        features.compute_feature_stats(tiny_llama, 1, enc, jnp.zeros((65, 8)), tokens=np.zeros((2, 128), np.int32))
+    with pytest.raises(UserError):
+        features.compute_feature_stats(tiny_llama, 1, enc, jnp.zeros((64, 8)), tokens=np.zeros((2, 7), np.int32))
