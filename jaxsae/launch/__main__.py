@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--sweep", default="demo", help="sweep name (configs/<NAME>.toml) or a .toml path (default: demo)")
     ap.add_argument("--out", default=None, help="run folder (default: runs/<sweep>); re-running with the same folder resumes")
     ap.add_argument("--stages", default="all", help=f"comma-separated stages to run, in order (default: all): {names}")
-    ap.add_argument("--redo", default="", help="comma-separated stages to recompute even if done (e.g. after a config change)")
+    ap.add_argument("--redo", default="", help="comma-separated stages to recompute even if done, with every stage downstream of them (e.g. after a config change)")
     ap.add_argument("--status", action="store_true", help="print each stage's status in the run folder and exit")
     ap.add_argument("-h", "--help", action="store_true", help="show this help and every config option with the sweep's values")
     return ap

@@ -56,6 +56,9 @@ class Run:
         self.order = [s.name for s in stages]
         self.is_writer = is_writer
         self.timings: dict[str, float] = {}
+        self.resume_ok = True
+        """Whether the running stage may keep partial outputs of an interrupted attempt (False when
+        it is redone, or the interrupted attempt ran with a different configuration)."""
 
     # ------------------------------------------------------------------------------- hashes
 
@@ -71,8 +74,14 @@ class Run:
     def manifest_path(self, name: str) -> Path:
         return self.out / "manifests" / f"{name}.json"
 
+    def started_path(self, name: str) -> Path:
+        return self.out / "manifests" / f"{name}.started.json"
+
     def manifest(self, name: str) -> dict | None:
-        p = self.manifest_path(name)
+        return self._read(self.manifest_path(name))
+
+    @staticmethod
+    def _read(p: Path) -> dict | None:
         if not p.exists():
             return None
         try:
@@ -84,6 +93,9 @@ class Run:
         """"done", "missing-outputs", "changed" or "todo"."""
         m = self.manifest(name)
         if m is None:
+            started = self._read(self.started_path(name))
+            if started is not None and started.get("config_hash") != self.stage_hash(name):
+                return "changed"  # interrupted with another configuration: its partial outputs differ
             return "todo"
         if m.get("config_hash") != self.stage_hash(name):
             return "changed"
@@ -92,7 +104,7 @@ class Run:
         return "done"
 
     def _changed_sections(self, name: str) -> list[str]:
-        m = self.manifest(name) or {}
+        m = self.manifest(name) or self._read(self.started_path(name)) or {}
         old = m.get("sections", {})
         new = self.section_values(self.stages[name])
         changed = [s for s in new if old.get(s) != json.loads(json.dumps(new[s], default=str))]
@@ -110,7 +122,18 @@ class Run:
                     f"{', '.join(self._changed_sections(n))}); use a new --out folder, or --redo {n} to recompute it"
                 )
 
+    def dependents(self, names: Sequence[str]) -> list[str]:
+        """``names`` and every stage downstream of them, in stage order."""
+        out = set(names)
+        for n in self.order:
+            if any(u in out for u in self.stages[n].upstream):
+                out.add(n)
+        return [n for n in self.order if n in out]
+
     def execute(self, names: Sequence[str], redo: Sequence[str] = ()) -> None:
+        """Run ``names`` in order; ``redo`` stages (and those downstream of them, since they read
+        what is recomputed) are recomputed even if done."""
+        redo = [n for n in self.dependents(redo) if n in names]
         self.check(names, redo)
         total = len(names)
         for i, n in enumerate(names, 1):
@@ -126,6 +149,10 @@ class Run:
             print(f"[{i}/{total}] {n}: {self.stages[n].help}{reason}", flush=True)
             if n in redo or st in ("changed", "missing-outputs"):
                 self.manifest_path(n).unlink(missing_ok=True)
+            self.resume_ok = not (n in redo or st == "changed")
+            sections = json.loads(json.dumps(self.section_values(self.stages[n]), default=str))
+            if self.is_writer:
+                atomic_write_json(self.started_path(n), {"stage": n, "config_hash": self.stage_hash(n), "sections": sections})
             t0 = time.time()
             outputs = self.stages[n].fn(self)
             seconds = time.time() - t0
@@ -136,7 +163,7 @@ class Run:
                     {
                         "stage": n,
                         "config_hash": self.stage_hash(n),
-                        "sections": json.loads(json.dumps(self.section_values(self.stages[n]), default=str)),
+                        "sections": sections,
                         "upstream": list(self.stages[n].upstream),
                         "versions": versions(),
                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -144,4 +171,5 @@ class Run:
                         "outputs": sorted(set(outputs)),
                     },
                 )
+                self.started_path(n).unlink(missing_ok=True)
             print(f"[{i}/{total}] {n}: finished in {seconds:.1f}s", flush=True)

@@ -208,7 +208,7 @@ def stage_autointerp(run: Run) -> list[str]:
         for entry in progress(sweep_entries(run, spec), f"autointerp {spec.name}"):
             d = sae_path(run, spec, entry)
             out = d / RESULTS_FILE
-            if out.exists() and run.manifest("autointerp") is None:
+            if out.exists() and run.resume_ok:
                 try:  # finished before an interruption: keep it
                     json.loads(out.read_text())["summary"]["mu"]
                     outputs.append(rel(run, out))
@@ -279,6 +279,8 @@ def stage_steer(run: Run) -> list[str]:
             d = sae_path(run, spec, entry)
             concepts = from_autointerp(d / "autointerp.json", c.steer.n_concepts)
             m_f = load_stats(d / "feature_stats").max_act
+            if not run.resume_ok and run.is_writer:  # partial results of another configuration
+                (d / "steering" / "concepts.jsonl").unlink(missing_ok=True)
             run_utility(lm, judge, S.load(d), spec.layer, concepts, m_f, pool, st, d / "steering")
             outputs.append(rel(run, d / "steering" / "utility.json"))
     return outputs
