@@ -1,0 +1,73 @@
+"""launch/ scripts: they parse, and (with fake gcloud / Slurm / python on PATH) hand
+`python -m jaxsae.launch` the right arguments and jax.distributed environment."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ["single_gpu.sh", "slurm.sbatch", "tpu_pod.sh"]
+
+
+def fake(path: Path, body: str) -> None:
+    path.write_text("#!/usr/bin/env bash\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.fixture
+def fakes(tmp_path):
+    """A bin/ with fake gcloud, scontrol, srun and a fake venv python; every call is logged."""
+    log = tmp_path / "calls.log"
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    rec = f'echo "$(basename "$0") $* | coord=${{JAXSAE_COORDINATOR:-}} n=${{JAXSAE_NUM_PROCESSES:-}} id=${{JAXSAE_PROCESS_ID:-}}" >> {log}\n'
+    fake(bin_ / "gcloud", rec)
+    fake(bin_ / "scontrol", 'printf "gpu-node-7\\ngpu-node-8\\n"\n')
+    fake(bin_ / "srun", 'shift; SLURM_PROCID=1 exec "$@"\n')  # drops --kill-on-bad-exit, runs rank 1
+    fake(venv / "python", rec)
+    env = dict(os.environ, PATH=f"{bin_}:{os.environ['PATH']}", VENV=str(venv.parent), SLURM_JOB_NODELIST="x",
+               SLURM_NTASKS="2", SLURM_SUBMIT_DIR=str(ROOT))
+    return env, log
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_script_parses_and_is_executable(name):
+    path = ROOT / "launch" / name
+    assert os.access(path, os.X_OK)
+    subprocess.run(["bash", "-n", str(path)], check=True)
+
+
+def test_slurm_sets_up_jax_distributed(fakes):
+    env, log = fakes
+    subprocess.run(["bash", str(ROOT / "launch" / "slurm.sbatch")], check=True, env=dict(env, SWEEP="debug"), timeout=60)
+    line = log.read_text().strip()
+    assert "python -m jaxsae.launch --sweep debug --out runs/debug" in line
+    assert "coord=gpu-node-7:12355 n=2 id=1" in line
+
+
+def test_tpu_pod_runs_on_every_worker(fakes):
+    env, log = fakes
+    subprocess.run(["bash", str(ROOT / "launch" / "tpu_pod.sh"), "run", "full", "--train.tokens", "1000"],
+                   check=True, env=env, timeout=60)
+    line = log.read_text().strip()
+    assert line.startswith("gcloud compute tpus tpu-vm ssh jaxsae") and "--worker=all" in line
+    assert "JAXSAE_DISTRIBUTED=auto" in line and "-m jaxsae.launch --sweep full --out runs/full --train.tokens 1000" in line
+    r = subprocess.run(["bash", str(ROOT / "launch" / "tpu_pod.sh"), "bogus"], env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "usage:" in r.stderr
+
+
+def test_single_gpu_installs_then_runs(fakes):
+    env, log = fakes
+    subprocess.run(["bash", str(ROOT / "launch" / "single_gpu.sh"), "debug", "--out", "runs/x"], check=True,
+                   env=dict(env, JAX_EXTRA="cuda12"), timeout=60)
+    calls = log.read_text().strip().splitlines()
+    assert calls[0].startswith("python -m pip install -q -e .")
+    assert any("jax[cuda12]" in c for c in calls)
+    assert calls[-1].startswith("python -m jaxsae.launch --sweep debug --out runs/x")

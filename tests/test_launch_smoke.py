@@ -1,0 +1,123 @@
+"""The smoke sweep end to end through `python -m jaxsae.launch`: well-formed outputs, cached stages,
+a deleted output redoes only its stage, --redo cascades downstream, a killed run resumes to the same
+results, and a changed config is refused instead of mixing results."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jaxsae.sae as S
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["train", "metrics", "autointerp", "steer", "select", "steer_selected", "analysis", "report"]
+STABLE = ("model", "layer", "architecture", "level", "l0", "fvu", "ce_loss_score", "mu", "g", "g_output", "g_dtc")
+
+
+def env():
+    return dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TQDM_DISABLE="1")
+
+
+def launch(out: Path, *args: str, timeout=600):
+    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *args],
+                       capture_output=True, text=True, cwd=ROOT, env=env(), timeout=timeout)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    return r.stdout
+
+
+def ran(stdout: str) -> list[str]:
+    """Stages that did work in this invocation (not skipped)."""
+    out = []
+    for line in stdout.splitlines():
+        if line.startswith("[") and ": finished in " in line:
+            out.append(line.split("] ", 1)[1].split(":", 1)[0])
+    return out
+
+
+def records(out: Path) -> list[dict]:
+    return [{k: r[k] for k in STABLE} for r in json.loads((out / "results.json").read_text())["records"]]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    stdout = launch(out)
+    assert ran(stdout) == STAGES
+    return out
+
+
+def test_outputs_are_well_formed(run_dir):
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["sweep"] == "smoke" and len(res["records"]) == 4  # 2 archs x 2 levels
+    assert {r["architecture"] for r in res["records"]} == {"topk", "relu"}
+    for r in res["records"]:
+        assert 0 < r["l0"] < 128 and 0 <= r["fvu"] < 2
+        assert 0 <= r["mu"] <= 1 and 0 <= r["g"] <= 2 and 0 <= r["g_dtc"] <= 2 and 0 <= r["g_output"] <= 2
+        sae = S.load(run_dir / r["sae_dir"])
+        assert sae.cfg["d_sae"] == 128
+        cfg = json.loads((run_dir / r["sae_dir"] / "cfg.json").read_text())
+        assert int(cfg["metadata"]["sae_lens_version"].split(".")[0]) >= 6
+    assert res["tau"]["overall"]["status"] == "ok" and -1 <= res["tau"]["overall"]["tau_b"] <= 1
+    assert set(res["selection"]["average"]["mean"]) == {"none", "output", "dtc"}
+    for n in STAGES:
+        m = json.loads((run_dir / "manifests" / f"{n}.json").read_text())
+        assert m["stage"] == n and m["outputs"] and all((run_dir / o).exists() for o in m["outputs"])
+        assert not (run_dir / "manifests" / f"{n}.started.json").exists()
+    report = (run_dir / "report.md").read_text()
+    assert "tau" in report.lower() and list((run_dir / "plots").glob("*.png"))
+
+
+def test_rerun_skips_everything(run_dir):
+    assert ran(launch(run_dir)) == []
+
+
+def test_deleted_output_redoes_only_its_stage(run_dir):
+    before = records(run_dir)
+    victim = run_dir / json.loads((run_dir / "results.json").read_text())["records"][0]["sae_dir"] / "dtc.npz"
+    old = np.load(victim)["delta_tc"]
+    victim.unlink()
+    assert ran(launch(run_dir)) == ["select"]
+    np.testing.assert_allclose(np.load(victim)["delta_tc"], old, rtol=1e-5, atol=1e-6)
+    assert records(run_dir) == before
+
+
+def test_redo_cascades_downstream(run_dir):
+    assert ran(launch(run_dir, "--redo", "steer_selected")) == ["steer_selected", "analysis", "report"]
+
+
+def test_changed_config_is_refused(run_dir):
+    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(run_dir),
+                        "--steer.max-new-tokens", "7"], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=120)
+    assert r.returncode == 2 and "different configuration" in r.stderr and "--redo steer" in r.stderr
+
+
+def test_killed_run_resumes_to_the_same_results(run_dir, tmp_path):
+    out = tmp_path / "killed"
+    p = subprocess.Popen([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env(),
+                         start_new_session=True)
+    seen = []
+    deadline = time.time() + 300
+    for line in p.stdout:  # kill as soon as the autointerp stage has started
+        seen.append(line)
+        if line.startswith("[3/8] autointerp:") or time.time() > deadline:
+            time.sleep(2.0)
+            os.killpg(p.pid, signal.SIGKILL)
+            break
+    p.wait(timeout=60)
+    assert any(ln.startswith("[2/8] metrics: finished") for ln in seen), "".join(seen)
+    assert not (out / "manifests" / "autointerp.json").exists()
+    stdout = launch(out)
+    assert ran(stdout) == STAGES[2:]
+    assert "train: done" in stdout and "metrics: done" in stdout
+    assert records(out) == records(run_dir)
+    shutil.rmtree(out)
