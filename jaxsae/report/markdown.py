@@ -1,0 +1,245 @@
+"""The sections of report.md, each a function from (part of) results.json to markdown text.
+
+The rank and selection tables are :mod:`jaxsae.analysis.tables`' renderings beside
+:mod:`jaxsae.analysis.paper`'s published values; this module adds the per-SAE table, notes on
+groups without a statistic, the example generations, explanations and timings.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from jaxsae.analysis import paper
+from jaxsae.analysis.tables import AXIS_TITLES, rank_table_markdown, selection_table_markdown
+
+from .fmt import MISSING, cell, duration, finite, num, table
+from .labels import level_legend, with_level_names
+from .plots import METHOD_NAMES, tau_groups
+
+
+def note(text: str) -> str:
+    """A blockquoted remark (its own paragraph)."""
+    return f"> {text}\n\n"
+
+
+def guarded(what: str, fn: Callable[..., str], *args, **kwargs) -> str:
+    """``fn(*args, **kwargs)``, or a note saying ``what`` could not be rendered from malformed
+    input (a report is still written when one part of results.json is off)."""
+    try:
+        return fn(*args, **kwargs)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        return note(f"{what} could not be rendered ({type(e).__name__}: {e}).")
+
+
+def image(rel_path: str, alt: str, caption: str = "") -> str:
+    return f"![{alt}]({rel_path})\n" + (f"\n_{caption}_\n" if caption else "")
+
+
+# ------------------------------------------------------------------------------- header, SAEs
+
+
+def _models(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for r in records:
+        m = f"{r.get('model', MISSING)} (layer {r['layer']})" if r.get("layer") is not None else str(r.get("model"))
+        if m not in out:
+            out.append(m)
+    return out
+
+
+def header(results: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> str:
+    sweep = results.get("sweep") or "(unnamed)"
+    models = ", ".join(cell(m, 80) for m in _models(records)) or MISSING
+    return (f"# jaxsae report: {cell(sweep, 80)}\n\n"
+            f"Sweep **{cell(sweep, 80)}**, created {cell(results.get('created'), 40)} · "
+            f"**{len(records)} SAEs** · models: {models}.\n\n"
+            "A reimplementation of arXiv 2510.03659. µ is the AutoInterp score over CONCEPT100; g the "
+            "AxBench steering score without selection; g_output / g_dtc the score after selecting "
+            "features by output score / ΔTC. Paper values are from v1 (Tables 1–3) unless marked ICLR.\n")
+
+
+SAE_HEAD = ["SAE", "model", "architecture", "level", "L0", "FVU", "CE-loss score", "µ", "g", "g_output",
+            "g_dtc", "tier (output / ΔTC)"]
+
+
+def sae_row(r: Mapping[str, Any]) -> list[str]:
+    """One row of the per-SAE table (the numbers as :func:`num` formats them)."""
+    name = Path(str(r["sae_dir"])).name if r.get("sae_dir") else MISSING
+    tiers = f"{cell(r.get('tier_output'), 30)} / {cell(r.get('tier_dtc'), 30)}"
+    return [cell(name, 60), cell(r.get("model"), 60), cell(r.get("architecture"), 30),
+            cell(r.get("level_label") or r.get("level"), 30), num(r.get("l0"), 1), num(r.get("fvu")),
+            num(r.get("ce_loss_score")), num(r.get("mu")), num(r.get("g")), num(r.get("g_output")),
+            num(r.get("g_dtc")), tiers]
+
+
+def sae_table(records: Sequence[Mapping[str, Any]]) -> str:
+    if not records:
+        return note("No SAE records in results.json.")
+    return table(SAE_HEAD, [sae_row(r) for r in records])
+
+
+def levels_note(records: Sequence[Mapping[str, Any]]) -> str:
+    legend = level_legend(records)
+    if not legend:
+        return ""
+    parts = [f"{k}: {', '.join(cell(v, 30) for v in vs)}" for k, vs in legend.items()]
+    return ("Sparsity levels (axis B groups by level index; named L0≈N after the L0-targeted SAEs): "
+            + " · ".join(parts) + ".\n")
+
+
+# ------------------------------------------------------------------------------ rank tables
+
+
+def not_plotted(result: Mapping[str, Any]) -> list[str]:
+    """'A: relu (too small, n=2)' for every group of a rank_agreement result without a statistic."""
+    out = []
+    for axis, name, st in tau_groups(result):
+        status = st.get("status", "ok") if isinstance(st, Mapping) else "missing"
+        if status != "ok" or finite(st.get("tau_b")) is None:
+            where = "pooled" if axis == "pooled" else f"{axis}: {name}"
+            out.append(f"{where} ({status}, n={st.get('n', '?') if isinstance(st, Mapping) else '?'})")
+    return out
+
+
+def _missing_stats(result: Mapping[str, Any]) -> str:
+    lines = []
+    groups = not_plotted(result)
+    if groups:
+        lines.append("Groups without a statistic: " + "; ".join(cell(g, 80) for g in groups) + ".")
+    psis = [f"ψ_{a} ({AXIS_TITLES.get(a, a)})" for a, e in (result.get("axes") or {}).items()
+            if finite((e or {}).get("psi")) is None]
+    if psis:
+        lines.append(", ".join(psis) + ": no group with a statistic.")
+    if finite((result.get("Psi") or {}).get("value")) is None:
+        lines.append("Ψ needs all three ψ's: not available.")
+    n, dropped = result.get("n"), result.get("n_dropped")
+    if dropped:
+        lines.append(f"{dropped} SAE(s) left out for a missing {result.get('x')} or {result.get('y')} "
+                     f"(n = {n} used).")
+    return "".join(note(s) for s in lines)
+
+
+def rank_table(result: Mapping[str, Any] | None, paper_table: Mapping[str, Any] | None,
+               records: Sequence[Mapping[str, Any]]) -> str:
+    """A rank_agreement result as jaxsae.analysis.tables renders it (axis B groups named by
+    target L0 so the paper's levels line up), then what had no statistic."""
+    if not isinstance(result, Mapping) or "overall" not in result:
+        return note("Not computed in results.json.")
+    res = with_level_names(result, records)
+    return rank_table_markdown(res, paper_table) + "\n" + _missing_stats(res)
+
+
+def after_selection(results: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> str:
+    """The post-selection readings (tau_after): µ vs the gain (v1 Table 3), µ vs g_dtc (ICLR),
+    and the output-score readings (no published values)."""
+    after = results.get("tau_after") or {}
+    sel = after.get("gain_dtc") or {}
+    gain, post = sel.get("gain") or {}, sel.get("post") or {}
+    out = ["### µ vs the per-SAE gain of ΔTC selection, L(θ) = 100 (g_dtc − g) / g (v1 Table 3)\n\n",
+           guarded("Table 3", rank_table, gain.get("dtc"), paper.TABLE3_MU_VS_GAIN, records),
+           "\n### µ vs the post-selection score g_dtc (the ICLR version's reading)\n\n",
+           guarded("post-selection table", rank_table, after.get("g_dtc") or post.get("dtc"),
+                   paper.ICLR_MU_VS_G_HIGH, records)]
+    for m, res in post.items():
+        if m == "dtc":
+            continue
+        name = METHOD_NAMES.get(m, m)
+        for title, r in ((f"µ vs the post-selection score ({name})", res),
+                         (f"µ vs the gain of {name} selection", gain.get(m))):
+            out += [f"\n<details><summary>{title} (no published values)</summary>\n\n",
+                    guarded(title, rank_table, r, None, records), "\n</details>\n"]
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------------- selection
+
+
+def selection_tables(summary: Mapping[str, Any] | None, by_arch: Mapping[str, Any] | None) -> str:
+    out = []
+    if isinstance(summary, Mapping) and summary.get("groups"):
+        out += ["Mean steering score per model (beside the paper's Table 2):\n\n",
+                selection_table_markdown(summary, paper.TABLE2_STEERING)]
+        avg = summary.get("average") or {}
+        extra = [f"{cell(k, 40)} {num(v, 1)} %" for k, v in (avg.get("relative_pct") or {}).items()]
+        extra += [f"{cell(k, 40)} {num(v, 1)} pp of lift" for k, v in (avg.get("pp_lift_difference") or {}).items()]
+        if extra:
+            out.append("\nAveraged over models: " + "; ".join(extra) + " (the paper's \"+52.52 %\" most likely "
+                       "is the difference in percentage-point lift, protocol.md §6).\n")
+    else:
+        out.append(note("No selection summary in results.json."))
+    if isinstance(by_arch, Mapping) and by_arch.get("groups"):
+        out += ["\nPer architecture (the paper shows these only as figures):\n\n", selection_table_markdown(by_arch)]
+    return "".join(out)
+
+
+# -------------------------------------------------------------------------------- examples
+
+
+def _pick_generations(concept: Mapping[str, Any], n: int) -> list[Mapping[str, Any]]:
+    """Test-split generations at the factor chosen on dev, else any test, else dev at that factor."""
+    gens = [g for g in concept.get("generations") or [] if isinstance(g, Mapping)]
+    f = finite(concept.get("factor"))
+    for keep in (lambda g: g.get("split") == "test" and finite(g.get("factor")) == f,
+                 lambda g: g.get("split") == "test",
+                 lambda g: finite(g.get("factor")) == f,
+                 lambda g: True):
+        picked = [g for g in gens if keep(g)]
+        if picked:
+            return picked[:n]
+    return []
+
+
+GEN_HEAD = ["split", "factor", "instruction", "generation", "concept", "instruction", "fluency", "HM"]
+
+
+def examples(record: Mapping[str, Any], concepts: Sequence[Mapping[str, Any]], n_concepts: int = 3,
+             n_generations: int = 3, limit: int = 300) -> str:
+    """Up to ``n_concepts`` steered concepts of one SAE with their generations and ratings."""
+    out = [f"SAE `{record.get('sae_dir')}` ({cell(record.get('architecture'), 30)}, "
+           f"{cell(record.get('level_label') or record.get('level'), 30)}): {min(n_concepts, len(concepts))} of "
+           f"{len(concepts)} steered concepts. Generations on the test instructions at the factor chosen on "
+           "dev; ratings by the steering judge, HM = their harmonic mean (0 if any is 0).\n"]
+    for c in concepts[:n_concepts]:
+        out.append(f"\n**Feature {cell(c.get('feature'), 20)}**: {cell(c.get('concept'), 160)}  \n"
+                   f"factor {num(c.get('factor'), 2)} · dev score {num(c.get('dev_score'))} · "
+                   f"test score {num(c.get('test_score'))} · m_f {num(c.get('m_f'))}\n\n")
+        rows = [[cell(g.get("split"), 10), num(g.get("factor"), 2), cell(g.get("instruction"), 120),
+                 cell(g.get("output"), limit), num(g.get("concept_score")), num(g.get("instruction_score")),
+                 num(g.get("fluency_score")), num(g.get("hm"))] for g in _pick_generations(c, n_generations)]
+        out.append(table(GEN_HEAD, rows) if rows else note("No generations recorded."))
+    return "".join(out)
+
+
+def explanations(record: Mapping[str, Any], ai: Mapping[str, Any], n: int = 6, limit: int = 200) -> str:
+    """A few AutoInterp explanations of one SAE with their detection scores (CONCEPT100 first)."""
+    s = ai.get("summary") or {}
+    lat = [x for x in ai.get("latents") or [] if isinstance(x, Mapping)]
+
+    def order(x: Mapping[str, Any]) -> tuple[bool, float]:
+        score = finite(x.get("score"))
+        return not x.get("in_concept100"), -score if score is not None else math.inf
+
+    lat.sort(key=order)
+    head = (f"SAE `{record.get('sae_dir')}`: µ = {num(s.get('mu'))} over CONCEPT100 "
+            f"(n = {s.get('n_concept', MISSING)}); "
+            f"mean over all scored latents {num(s.get('mean_all'))} ± {num(s.get('se_all'))} (SE, n = "
+            f"{s.get('n_scored', MISSING)}, {s.get('n_failed', 0)} failed); judge {cell(s.get('judge'), 60)}, "
+            f"detection {cell(s.get('detection'), 20)}.\n\n")
+    rows = [[cell(x.get("latent"), 12), "yes" if x.get("in_concept100") else "no", num(x.get("score")),
+             num(x.get("frequency"), 4), num(x.get("max_act")), cell(x.get("explanation"), limit)] for x in lat[:n]]
+    return head + table(["latent", "CONCEPT100", "score", "frequency", "max act", "explanation"], rows)
+
+
+# --------------------------------------------------------------------------------- timings
+
+
+def timings(t: Mapping[str, Any] | None) -> str:
+    items = [(k, finite(v)) for k, v in (t or {}).items()]
+    if not items:
+        return note("No stage timings recorded.")
+    rows = [[cell(k, 40), duration(v), num(v, 1)] for k, v in items]
+    total = sum(v for _, v in items if v is not None)
+    rows.append(["**total**", f"**{duration(total)}**", num(total, 1)])
+    return table(["stage", "wall time", "seconds"], rows)
