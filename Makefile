@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## The main job on the embedded default (offline demo).
 demo: $(STAMP)
-	$(BIN)/python -m jaxsae.models
+	$(BIN)/python -m jaxsae.launch --sweep demo --out runs/demo
 
 ## The test suite (CPU, offline).
 test: $(STAMP)
