@@ -3,8 +3,9 @@ of the best tier.
 
 ΔTC tiers over a candidate pool: top-K by ΔC in each direction (UP: largest ΔC; DOWN: most
 negative), K = 1…5, and tail quantiles q ∈ {0.99, 0.95, 0.90, 0.80} (UP: ΔC ≥ its q-quantile;
-DOWN: ΔC ≤ its (1 − q)-quantile). Output-score tiers have the same sizes (the top-n by output
-score for each ΔTC tier's n), so the two selectors are compared at equal set size.
+DOWN: the same on −ΔC, i.e. ΔC ≤ its (1 − q)-quantile). Non-finite scores are left out of the
+pool. Output-score tiers have the same sizes (the top-n by output score for each ΔTC tier's n),
+so the two selectors are compared at equal set size.
 
 A tier's score is the mean per-feature steering score of its members. Default: the tier is
 chosen by the members' dev scores and reported by their test scores (held-out); the paper's
@@ -20,27 +21,37 @@ TOP_K = (1, 2, 3, 4, 5)
 QUANTILES = (0.99, 0.95, 0.90, 0.80)
 
 
+def _finite(scores, features) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and features without non-finite scores (a NaN would sort first in the DOWN tail)."""
+    scores, features = np.asarray(scores, np.float64), np.asarray(features)
+    if scores.shape != features.shape:
+        raise ValueError(f"scores {scores.shape} and features {features.shape} differ in shape")
+    keep = np.isfinite(scores)
+    return scores[keep], features[keep]
+
+
 def dtc_tiers(scores: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
     """{tier name: feature ids} from ΔC scores over the candidate ``features``."""
-    scores = np.asarray(scores, np.float64)
-    features = np.asarray(features)
-    order = np.argsort(-scores, kind="stable")
+    scores, features = _finite(scores, features)
+    if not len(scores):
+        return {}
+    up, down = np.argsort(-scores, kind="stable"), np.argsort(scores, kind="stable")  # ties: pool order
     tiers: dict[str, np.ndarray] = {}
     for k in TOP_K:
         if k <= len(features):
-            tiers[f"up_top{k}"] = features[order[:k]]
-            tiers[f"down_top{k}"] = features[order[::-1][:k]]
+            tiers[f"up_top{k}"] = features[up[:k]]
+            tiers[f"down_top{k}"] = features[down[:k]]
     for q in QUANTILES:
-        hi, lo = np.quantile(scores, q), np.quantile(scores, 1 - q)
-        tiers[f"up_q{q:.2f}"] = features[scores >= hi]
-        tiers[f"down_q{q:.2f}"] = features[scores <= lo]
+        # DOWN is UP of −ΔC: mirrored exactly (np.quantile(s, 1 − q) rounds 1 − q and can drop a boundary member)
+        tiers[f"up_q{q:.2f}"] = features[scores >= np.quantile(scores, q)]
+        tiers[f"down_q{q:.2f}"] = features[-scores >= np.quantile(-scores, q)]
     return {k: v for k, v in tiers.items() if len(v)}
 
 
 def size_matched_tiers(scores: np.ndarray, features: np.ndarray, sizes: dict[str, int]) -> dict[str, np.ndarray]:
     """For each named size, the top-n features by ``scores`` (higher is better)."""
-    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    features = np.asarray(features)
+    scores, features = _finite(scores, features)
+    order = np.argsort(-scores, kind="stable")
     return {name: features[order[:n]] for name, n in sizes.items() if n > 0}
 
 
@@ -51,7 +62,7 @@ def choose_tier(tiers: dict[str, np.ndarray], dev: dict[int, float], test: dict[
         raise ValueError("choice must be 'dev' or 'eval'")
     rows = []
     for name, feats in tiers.items():
-        f = [int(x) for x in feats if int(x) in test]
+        f = [int(x) for x in feats if int(x) in test and int(x) in dev]
         if not f:
             continue
         rows.append({"tier": name, "size": len(f), "features": f, "dev": float(np.mean([dev[x] for x in f])),

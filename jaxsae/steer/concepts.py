@@ -49,8 +49,12 @@ def from_jsonl(path: str | Path) -> list[Concept]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"concept file {path} does not exist; pass an AxBench metadata.jsonl or a JSONL of {{feature, concept}}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"concept file {path} is not UTF-8 text; save it as UTF-8 JSON lines of {{feature, concept}}") from None
     out = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -62,14 +66,17 @@ def from_jsonl(path: str | Path) -> list[Concept]:
                 feature = int(str(row["ref"]).rstrip("/").rsplit("/", 1)[-1])
             if not concept:
                 raise ValueError("empty concept")
+            if feature < 0:
+                raise ValueError("negative feature id")
+            concept_id = int(row.get("concept_id", len(out)))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise UserError(
                 f"{path}:{i} is not a concept record ({type(e).__name__}); each line needs \"concept\" and "
                 "\"feature\" (or an AxBench \"ref\" URL ending in the latent id)"
             ) from None
-        out.append(Concept(feature, concept, int(row.get("concept_id", i - 1))))
+        out.append(Concept(feature, concept, concept_id))
     if not out:
-        raise UserError(f"{path} holds no concepts")
+        raise UserError(f"concept file {path} holds no concepts; add one JSON object per line with \"feature\" and \"concept\"")
     return out
 
 
@@ -117,8 +124,9 @@ def instructions(n_pool: int = 200, axbench_dir: str | Path | None = None) -> li
 
         found = []
         for p in sorted(Path(axbench_dir).rglob("*.parquet")):
-            found.extend(pq.read_table(p, columns=["input"]).column("input").to_pylist())
-        uniq = list(dict.fromkeys(s.strip() for s in found if s and s.strip()))
+            if "input" in pq.read_schema(p).names:  # other parquet files in the folder are not instructions
+                found.extend(pq.read_table(p, columns=["input"]).column("input").to_pylist())
+        uniq = list(dict.fromkeys(s.strip() for s in found if isinstance(s, str) and s.strip()))
         if uniq:
             return uniq[:n_pool]
     return list(BUNDLED_INSTRUCTIONS)

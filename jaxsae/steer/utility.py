@@ -6,7 +6,7 @@ positions, every decode step), rated by the judge for concept / instruction / fl
 and combined per generation by the zero-guarded harmonic mean; the factor with the best mean on
 dev is kept and the concept's score is the mean on the test instructions at that factor.
 g(θ) = mean over concepts. Every generation, rating and choice is saved (JSON lines, one per
-concept, appended as each finishes: a re-run skips concepts already done).
+concept, appended as each finishes: a re-run with the same settings skips concepts already done).
 
 Default factor grid (6 values): {0.4, 0.8, 1.2, 1.6, 2.0, 3.0}. The paper does not publish its
 grid; these are the values common to AxBench's addition grid (0.2…5.0) and Arad et al.'s
@@ -54,10 +54,26 @@ def choose_factor(factors: Sequence[float], dev_hm_by_factor: Sequence[Sequence[
     return int(np.argmax(means)), means
 
 
+def _draw(pool: Sequence[str], st: SteerSettings, feature: int) -> tuple[list[str], list[str]]:
+    """The concept's dev and test instructions (seeded by the settings' seed and the feature id)."""
+    return draw_instructions(pool, st.n_instructions, seed=st.seed * 1_000_003 + feature)
+
+
+def _reusable(rec: dict, settings: dict, concepts: dict[int, str], max_acts, pool, st: SteerSettings) -> bool:
+    """Whether a finished record was made with these settings, concept text, m_f and instructions."""
+    f = int(rec["feature"])
+    if rec.get("settings") != settings or rec.get("concept") != concepts.get(f, rec.get("concept")):
+        return False
+    if not (0 <= f < len(max_acts) and rec.get("m_f") == float(max_acts[f])):
+        return False
+    test = _draw(pool, st, f)[1]
+    return [g.get("instruction") for g in rec.get("generations", []) if g.get("split") == "test"] == test
+
+
 def steer_concept(lm, judge, sae, layer: int, concept: Concept, max_acts: np.ndarray, pool: Sequence[str],
                   st: SteerSettings) -> dict:
     """One concept through the protocol; returns its record (scores, choice, every generation)."""
-    dev, test = draw_instructions(pool, st.n_instructions, seed=st.seed * 1_000_003 + concept.feature)
+    dev, test = _draw(pool, st, concept.feature)
     prompts = [i for _ in st.factors for i in dev]
     alphas = [a for a in st.factors for _ in dev]
     seed = st.seed * 7919 + concept.feature
@@ -80,24 +96,29 @@ def steer_concept(lm, judge, sae, layer: int, concept: Concept, max_acts: np.nda
                          "fluency_score": float(rr.fluency[j]), "hm": float(rr.hm[j])})
     return {"feature": concept.feature, "concept": concept.concept, "m_f": float(max_acts[concept.feature]),
             "dev_means": dict(zip(map(str, st.factors), means)), "factor": alpha, "dev_score": means[best],
-            "test_score": float(np.mean(rt.hm)), "generations": gens}
+            "test_score": float(np.mean(rt.hm)), "settings": dataclasses.asdict(st), "generations": gens}
 
 
 def run_utility(lm, judge, sae, layer: int, concepts: Sequence[Concept], max_acts: np.ndarray, pool: Sequence[str],
                 st: SteerSettings, out_dir: str | Path, *, progress: bool = True) -> dict:
     """g(θ) over ``concepts``, resumable: ``out_dir/concepts.jsonl`` gets one line per finished
-    concept; ``out_dir/utility.json`` the summary (written atomically at the end)."""
+    concept (a re-run keeps the lines made with the same settings, concept text, m_f and
+    instructions, and recomputes the rest); ``out_dir/utility.json`` the summary (written atomically at the end)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "concepts.jsonl"
+    settings = json.loads(json.dumps(dataclasses.asdict(st)))
+    wanted = {c.feature: c.concept for c in concepts}
     done: dict[int, dict] = {}
     if path.exists():
         for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)
-                done[int(rec["feature"])] = rec
-            except (json.JSONDecodeError, KeyError):
+                f = int(rec["feature"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 break  # a torn last line from a crash: recomputed below
+            if _reusable(rec, settings, wanted, max_acts, pool, st):  # else stale: recomputed below
+                done[f] = rec
         path.write_text("".join(json.dumps(done[f]) + "\n" for f in done))
     items = [c for c in concepts if c.feature not in done]
     if progress:
@@ -114,7 +135,7 @@ def run_utility(lm, judge, sae, layer: int, concepts: Sequence[Concept], max_act
     summary = {
         "g": float(np.mean([r["test_score"] for r in recs])) if recs else None,
         "n_concepts": len(recs),
-        "settings": dataclasses.asdict(st),
+        "settings": settings,
         "concepts": [{k: r[k] for k in ("feature", "concept", "factor", "dev_score", "test_score")} for r in recs],
     }
     atomic_write_json(out_dir / "utility.json", summary)

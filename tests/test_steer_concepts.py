@@ -1,0 +1,193 @@
+"""Concept sources (AxBench metadata, user JSONL, AutoInterp results), the instruction pool's
+offline fallbacks, and the seeded dev/test split of instructions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import jaxsae.steer.concepts as C
+from jaxsae.errors import UserError
+from jaxsae.steer import Concept, draw_instructions, from_autointerp, from_jsonl, instructions
+
+AXBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "axbench"
+CONCEPT10 = sorted(AXBENCH.glob("concept10/*/metadata.jsonl"))
+needs_axbench = pytest.mark.skipif(not CONCEPT10, reason="AxBench data not found under ../shared/axbench")
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No test here may wait on the network: the Hub is unreachable unless a test says otherwise."""
+    monkeypatch.setattr(C, "_hub_reachable", lambda timeout=3.0: False)
+
+
+# ----------------------------------------------------------------------------------- concepts
+
+@needs_axbench
+@pytest.mark.parametrize("path", CONCEPT10, ids=lambda p: p.parent.name)
+def test_axbench_concept10_metadata(path):
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    got = from_jsonl(path)
+    assert len(got) == len(rows) == 10
+    for c, r in zip(got, rows):
+        assert c.feature == int(r["ref"].rsplit("/", 1)[-1]) and c.feature >= 0
+        assert c.concept == r["concept"].strip() and c.concept
+        assert c.concept_id == r["concept_id"]
+
+
+@needs_axbench
+def test_axbench_concept500_metadata():
+    path = AXBENCH / "concept500" / "prod_2b_l20_v1" / "metadata.jsonl"
+    got = from_jsonl(path)
+    assert len(got) == 500 and [c.concept_id for c in got] == list(range(500))
+    assert all(0 <= c.feature < 16384 for c in got)  # Gemma Scope 16k latents
+
+
+def test_user_jsonl(tmp_path):
+    p = tmp_path / "mine.jsonl"
+    p.write_text('{"feature": 12, "concept": " dogs "}\n\n'
+                 '{"feature": "7", "concept": "the colour blue", "concept_id": 40}\n'
+                 '{"ref": "https://x/y/gemma/123/", "concept": "code"}\n')
+    assert from_jsonl(p) == [Concept(12, "dogs", 0), Concept(7, "the colour blue", 40), Concept(123, "code", 2)]
+
+
+@pytest.mark.parametrize("text, line", [
+    ('{"feature": 1, "concept": "a"}\n{"feature": 2, "concept": \n', 2),  # bad JSON
+    ('{"feature": 1}\n', 1),  # missing concept
+    ('{"concept": "a"}\n', 1),  # neither feature nor ref
+    ('{"ref": "https://x/gemma/abc", "concept": "a"}\n', 1),  # ref not ending in an id
+    ('{"feature": 1, "concept": "   "}\n', 1),  # empty concept
+    ('{"feature": -3, "concept": "a"}\n', 1),  # negative id
+    ('{"feature": [1], "concept": "a"}\n', 1),  # wrong type
+    ('{"feature": 1, "concept": "a"}\n{"feature": 2, "concept": "b", "concept_id": "x"}\n', 2),
+    ('["feature", "concept"]\n', 1),  # not an object
+    ('"just a string"\n', 1),
+])
+def test_malformed_lines_are_user_errors(tmp_path, text, line):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(text)
+    with pytest.raises(UserError) as e:
+        from_jsonl(p)
+    msg = str(e.value)
+    assert "\n" not in msg and f"{p}:{line} " in msg and '"concept"' in msg and '"feature"' in msg
+
+
+@pytest.mark.parametrize("text", ["", "\n  \n\n"])
+def test_empty_file_is_a_user_error(tmp_path, text):
+    p = tmp_path / "empty.jsonl"
+    p.write_text(text)
+    with pytest.raises(UserError, match="holds no concepts; add one JSON object per line") as e:
+        from_jsonl(p)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_or_binary_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist; pass an AxBench metadata.jsonl"):
+        from_jsonl(tmp_path / "nope.jsonl")
+    p = tmp_path / "bin.jsonl"
+    p.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(UserError, match="not UTF-8"):
+        from_jsonl(p)
+
+
+def test_from_autointerp(tmp_path):
+    p = tmp_path / "autointerp.json"
+    p.write_text(json.dumps({
+        "concept100": [5, 3, 9, 1],
+        "latents": [{"latent": 5, "explanation": " cats "}, {"latent": 3, "explanation": ""},
+                    {"latent": 9, "explanation": "numbers"}, {"latent": 1, "explanation": None}],
+    }))
+    # failed explanations (empty / None) are skipped; concept_id is the position in CONCEPT100
+    assert from_autointerp(p) == [Concept(5, "cats", 0), Concept(9, "numbers", 2)]
+    assert from_autointerp(p, n=1) == [Concept(5, "cats", 0)]
+    p.write_text('{"latents": []}')
+    with pytest.raises(UserError, match="re-run the autointerp stage"):
+        from_autointerp(p)
+    with pytest.raises(UserError, match="re-run the autointerp stage"):
+        from_autointerp(tmp_path / "missing.json")
+
+
+# ------------------------------------------------------------------------------- instructions
+
+def test_offline_without_axbench_gives_the_bundled_list():
+    assert instructions() == list(C.BUNDLED_INSTRUCTIONS)
+    assert len(set(C.BUNDLED_INSTRUCTIONS)) == len(C.BUNDLED_INSTRUCTIONS) >= 10
+
+
+@needs_axbench
+def test_offline_with_axbench_reads_the_input_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = AXBENCH / "concept10" / "prod_2b_l20_v1"
+    pool = instructions(n_pool=50, axbench_dir=d)
+    assert len(pool) == 50 and len(set(pool)) == 50
+    want = []
+    for p in sorted(d.rglob("*.parquet")):
+        want.extend(s.strip() for s in pq.read_table(p, columns=["input"]).column("input").to_pylist() if s and s.strip())
+    assert pool == list(dict.fromkeys(want))[:50]
+    assert set(pool).isdisjoint(C.BUNDLED_INSTRUCTIONS)
+    # a folder with other parquet files, or none, falls through to the bundled list
+    pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "other.parquet")
+    assert instructions(axbench_dir=tmp_path) == list(C.BUNDLED_INSTRUCTIONS)
+
+
+def test_online_alpaca_eval_comes_first(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    f = tmp_path / "alpaca_eval.json"
+    f.write_text(json.dumps([{"instruction": f"task {i}", "output": "x"} for i in range(5)]))
+    calls = []
+
+    def fake_download(repo_id, filename, repo_type=None, **kw):
+        calls.append((repo_id, filename, repo_type))
+        return str(f)
+
+    monkeypatch.setattr(C, "_hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    assert instructions(n_pool=3, axbench_dir=AXBENCH) == ["task 0", "task 1", "task 2"]
+    assert calls == [("tatsu-lab/alpaca_eval", "alpaca_eval.json", "dataset")]
+
+    def failing_download(*a, **kw):
+        raise OSError("no route")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", failing_download)
+    assert instructions() == list(C.BUNDLED_INSTRUCTIONS)  # a failed download falls back
+
+
+def test_hub_reachability_respects_offline_mode(monkeypatch):
+    monkeypatch.undo()  # the real check, with the network calls stubbed
+    import socket
+
+    def no_network(*a, **kw):
+        raise AssertionError("must not connect when HF_HUB_OFFLINE is set")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert C._hub_reachable() is False
+
+    def refused(*a, **kw):
+        raise OSError("refused")
+
+    monkeypatch.setattr(socket, "create_connection", refused)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert C._hub_reachable() is False
+
+
+# -------------------------------------------------------------------------- dev / test split
+
+def test_draw_instructions_split():
+    pool = [f"instruction {i}" for i in range(40)]
+    dev, test = draw_instructions(pool, 10, seed=123)
+    assert len(dev) == len(test) == 5
+    assert set(dev).isdisjoint(test) and set(dev) | set(test) <= set(pool)
+    assert (dev, test) == draw_instructions(pool, 10, seed=123)  # reproducible
+    assert (dev, test) != draw_instructions(pool, 10, seed=124)  # another concept, another draw
+    assert draw_instructions(pool, 4, seed=0)[0].__len__() == 2
+    # a pool smaller than n: all of it, split in halves
+    dev, test = draw_instructions(pool[:7], 10, seed=1)
+    assert len(dev) == 3 and len(test) == 4 and sorted(dev + test) == sorted(pool[:7])
+    with pytest.raises(UserError, match="at least 2 instructions"):
+        draw_instructions(pool, 1, seed=0)
