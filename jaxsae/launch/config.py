@@ -112,6 +112,12 @@ class SteerConfig:
     """Sampling temperature (AxBench: 1.0; 0 = greedy)."""
     seed: int = 0
     """Seed of instruction draws and sampling."""
+    position: str = "all"
+    """Where the steering vector is added: "all" (AxBench: every prompt position and decode step)
+    or "last" (Arad et al.: the last position at each step)."""
+    instructions_dir: str = ""
+    """Offline instruction pool: a folder of AxBench parquet files whose ``input`` column is used
+    when AlpacaEval cannot be fetched from the Hub ("" = the bundled list)."""
 
 
 @dataclass
