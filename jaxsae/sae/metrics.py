@@ -21,76 +21,110 @@ from jaxsae.models.decoder import forward_from
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "layer"))
-def _ce_kl(params, cfg, layer, resid_btd, variant_btd, tokens_bt, valid_bt):
-    """(sum CE, sum KL(clean || variant), count) over next-token targets of valid positions."""
-    clean, _ = forward_from(params, cfg, resid_btd, layer)
-    other, _ = forward_from(params, cfg, variant_btd, layer)
-    lp_c = jax.nn.log_softmax(clean[:, :-1], axis=-1)
-    lp_o = jax.nn.log_softmax(other[:, :-1], axis=-1)
-    tgt = tokens_bt[:, 1:]
+def _clean(params, cfg, layer, resid_btd, tokens_bt, valid_bt):
+    """(log-probs f32[B, T-1, V] of the clean model, sum CE, count) over valid next-token targets."""
+    logits, _ = forward_from(params, cfg, resid_btd, layer)
+    lp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
     w = (valid_bt[:, :-1] & valid_bt[:, 1:]).astype(jnp.float32)
-    ce_c = -jnp.take_along_axis(lp_c, tgt[..., None], axis=-1)[..., 0]
-    ce_o = -jnp.take_along_axis(lp_o, tgt[..., None], axis=-1)[..., 0]
-    kl = jnp.sum(jnp.exp(lp_c) * (lp_c - lp_o), axis=-1)
-    return jnp.sum(ce_c * w), jnp.sum(ce_o * w), jnp.sum(kl * w), jnp.sum(w)
+    ce = -jnp.take_along_axis(lp, tokens_bt[:, 1:, None], axis=-1)[..., 0]
+    return lp, jnp.sum(ce * w), jnp.sum(w)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "layer"))
+def _variant(params, cfg, layer, lp_clean, variant_btd, tokens_bt, valid_bt):
+    """(sum CE, sum KL(clean || variant)) with ``variant_btd`` spliced in at ``layer``."""
+    logits, _ = forward_from(params, cfg, variant_btd, layer)
+    lp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
+    w = (valid_bt[:, :-1] & valid_bt[:, 1:]).astype(jnp.float32)
+    ce = -jnp.take_along_axis(lp, tokens_bt[:, 1:, None], axis=-1)[..., 0]
+    kl = jnp.sum(jnp.exp(lp_clean) * (lp_clean - lp), axis=-1)
+    return jnp.sum(ce * w), jnp.sum(kl * w)
+
+
+class _Sums:
+    """Running sums of one SAE's metrics."""
+
+    def __init__(self, d_sae: int):
+        self.n_tok = 0
+        self.l0 = self.err = self.cos = self.ratio = self.sum_x2 = 0.0
+        self.sum_x = 0.0
+        self.fired = np.zeros(d_sae, np.int64)
+        self.ce_sae = self.kl_sae = 0.0
+
+    def add(self, x: np.ndarray, f: np.ndarray, x_hat: np.ndarray) -> None:
+        self.n_tok += len(x)
+        self.l0 += float(np.sum(f != 0))
+        self.fired += np.sum(f != 0, axis=0)
+        self.err += float(np.sum((x - x_hat) ** 2))
+        self.sum_x = self.sum_x + x.sum(0)
+        self.sum_x2 += float(np.sum(x**2))
+        nx, nh = np.linalg.norm(x, axis=-1), np.linalg.norm(x_hat, axis=-1)
+        self.cos += float(np.sum(np.sum(x * x_hat, -1) / np.maximum(nx * nh, 1e-12)))
+        self.ratio += float(np.sum(nh / np.maximum(nx, 1e-12)))
+
+    def result(self, ce_clean: float, ce_zero: float, kl_zero: float, n_ce: float) -> dict:
+        n = self.n_tok
+        total_var = self.sum_x2 - float(np.sum(np.asarray(self.sum_x) ** 2)) / n
+        ev = 1.0 - self.err / total_var
+        ce_sae, kl_sae = self.ce_sae / max(n_ce, 1.0), self.kl_sae / max(n_ce, 1.0)
+        freq = self.fired / n
+        return {
+            "n_tokens": n,
+            "l0": self.l0 / n,
+            "explained_variance": ev,
+            "fvu": 1.0 - ev,
+            "mse": self.err / n,
+            "cossim": self.cos / n,
+            "l2_ratio": self.ratio / n,
+            "dead_frac": float(np.mean(self.fired == 0)),
+            "dense_frac": float(np.mean(freq > 0.1)),
+            "ce_clean": ce_clean,
+            "ce_sae": ce_sae,
+            "ce_zero": ce_zero,
+            "ce_loss_score": (ce_zero - ce_sae) / (ce_zero - ce_clean) if ce_zero != ce_clean else None,
+            "kl_sae": kl_sae,
+            "kl_zero": kl_zero,
+            "kl_score": (kl_zero - kl_sae) / kl_zero if kl_zero > 0 else None,
+        }
+
+
+def core_metrics_many(lm, saes, layer: int, tokens_nt: np.ndarray, counted_nt: np.ndarray, *, batch: int = 8,
+                      progress=None) -> list[dict]:
+    """Core metrics of every SAE in ``saes`` (all at ``layer``) on the held-out contexts
+    ``tokens_nt`` (``counted_nt``: which positions are real, non-special tokens). The residuals,
+    the clean log-probs and the zero-ablation floor are computed once per batch and shared by the
+    SAEs: per SAE only the spliced upper layers run. ``progress(n)`` is called per batch."""
+    sums = [_Sums(sae.d_sae) for sae in saes]
+    ce_clean = ce_zero = kl_zero = n_ce = 0.0
+    for s in range(0, len(tokens_nt), batch):
+        toks = jnp.asarray(tokens_nt[s : s + batch])
+        valid = counted_nt[s : s + batch]
+        vj = jnp.asarray(valid)
+        resid = lm.residual(toks, layer)
+        lp_clean, c0, n = _clean(lm.params, lm.config, layer, resid, toks, vj)
+        zero = np.array(resid)
+        zero[valid] = 0.0
+        c2, k2 = _variant(lm.params, lm.config, layer, lp_clean, jnp.asarray(zero), toks, vj)
+        ce_clean += float(c0)
+        ce_zero += float(c2)
+        kl_zero += float(k2)
+        n_ce += float(n)
+        x = np.asarray(resid)[valid]
+        for sae, acc in zip(saes, sums):
+            f = np.asarray(sae.encode(x))
+            x_hat = np.asarray(sae.decode(f))
+            acc.add(x, f, x_hat)
+            spliced = np.array(resid)
+            spliced[valid] = x_hat
+            c1, k1 = _variant(lm.params, lm.config, layer, lp_clean, jnp.asarray(spliced), toks, vj)
+            acc.ce_sae += float(c1)
+            acc.kl_sae += float(k1)
+        if progress is not None:
+            progress(len(toks))
+    m = max(n_ce, 1.0)
+    return [acc.result(ce_clean / m, ce_zero / m, kl_zero / m, n_ce) for acc in sums]
 
 
 def core_metrics(lm, sae, layer: int, tokens_nt: np.ndarray, counted_nt: np.ndarray, *, batch: int = 8) -> dict:
-    """All core metrics of ``sae`` on the held-out contexts ``tokens_nt`` (``counted_nt``: which
-    positions are real, non-special tokens)."""
-    n_tok = 0
-    l0 = err = cos = ratio = 0.0
-    sum_x = sum_x2 = 0.0
-    fired = np.zeros(sae.d_sae, np.int64)
-    ce_clean = ce_sae = ce_zero = kl_sae = kl_zero = n_ce = 0.0
-    for s in range(0, len(tokens_nt), batch):
-        toks = tokens_nt[s : s + batch]
-        valid = counted_nt[s : s + batch]
-        resid = lm.residual(toks, layer)
-        x = np.asarray(resid)[valid]
-        f = np.asarray(sae.encode(x))
-        x_hat = np.asarray(sae.decode(f))
-        n_tok += len(x)
-        l0 += float(np.sum(f != 0))
-        fired += np.sum(f != 0, axis=0)
-        err += float(np.sum((x - x_hat) ** 2))
-        sum_x = sum_x + x.sum(0)
-        sum_x2 += float(np.sum(x**2))
-        nx, nh = np.linalg.norm(x, axis=-1), np.linalg.norm(x_hat, axis=-1)
-        cos += float(np.sum(np.sum(x * x_hat, -1) / np.maximum(nx * nh, 1e-12)))
-        ratio += float(np.sum(nh / np.maximum(nx, 1e-12)))
-        spliced = np.array(resid)
-        spliced[valid] = x_hat
-        zero = np.array(resid)
-        zero[valid] = 0.0
-        vj = jnp.asarray(valid)
-        c0, c1, k1, n = _ce_kl(lm.params, lm.config, layer, resid, jnp.asarray(spliced), jnp.asarray(toks), vj)
-        _, c2, k2, _ = _ce_kl(lm.params, lm.config, layer, resid, jnp.asarray(zero), jnp.asarray(toks), vj)
-        ce_clean += float(c0)
-        ce_sae += float(c1)
-        ce_zero += float(c2)
-        kl_sae += float(k1)
-        kl_zero += float(k2)
-        n_ce += float(n)
-    total_var = sum_x2 - float(np.sum(np.asarray(sum_x) ** 2)) / n_tok
-    ev = 1.0 - err / total_var
-    ce = {k: v / max(n_ce, 1.0) for k, v in dict(clean=ce_clean, sae=ce_sae, zero=ce_zero, kl_sae=kl_sae, kl_zero=kl_zero).items()}
-    freq = fired / n_tok
-    return {
-        "n_tokens": n_tok,
-        "l0": l0 / n_tok,
-        "explained_variance": ev,
-        "fvu": 1.0 - ev,
-        "mse": err / n_tok,
-        "cossim": cos / n_tok,
-        "l2_ratio": ratio / n_tok,
-        "dead_frac": float(np.mean(fired == 0)),
-        "dense_frac": float(np.mean(freq > 0.1)),
-        "ce_clean": ce["clean"],
-        "ce_sae": ce["sae"],
-        "ce_zero": ce["zero"],
-        "ce_loss_score": (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"]) if ce["zero"] != ce["clean"] else None,
-        "kl_sae": ce["kl_sae"],
-        "kl_zero": ce["kl_zero"],
-        "kl_score": (ce["kl_zero"] - ce["kl_sae"]) / ce["kl_zero"] if ce["kl_zero"] > 0 else None,
-    }
+    """All core metrics of one SAE (see :func:`core_metrics_many`)."""
+    return core_metrics_many(lm, [sae], layer, tokens_nt, counted_nt, batch=batch)[0]
