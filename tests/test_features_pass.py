@@ -121,3 +121,15 @@ def test_pass_rejects_bad_inputs(tiny_llama):
         features.compute_feature_stats(tiny_llama, 1, enc, jnp.zeros((65, 8)), tokens=np.zeros((2, 128), np.int32))
     with pytest.raises(UserError):
         features.compute_feature_stats(tiny_llama, 1, enc, jnp.zeros((64, 8)), tokens=np.zeros((2, 7), np.int32))
+
+
+def test_shared_residuals_give_the_same_statistics(tiny_case, tiny_llama):
+    lm, cfg, sae, tokens, _, stats = tiny_case
+    from jaxsae.features.compute import residuals
+
+    resid = residuals(lm, 2, tokens, batch=5)
+    again = features.compute_feature_stats(lm, 2, *features.sae_encoder(sae), cfg, tokens=tokens, resid_ntd=resid)
+    for name in ("count", "max_act", "sum_act", "top_val", "top_pos", "iw_val", "iw_pos", "rand_pos"):
+        np.testing.assert_allclose(getattr(again, name), getattr(stats, name), rtol=1e-5, atol=1e-6, err_msg=name)
+    with pytest.raises(UserError, match="cached residuals"):
+        features.compute_feature_stats(lm, 2, *features.sae_encoder(sae), cfg, tokens=tokens, resid_ntd=resid[:, :5])

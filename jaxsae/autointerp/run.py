@@ -155,9 +155,11 @@ def stats_for_sae(
     texts: Sequence[str] | None = None,
     recompute: bool = False,
     progress: bool = False,
+    resid_ntd=None,
 ) -> features.FeatureStats:
     """The SAE's feature statistics, reused from ``sae_dir/feature_stats`` when they were made
-    with the same model, layer, config, held-out tokens and SAE weights; else computed and saved."""
+    with the same model, layer, config, held-out tokens and SAE weights; else computed and saved
+    (``resid_ntd``: the held-out tokens' residuals at ``layer``, when shared between SAEs)."""
     sae_dir = Path(sae_dir)
     tokens, _ = features.held_out_tokens(lm, stats_cfg, texts)
     fp = _fingerprint(sae_dir, lm, layer, stats_cfg, tokens)
@@ -171,7 +173,7 @@ def stats_for_sae(
             return old
     encode_fn, params = features.sae_encoder(sae)
     stats = features.compute_feature_stats(
-        lm, layer, encode_fn, params, stats_cfg, tokens=tokens, progress=progress,
+        lm, layer, encode_fn, params, stats_cfg, tokens=tokens, progress=progress, resid_ntd=resid_ntd,
         meta=dict(fingerprint=fp, sae=str(sae_dir), text_source="pydoc_data.topics" if texts is None else f"{len(texts)} documents"),
     )
     features.save(stats, out)

@@ -63,6 +63,18 @@ def _lm_residual(params, tokens_bt, *, cfg, layer):
     return forward(params, cfg, tokens_bt, None, stop_layer=layer)[0]
 
 
+def _given_residual(resid_btd, tokens_bt):
+    return resid_btd
+
+
+def residuals(lm, layer: int, tokens_nt: np.ndarray, batch: int = 16) -> np.ndarray:
+    """f32[N, T, D] block-``layer`` residuals of ready contexts (early exit), to share between SAEs."""
+    out = np.zeros((*tokens_nt.shape, lm.config.d_model), np.float32)
+    for s in range(0, len(tokens_nt), batch):
+        out[s : s + batch] = np.asarray(lm.residual(tokens_nt[s : s + batch], layer))
+    return out
+
+
 def _step(state, lm_params, sae_params, tokens_bt, counted_bt, start, key, *, resid_fn, encode_fn, spec):
     x_btd = resid_fn(lm_params, tokens_bt)
     B, T, D = x_btd.shape
@@ -106,6 +118,7 @@ def compute_feature_stats(
     tokens: np.ndarray | None = None,
     meta: dict | None = None,
     progress: bool = False,
+    resid_ntd: np.ndarray | None = None,
 ) -> FeatureStats:
     """Run ``lm`` to block ``layer`` and the SAE over held-out contexts; gather the statistics.
 
@@ -117,6 +130,8 @@ def compute_feature_stats(
       texts: held-out documents (default: the Python-docs corpus); ignored when ``tokens`` given.
       tokens: int32[N, T] ready contexts (T must equal ``cfg.context_len``).
       meta: extra provenance stored with the statistics (e.g. the SAE folder).
+      resid_ntd: the block-``layer`` residuals f32[N, T, D] of ``tokens``, when already computed
+        (see :func:`residuals`; shared by the SAEs of a sweep): the model is then not run.
     """
     if not 0 <= layer < lm.config.n_layers:
         raise UserError(f"layer {layer} is out of range for a {lm.config.n_layers}-layer model; use 0..{lm.config.n_layers - 1}")
@@ -143,12 +158,10 @@ def compute_feature_stats(
 
     rand = random_positions(np.random.default_rng([cfg.seed, 1]), N, spec, F)
     state = init_state(spec, rand)
-    step = jax.jit(
-        functools.partial(
-            _step, resid_fn=functools.partial(_lm_residual, cfg=lm.config, layer=layer), encode_fn=encode_fn, spec=spec
-        ),
-        donate_argnums=(0,),
-    )
+    if resid_ntd is not None and resid_ntd.shape != (N, T, D):
+        raise UserError(f"cached residuals {resid_ntd.shape} do not match the tokens {tokens.shape} and d_model {D}")
+    resid_fn = _given_residual if resid_ntd is not None else functools.partial(_lm_residual, cfg=lm.config, layer=layer)
+    step = jax.jit(functools.partial(_step, resid_fn=resid_fn, encode_fn=encode_fn, spec=spec), donate_argnums=(0,))
     base_key = jax.random.key(cfg.seed)
     starts = range(0, N, B)
     if progress:
@@ -161,7 +174,12 @@ def compute_feature_stats(
         cb = np.zeros((B, T), bool)
         n = min(B, N - s)
         tb[:n], cb[:n] = tokens[s : s + n], counted[s : s + n]
-        state = step(state, lm.params, sae_params, tb, cb, np.int32(s), jax.random.fold_in(base_key, i))
+        if resid_ntd is not None:
+            rb = np.zeros((B, T, D), np.float32)
+            rb[:n] = resid_ntd[s : s + n]
+            state = step(state, rb, sae_params, tb, cb, np.int32(s), jax.random.fold_in(base_key, i))
+        else:
+            state = step(state, lm.params, sae_params, tb, cb, np.int32(s), jax.random.fold_in(base_key, i))
     state = jax.block_until_ready(state)
     seconds = time.perf_counter() - t0
 
