@@ -1,0 +1,151 @@
+"""Training batches harvested from the model on the fly, for token budgets that do not fit on disk.
+
+The text is packed lazily into contexts (never all in memory) and cut into *chunks* of
+``chunk_contexts`` contexts. A chunk's residuals at the layer (early exit; special, BOS and pad
+positions dropped) are shuffled with a seed of (seed, chunk) — a mixing buffer one chunk wide — and
+cut into batches; the few left over are dropped. How many batches a chunk gives depends only on its
+tokens, so the step → chunk map is known without running the model: ``batch_at(step)`` depends only
+on (text, seed, step), and a resumed run harvests exactly the batches it would have seen.
+
+Several processes each harvest the whole chunk (the model is replicated) and keep the rows of the
+global batch their devices hold.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from jaxsae.errors import UserError
+
+
+def context_stream(texts: Iterable[str], tokenizer, *, context_len: int, bos_id: int | None,
+                   sep_id: int | None, docs_per_call: int = 256) -> Iterator[np.ndarray]:
+    """int32[T] contexts packed from documents as they come (same packing as
+    :func:`jaxsae.features.corpus.pack_contexts`: documents joined by ``sep_id``, ``bos_id`` first)."""
+    body = context_len - (bos_id is not None)
+    buf: list[int] = []
+    docs: list[str] = []
+
+    def drain():
+        nonlocal buf
+        for ids in tokenizer(docs, add_special_tokens=False)["input_ids"] if docs else []:
+            buf.extend(ids)
+            if sep_id is not None:
+                buf.append(sep_id)
+        docs.clear()
+        while len(buf) >= body:
+            ctx, buf = buf[:body], buf[body:]
+            yield np.asarray(([bos_id] if bos_id is not None else []) + ctx, np.int32)
+
+    for t in texts:
+        docs.append(t)
+        if len(docs) >= docs_per_call:
+            yield from drain()
+    yield from drain()
+
+
+class ActivationStream:
+    """Batches f32[batch, D] of the residual after block ``layer``, harvested chunk by chunk.
+
+    Same interface as :class:`jaxsae.train.data.ActivationArray` (``d_in``, ``per_epoch``,
+    ``batch_at(step, rows)``), so :func:`jaxsae.train.train_sweep` takes either.
+    """
+
+    def __init__(self, lm, layer: int, texts: Callable[[], Iterable[str]], batch: int, steps: int, *,
+                 context: int = 128, llm_batch: int = 16, chunk_contexts: int | None = None, seed: int = 0):
+        from jaxsae.features.corpus import tokenizer_adds_bos
+
+        if lm.tokenizer is None:
+            raise UserError(f"{lm.source} has no tokenizer; harvesting needs one")
+        lm._check_layer(layer)
+        cfg = lm.config
+        self.lm, self.layer, self.texts, self.batch, self.seed = lm, layer, texts, batch, seed
+        self.per_epoch = int(steps)
+        self.context, self.llm_batch = context, llm_batch
+        # ~64 batches per chunk by default: the mixing buffer
+        self.chunk_contexts = chunk_contexts or max(1, -(-64 * batch // max(1, context - 1)))
+        self.bos = cfg.bos_id if tokenizer_adds_bos(lm.tokenizer) else None
+        self.sep = cfg.eos_ids[0] if cfg.eos_ids else None
+        self.special = sorted({t for t in (cfg.bos_id, cfg.pad_id, *cfg.eos_ids) if t is not None})
+        self._ctx_iter: Iterator[np.ndarray] | None = None
+        self._next_chunk = 0  # the chunk the context iterator yields next
+        self._counts: list[int] = []  # batches per chunk, for chunks tokenized so far
+        self._tokens: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # chunk -> (tokens, counted), small LRU
+        self._acts: tuple[int, np.ndarray] | None = None  # (chunk, f32[n_batches, batch, D])
+
+    @property
+    def d_in(self) -> int:
+        return int(self.lm.config.d_model)
+
+    # ------------------------------------------------------------------------- tokens only
+
+    def _tokenize_chunk(self) -> tuple[np.ndarray, np.ndarray]:
+        from jaxsae.features.corpus import counted_mask
+
+        if self._ctx_iter is None:
+            self._ctx_iter = context_stream(self.texts(), self.lm.tokenizer, context_len=self.context,
+                                            bos_id=self.bos, sep_id=self.sep)
+            self._next_chunk = 0
+        rows = [c for _, c in zip(range(self.chunk_contexts), self._ctx_iter)]
+        if len(rows) < self.chunk_contexts:
+            raise UserError(
+                f"the training text ran out after {sum(self._counts)} batches of {self.batch} tokens, before the "
+                f"{self.per_epoch} steps asked for; give more text or lower train.tokens"
+            )
+        tokens = np.stack(rows)
+        counted = counted_mask(tokens, self.special, mask_first=self.bos is None)
+        k = self._next_chunk
+        self._next_chunk += 1
+        if k == len(self._counts):
+            self._counts.append(int(counted.sum()) // self.batch)
+            if self._counts[-1] == 0:
+                raise UserError(f"a chunk of {self.chunk_contexts} contexts holds fewer than {self.batch} tokens; raise chunk_contexts")
+        return tokens, counted
+
+    def _chunk_tokens(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k in self._tokens:
+            return self._tokens[k]
+        if self._ctx_iter is None or self._next_chunk > k:  # going back: restart the text
+            self._ctx_iter = None
+        while True:
+            tc = self._tokenize_chunk()
+            if self._next_chunk - 1 == k:
+                self._tokens = {kk: v for kk, v in self._tokens.items() if kk >= k - 1}
+                self._tokens[k] = tc
+                return tc
+
+    def _locate(self, step: int) -> tuple[int, int]:
+        """(chunk, batch within it) of ``step`` (within an epoch)."""
+        k, start = 0, 0
+        while True:
+            while k >= len(self._counts):
+                self._chunk_tokens(len(self._counts))
+            if step < start + self._counts[k]:
+                return k, step - start
+            start += self._counts[k]
+            k += 1
+
+    # ----------------------------------------------------------------------------- harvest
+
+    def _chunk_acts(self, k: int) -> np.ndarray:
+        if self._acts is not None and self._acts[0] == k:
+            return self._acts[1]
+        tokens, counted = self._chunk_tokens(k)
+        parts = []
+        for s in range(0, len(tokens), self.llm_batch):
+            r = np.asarray(self.lm.residual(tokens[s : s + self.llm_batch], self.layer), np.float32)
+            parts.append(r[counted[s : s + self.llm_batch]])
+        x = np.concatenate(parts)
+        n = self._counts[k] * self.batch
+        perm = np.random.default_rng([self.seed, k]).permutation(len(x))[:n]
+        acts = x[perm]
+        self._acts = (k, acts.reshape(self._counts[k], self.batch, -1))
+        return self._acts[1]
+
+    def batch_at(self, step: int, rows: slice | None = None) -> np.ndarray:
+        """The batch of ``step``; with ``rows``, only those rows of it."""
+        k, i = self._locate(step % self.per_epoch)
+        out = self._chunk_acts(k)[i]
+        return np.array(out if rows is None else out[rows], np.float32)

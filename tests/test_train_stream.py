@@ -1,0 +1,80 @@
+"""Streaming activations: the same tokens as a plain harvest, exact random access (resume), the
+trainer runs on it and resumes exactly, and running out of text is a clear error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jaxsae.sae as S
+
+from jaxsae.errors import UserError
+from jaxsae.features.corpus import counted_mask, pack_contexts
+from jaxsae.train import SAESpec, TrainSettings, train_sweep
+from jaxsae.train.data import stdlib_docstrings
+from jaxsae.train.stream import ActivationStream, context_stream
+
+LAYER = 1
+
+
+def texts():
+    return stdlib_docstrings(max_chars=60_000)
+
+
+def stream(lm, steps=12, batch=64, seed=0):
+    return ActivationStream(lm, LAYER, texts, batch, steps, context=32, llm_batch=4, chunk_contexts=10, seed=seed)
+
+
+def test_context_stream_equals_packing(tiny_llama):
+    tok = tiny_llama.tokenizer
+    ref = pack_contexts(texts(), tok, context_len=32, max_tokens=10**9, bos_id=1, sep_id=2)
+    got = np.stack(list(context_stream(texts(), tok, context_len=32, bos_id=1, sep_id=2, docs_per_call=7)))
+    np.testing.assert_array_equal(got, ref[: len(got)])
+    assert len(ref) - len(got) <= 1
+
+
+def test_chunk_batches_are_a_shuffle_of_the_harvested_tokens(tiny_llama):
+    s = stream(tiny_llama)
+    assert s._locate(0) == (0, 0)
+    n0 = s._counts[0]
+    got = np.concatenate([s.batch_at(i) for i in range(n0)])
+    tokens, counted = s._chunk_tokens(0)
+    ref = np.asarray(tiny_llama.residual(tokens, LAYER))[counted]
+    assert len(got) == n0 * 64 <= len(ref) < (n0 + 1) * 64
+    # every batch row is one of the chunk's residuals, none twice
+    d = ((got[:, None, :] - ref[None, :, :]) ** 2).sum(-1)
+    match = d.argmin(1)
+    assert np.allclose(d.min(1), 0, atol=1e-8) and len(set(match.tolist())) == len(got)
+    assert not np.array_equal(match, np.sort(match))  # shuffled
+
+
+def test_random_access_equals_sequential(tiny_llama):
+    seq = stream(tiny_llama)
+    ref = [seq.batch_at(i) for i in range(12)]
+    jump = stream(tiny_llama)
+    for i in (9, 3, 11, 0, 5):  # forwards and backwards across chunks
+        np.testing.assert_array_equal(jump.batch_at(i), ref[i])
+    np.testing.assert_array_equal(jump.batch_at(5, slice(8, 16)), ref[5][8:16])
+    other = stream(tiny_llama, seed=1).batch_at(0)
+    assert not np.array_equal(other, ref[0])
+
+
+def test_text_running_out_is_a_clear_error(tiny_llama):
+    s = ActivationStream(tiny_llama, LAYER, lambda: stdlib_docstrings(max_chars=3000), 64, 1000, context=32,
+                         llm_batch=4, chunk_contexts=10)
+    with pytest.raises(UserError, match="ran out.*lower train.tokens"):
+        s.batch_at(999)
+
+
+def test_trainer_on_a_stream_resumes_exactly(tiny_llama, tmp_path):
+    specs = [SAESpec("topk", 0, 8.0), SAESpec("relu", 0, 0.05)]
+    st = TrainSettings(d_sae=48, batch=64, steps=12, lr=1e-3, warmup_steps=2, sparsity_warmup_steps=4,
+                       checkpoint_every=4)
+    full = train_sweep(specs, stream(tiny_llama), st, tmp_path / "a", progress=False)
+    train_sweep(specs, stream(tiny_llama), st, tmp_path / "b", progress=False, stop_after=6)
+    resumed = train_sweep(specs, stream(tiny_llama), st, tmp_path / "b", progress=False)
+    for ea, eb in zip(full["saes"], resumed["saes"]):
+        wa, wb = S.load(tmp_path / "a" / ea["dir"]).params, S.load(tmp_path / "b" / eb["dir"]).params
+        for k in wa:
+            np.testing.assert_array_equal(np.asarray(wa[k]), np.asarray(wb[k]), err_msg=k)
+        assert ea["l0"] == eb["l0"] and ea["fvu"] == eb["fvu"]
