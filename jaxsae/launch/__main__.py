@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from jaxsae.distributed import init_distributed, report_failure
 from jaxsae.errors import UserError, cli_errors
 
 
@@ -52,29 +53,11 @@ def _stage_list(spec: str, all_names: list[str], what: str) -> list[str]:
 def _writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        probe = out / f".write-test.{os.getpid()}"  # one per process: several may probe at once
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
         raise UserError(f"cannot write to the output folder {out} ({e.strerror}); pass a writable --out") from None
-
-
-def init_distributed() -> tuple[int, int]:
-    """Join a multi-process run when the environment says there is one; (process index, count).
-
-    JAXSAE_COORDINATOR (host:port), JAXSAE_NUM_PROCESSES and JAXSAE_PROCESS_ID configure it
-    explicitly (Slurm, local tests); JAXSAE_DISTRIBUTED=auto lets JAX detect it (TPU pods)."""
-    import jax
-
-    n = int(os.environ.get("JAXSAE_NUM_PROCESSES", "1"))
-    if n > 1:
-        jax.distributed.initialize(
-            coordinator_address=os.environ["JAXSAE_COORDINATOR"], num_processes=n,
-            process_id=int(os.environ["JAXSAE_PROCESS_ID"]),
-        )
-    elif os.environ.get("JAXSAE_DISTRIBUTED") == "auto":
-        jax.distributed.initialize()
-    return jax.process_index(), jax.process_count()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,9 +91,19 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{n:15s} {run.status(n)}")
         return
     _writable(out)
-    index, _ = init_distributed()
+    index, count = init_distributed()
+    if count > 1:
+        import jax
+
+        print(f"process {index} of {count}: {jax.local_device_count()} local of {jax.device_count()} devices"
+              + (" (writes the run folder)" if index == 0 else ""), flush=True)
     run = Run(out, cfg, STAGES, is_writer=index == 0)
-    run.execute([n for n in names if n in todo or n in redo], redo)
+    try:
+        run.execute([n for n in names if n in todo or n in redo], redo)
+    except BaseException as e:
+        if count > 1:  # the others stop at their next barrier instead of waiting for this process
+            report_failure(f"{type(e).__name__}: {e}")
+        raise
     if index == 0:
         print(f"\nrun folder: {out}" + (f"\nreport: {out / 'report.md'}" if (out / "report.md").exists() else ""))
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from jaxsae.distributed import barrier
 from jaxsae.errors import UserError
 from jaxsae.io import atomic_write_json
 from jaxsae.launch.config import SweepConfig, digest
@@ -36,6 +37,9 @@ class Stage:
     output paths, relative to the run folder."""
     help: str = ""
     """One line for --help."""
+    collective: bool = False
+    """Whether every process of a multi-process run takes part (training sharded over all their
+    devices); other stages run on process 0 alone while the others wait."""
 
 
 def versions() -> dict:
@@ -138,6 +142,9 @@ class Run:
         total = len(names)
         for i, n in enumerate(names, 1):
             st = self.status(n)
+            # several processes: all read the status before process 0 changes anything of the stage,
+            # and each stage starts after process 0 has written everything of the one before
+            barrier(f"stage {n}: status read")
             if st == "done" and n not in redo:
                 m = self.manifest(n) or {}
                 print(f"[{i}/{total}] {n}: done ({m.get('seconds', 0):.0f}s earlier), skipped", flush=True)
@@ -147,14 +154,18 @@ class Run:
             if n in redo and st == "done":
                 reason = " (redo requested)"
             print(f"[{i}/{total}] {n}: {self.stages[n].help}{reason}", flush=True)
-            if n in redo or st in ("changed", "missing-outputs"):
+            if self.is_writer and (n in redo or st in ("changed", "missing-outputs")):
                 self.manifest_path(n).unlink(missing_ok=True)
             self.resume_ok = not (n in redo or st == "changed")
             sections = json.loads(json.dumps(self.section_values(self.stages[n]), default=str))
             if self.is_writer:
                 atomic_write_json(self.started_path(n), {"stage": n, "config_hash": self.stage_hash(n), "sections": sections})
             t0 = time.time()
-            outputs = self.stages[n].fn(self)
+            if self.is_writer or self.stages[n].collective:
+                outputs = self.stages[n].fn(self)
+            else:
+                outputs = []
+                print(f"[{i}/{total}] {n}: running on process 0", flush=True)
             seconds = time.time() - t0
             self.timings[n] = seconds
             if self.is_writer:
@@ -172,4 +183,5 @@ class Run:
                     },
                 )
                 self.started_path(n).unlink(missing_ok=True)
-            print(f"[{i}/{total}] {n}: finished in {seconds:.1f}s", flush=True)
+            barrier(f"stage {n}: finished")
+            print(f"[{i}/{total}] {n}: finished in {time.time() - t0:.1f}s", flush=True)

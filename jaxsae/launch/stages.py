@@ -115,7 +115,9 @@ def make_rating_judge(run: Run):
 
 
 def stage_train(run: Run) -> list[str]:
-    """Harvest the layer's residuals from the training text and train the whole sweep together."""
+    """Harvest the layer's residuals from the training text and train the whole sweep together
+    (with several processes: one computation over all their devices, see :func:`train_sweep`)."""
+    from jaxsae.distributed import barrier
     from jaxsae.train import ActivationArray, TrainSettings, harvest, load_activations, texts_from, train_sweep
     from jaxsae.train.run import make_mesh
     from jaxsae.train.spec import sweep_from_levels
@@ -123,16 +125,20 @@ def stage_train(run: Run) -> list[str]:
     c = run.cfg
     outputs = []
     for spec in c.models:
+        # several processes: process 0 fetches / writes the model's cache and harvests first
+        if run.is_writer:
+            lm = load_lm(spec.source, spec.dtype)
+        barrier(f"train: model {spec.name} loaded")
         lm = load_lm(spec.source, spec.dtype)
         lm._check_layer(spec.layer)
         specs = sweep_from_levels(c.train.archs, c.train.levels)
         acts_path = model_dir(run, spec) / "activations.npy"
-        if acts_path.exists():
-            acts = load_activations(acts_path)
-        else:
+        if run.is_writer and not acts_path.exists():
             texts = texts_from(c.data.source, max_chars=c.train.tokens * 8)
-            acts = harvest(lm, spec.layer, texts, c.train.tokens, acts_path, context=c.data.context,
-                           llm_batch=c.data.llm_batch)
+            harvest(lm, spec.layer, texts, c.train.tokens, acts_path, context=c.data.context,
+                    llm_batch=c.data.llm_batch)
+        barrier(f"train: activations of {spec.name} written")
+        acts = load_activations(acts_path)  # memory-mapped: each process reads its batches' rows
         steps = max(1, len(acts) // c.train.batch) if c.train.tokens >= len(acts) else c.train.tokens // c.train.batch
         st = TrainSettings(d_sae=c.train.d_sae, batch=c.train.batch, steps=max(1, steps), lr=c.train.lr,
                            warmup_steps=c.train.warmup_steps, sparsity_warmup_steps=c.train.sparsity_warmup_steps,
@@ -141,7 +147,7 @@ def stage_train(run: Run) -> list[str]:
               "context_size": c.data.context, "dataset_path": c.data.source}
         import jax
 
-        mesh = make_mesh(1) if jax.device_count() > 1 else None
+        mesh = make_mesh(1) if jax.device_count() > 1 else None  # data-parallel over every process's devices
         train_sweep(specs, ActivationArray(acts, c.train.batch, c.train.seed), st, sweep_dir(run, spec),
                     mesh=mesh, metadata=md)
         outputs.append(rel(run, sweep_dir(run, spec) / "sweep.json"))
@@ -411,7 +417,8 @@ def stage_report(run: Run) -> list[str]:
 
 
 STAGES: list[Stage] = [
-    Stage("train", ("models", "data", "train"), (), stage_train, "harvest activations and train the SAE sweep"),
+    Stage("train", ("models", "data", "train"), (), stage_train, "harvest activations and train the SAE sweep",
+          collective=True),
     Stage("metrics", ("eval",), ("train",), stage_metrics, "core metrics: L0, FVU, CE-loss and KL scores"),
     Stage("autointerp", ("eval", "autointerp", "judge"), ("train",), stage_autointerp,
           "feature statistics and AutoInterp scores (µ, CONCEPT100)"),

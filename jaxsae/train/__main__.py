@@ -60,6 +60,9 @@ class Args:
 
 
 def main(args: Args) -> None:
+    from jaxsae.distributed import barrier, init_distributed
+
+    init_distributed()  # several processes (JAXSAE_NUM_PROCESSES ...): one mesh over all their devices
     import jax
 
     from jaxsae.train import ActivationArray, TrainSettings, harvest, load_activations, make_mesh, texts_from, train_sweep
@@ -80,14 +83,17 @@ def main(args: Args) -> None:
 
         if args.layer is None:
             raise UserError("--model needs --layer (the residual block to harvest)")
-        lm = load_model(args.model)
+        if jax.process_index() == 0:  # fetches / caches the model once
+            lm = load_model(args.model)
+        barrier("model loaded")
+        lm = load_model(args.model) if jax.process_index() else lm
         lm._check_layer(args.layer)
         cached = args.out / "activations.npy"
-        if cached.exists():
-            acts = load_activations(cached)
-        else:
+        if jax.process_index() == 0 and not cached.exists():
             texts = texts_from(args.text, max_chars=args.tokens * 8)
-            acts = harvest(lm, args.layer, texts, args.tokens, cached, context=args.context, progress=args.progress)
+            harvest(lm, args.layer, texts, args.tokens, cached, context=args.context, progress=args.progress)
+        barrier("activations written")
+        acts = load_activations(cached)
         metadata.update(model_name=lm.config.name or args.model, hook_layer=args.layer, context_size=args.context,
                         dataset_path=args.text)
     else:

@@ -158,9 +158,13 @@ class ActivationArray:
             self._perm_epoch = epoch
         return self._perm
 
-    def batch_at(self, step: int) -> np.ndarray:
+    def batch_at(self, step: int, rows: slice | None = None) -> np.ndarray:
+        """The batch of ``step``; with ``rows``, only those rows of it (a host reading just the
+        part of a global batch that its devices hold)."""
         epoch, i = divmod(step, self.per_epoch)
         idx = np.sort(self._permutation(epoch)[i * self.batch : (i + 1) * self.batch])
+        if rows is not None:
+            idx = idx[rows]
         return np.asarray(self.acts[idx], np.float32)
 
 

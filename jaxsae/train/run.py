@@ -21,16 +21,17 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import jaxsae.sae as S
+from jaxsae.distributed import barrier, to_host
 from jaxsae.errors import UserError
 from jaxsae.io import atomic_write_json, atomic_write_text
 from jaxsae.sae import ARCHS, ArchConfig
 from jaxsae.train.data import ActivationArray, norm_scale
 from jaxsae.train.spec import SAESpec, TrainSettings, check_sweep
-from jaxsae.train.trainer import first_bad, groups_of, init_state, make_step, metrics_rows, shard_state
+from jaxsae.train.trainer import first_bad, groups_of, init_state, make_step, metrics_rows, shard_state, state_shardings
 
 
 def make_mesh(sweep: int = 1, data: int | None = None) -> Mesh | None:
-    """A ("sweep", "data") mesh over all devices (None on a single device)."""
+    """A ("sweep", "data") mesh over all devices, of every process (None on a single device)."""
     n = jax.device_count()
     data = n // sweep if data is None else data
     if sweep * data != n:
@@ -74,8 +75,9 @@ def _checkpointer(path: Path):
 
 def export_sweep(state, specs: list[SAESpec], st: TrainSettings, scale: float, d_in: int, out: Path,
                  metadata: dict, arch_cfg: ArchConfig) -> dict[str, Path]:
-    """Write every SAE of the sweep as a SAELens-v6 folder with the normalisation folded in."""
-    host = jax.device_get(state)
+    """Write every SAE of the sweep as a SAELens-v6 folder with the normalisation folded in
+    (``state`` on the host, see :func:`jaxsae.distributed.to_host`)."""
+    host = to_host(state)
     paths = {}
     by_name = {s.name: s for s in specs}
     for g in groups_of(specs):
@@ -128,7 +130,11 @@ def train_sweep(
     """Train (or resume, or just return) the sweep in ``out``; returns the sweep.json dict.
 
     ``stop_after``: stop (after checkpointing) once this many steps are done — for tests of
-    interruption; the next call resumes."""
+    interruption; the next call resumes.
+
+    Several processes (``jax.distributed``): every process calls this with the same arguments and
+    a ``mesh`` over all devices; each reads only its devices' rows of every batch, process 0
+    alone writes the log, exported SAEs and sweep.json, and Orbax checkpoints are saved by all."""
     out = Path(out)
     d_in = acts.d_in
     check_sweep(specs, d_in, st.d_sae)
@@ -137,11 +143,14 @@ def train_sweep(
     arch_cfg = arch_cfg.replace(dead_tokens=st.dead_tokens,
                                 threshold_start_step=min(arch_cfg.threshold_start_step, st.steps // 5))
     signature = sweep_signature(specs, st, d_in)
+    writer = jax.process_index() == 0
     done = _check_out(out, signature)
+    barrier("train_sweep: checked the output folder")  # before process 0 writes into it
     if done is not None:
         return done
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "signature.json", signature)
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "signature.json", signature)
     scale = norm_scale(acts)
     ckpt_dir = out / "checkpoints"
     mngr = _checkpointer(ckpt_dir)
@@ -152,30 +161,43 @@ def train_sweep(
     if latest is not None:
         import orbax.checkpoint as ocp
 
-        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
+        if mesh is not None and jax.process_count() > 1:  # restore straight into the global placement
+            abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), state,
+                                    state_shardings(state, mesh))
+        else:
+            abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
         state = mngr.restore(latest, args=ocp.args.StandardRestore(abstract))
-        start = int(state["step"])
+        start = int(to_host(state["step"]))
     state = shard_state(state, mesh)
     data_sharding = NamedSharding(mesh, P("data")) if mesh is not None and mesh.shape.get("data", 1) > 1 else None
+    if data_sharding is None and mesh is not None and jax.process_count() > 1:
+        data_sharding = NamedSharding(mesh, P())  # the batch must be a global array too
     step_fn = make_step(specs, st, arch_cfg)
     log_path = out / "metrics.jsonl"
-    kept = []
-    if log_path.exists():  # rows past the restored checkpoint are recomputed
-        kept = [ln for ln in log_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < start]
-    atomic_write_text(log_path, "".join(ln + "\n" for ln in kept))
-    log = open(log_path, "a")
+    log = None
+    if writer:
+        kept = []
+        if log_path.exists():  # rows past the restored checkpoint are recomputed
+            kept = [ln for ln in log_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < start]
+        atomic_write_text(log_path, "".join(ln + "\n" for ln in kept))
+        log = open(log_path, "a")
     steps = range(start, st.steps)
     bar = None
-    if progress:
+    if progress and writer:
         from tqdm import tqdm
 
         bar = tqdm(total=st.steps, initial=start, desc=f"train {len(specs)} SAEs", unit="step", dynamic_ncols=True)
     t0, tok0 = time.time(), 0
     try:
         for step in steps:
-            x = jnp.asarray(acts.batch_at(step) / scale)
-            if data_sharding is not None:
-                x = jax.device_put(x, data_sharding)
+            if data_sharding is not None and not data_sharding.is_fully_addressable:
+                # each process reads only the rows its devices hold
+                x = jax.make_array_from_callback(
+                    (st.batch, d_in), data_sharding, lambda index, step=step: acts.batch_at(step, index[0]) / scale)
+            else:
+                x = jnp.asarray(acts.batch_at(step) / scale)
+                if data_sharding is not None:
+                    x = jax.device_put(x, data_sharding)
             state, met = step_fn(state, x)
             bad = first_bad(met, specs)
             if bad is not None:
@@ -185,9 +207,11 @@ def train_sweep(
                 )
             done_steps = step + 1
             if done_steps % st.log_every == 0 or done_steps == st.steps:
-                for row in metrics_rows(met, specs, step):
-                    log.write(json.dumps(row) + "\n")
-                log.flush()
+                rows = metrics_rows(met, specs, step)  # every process: may be a collective
+                if log is not None:
+                    for row in rows:
+                        log.write(json.dumps(row) + "\n")
+                    log.flush()
             if bar is not None:
                 tok0 += st.batch
                 bar.update(1)
@@ -195,23 +219,29 @@ def train_sweep(
             if (st.checkpoint_every and done_steps % st.checkpoint_every == 0) or done_steps == stop_after:
                 import orbax.checkpoint as ocp
 
-                mngr.save(done_steps, args=ocp.args.StandardSave(jax.device_get(state)))
+                mngr.save(done_steps, args=ocp.args.StandardSave(to_host(state)))  # every process
                 mngr.wait_until_finished()
             if stop_after is not None and done_steps >= stop_after:
                 return {}
     finally:
-        log.close()
+        if log is not None:
+            log.close()
         if bar is not None:
             bar.close()
         mngr.close()
-    md = {"d_sae_width": st.d_sae, **(metadata or {})}
-    paths = export_sweep(state, specs, st, scale, d_in, out, md, arch_cfg)
-    entries = []
-    for s in specs:
-        ev = evaluate(S.load(paths[s.name]), acts, start=max(0, acts.per_epoch - 8))
-        entries.append({"name": s.name, "dir": s.name, "architecture": s.arch, "level": s.level,
-                        "level_label": s.level_label, "sparsity": s.sparsity, **ev})
-    result = {"signature": signature, "activation_scale": scale, "saes": entries}
-    atomic_write_json(out / "sweep.json", result)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    host = to_host(state)  # every process: a collective when the state spans processes
+    if writer:
+        md = {"d_sae_width": st.d_sae, **(metadata or {})}
+        paths = export_sweep(host, specs, st, scale, d_in, out, md, arch_cfg)
+        entries = []
+        for s in specs:
+            ev = evaluate(S.load(paths[s.name]), acts, start=max(0, acts.per_epoch - 8))
+            entries.append({"name": s.name, "dir": s.name, "architecture": s.arch, "level": s.level,
+                            "level_label": s.level_label, "sparsity": s.sparsity, **ev})
+        result = {"signature": signature, "activation_scale": scale, "saes": entries}
+        atomic_write_json(out / "sweep.json", result)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    barrier("train_sweep: exported")  # the others read what process 0 wrote
+    if not writer:
+        result = json.loads((out / "sweep.json").read_text())
     return result

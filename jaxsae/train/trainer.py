@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxsae.distributed import put, to_host
 from jaxsae.sae import ARCHS, ArchConfig, init_aux, ops
 from jaxsae.train.spec import SAESpec, TrainSettings
 
@@ -81,21 +82,24 @@ def init_state(specs: list[SAESpec], d_in: int, st: TrainSettings, first_batch_b
     return state
 
 
-def shard_state(state: dict, mesh: Mesh | None) -> dict:
-    """Place stacked leaves with their SAE axis over "sweep" (where it divides), the rest replicated."""
-    if mesh is None:
-        return state
+def state_shardings(state: dict, mesh: Mesh) -> dict:
+    """Stacked leaves with their SAE axis over "sweep" (where it divides), the rest replicated."""
     n = mesh.shape.get("sweep", 1)
 
-    def place(a):
-        a = jnp.asarray(a)
-        spec = P("sweep") if a.ndim >= 1 and n > 1 and a.shape[0] % n == 0 else P()
-        return jax.device_put(a, NamedSharding(mesh, spec))
+    def spec(a):
+        shape = np.shape(a)
+        return NamedSharding(mesh, P("sweep") if len(shape) >= 1 and n > 1 and shape[0] % n == 0 else P())
 
-    out = {"step": jax.device_put(state["step"], NamedSharding(mesh, P())), "groups": {}}
-    for k, g in state["groups"].items():
-        out["groups"][k] = jax.tree.map(place, g)
-    return out
+    return {"step": NamedSharding(mesh, P()), "groups": {k: jax.tree.map(spec, g) for k, g in state["groups"].items()}}
+
+
+def shard_state(state: dict, mesh: Mesh | None) -> dict:
+    """Place the state on the mesh (see :func:`state_shardings`). Every process holds the same
+    host state and contributes its own devices' shards, so the mesh may span processes."""
+    if mesh is None:
+        return state
+    return jax.tree.map(lambda a, s: put(jnp.asarray(a), s),
+                        state, state_shardings(state, mesh))
 
 
 # ------------------------------------------------------------------------------------ step
@@ -163,9 +167,9 @@ def make_step(specs: list[SAESpec], st: TrainSettings, arch_cfg: ArchConfig):
 
 
 def metrics_rows(metrics: dict, specs: list[SAESpec], step: int) -> list[dict[str, Any]]:
-    """Per-SAE JSON-able rows of one step's metrics."""
+    """Per-SAE JSON-able rows of one step's metrics (a collective when the mesh spans processes)."""
     rows = []
-    host = jax.device_get(metrics)
+    host = to_host(metrics)
     for g in groups_of(specs):
         met = host[g.arch]
         for i, name in enumerate(g.names):
@@ -176,8 +180,8 @@ def metrics_rows(metrics: dict, specs: list[SAESpec], step: int) -> list[dict[st
 
 
 def first_bad(metrics: dict, specs: list[SAESpec]) -> str | None:
-    """Name of the first SAE whose loss is NaN or inf, or None."""
-    host = jax.device_get(metrics)
+    """Name of the first SAE whose loss is NaN or inf, or None (the same on every process)."""
+    host = to_host({g.arch: {"loss": metrics[g.arch]["loss"]} for g in groups_of(specs)})
     for g in groups_of(specs):
         loss = np.asarray(host[g.arch]["loss"])
         bad = ~np.isfinite(loss)
