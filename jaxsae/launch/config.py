@@ -43,6 +43,10 @@ class DataConfig:
     """Tokens per context when harvesting."""
     llm_batch: int = 8
     """Contexts per LLM forward when harvesting."""
+    store_activations: bool = True
+    """Harvest the activations once to <out>/<model>/activations.npy and train from that file
+    (re-runs need no model); false streams them from the model during training, chunk by chunk,
+    for token budgets that do not fit on disk (the full study: 5e8 tokens x d_model floats)."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ Run folder layout::
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -119,8 +120,10 @@ def stage_train(run: Run) -> list[str]:
     (with several processes: one computation over all their devices, see :func:`train_sweep`)."""
     from jaxsae.distributed import barrier
     from jaxsae.train import ActivationArray, TrainSettings, harvest, load_activations, texts_from, train_sweep
+    from jaxsae.train.data import iter_texts
     from jaxsae.train.run import make_mesh
     from jaxsae.train.spec import sweep_from_levels
+    from jaxsae.train.stream import ActivationStream
 
     c = run.cfg
     outputs = []
@@ -132,14 +135,20 @@ def stage_train(run: Run) -> list[str]:
         lm = load_lm(spec.source, spec.dtype)
         lm._check_layer(spec.layer)
         specs = sweep_from_levels(c.train.archs, c.train.levels)
-        acts_path = model_dir(run, spec) / "activations.npy"
-        if run.is_writer and not acts_path.exists():
-            texts = texts_from(c.data.source, max_chars=c.train.tokens * 8)
-            harvest(lm, spec.layer, texts, c.train.tokens, acts_path, context=c.data.context,
-                    llm_batch=c.data.llm_batch)
-        barrier(f"train: activations of {spec.name} written")
-        acts = load_activations(acts_path)  # memory-mapped: each process reads its batches' rows
-        steps = max(1, len(acts) // c.train.batch) if c.train.tokens >= len(acts) else c.train.tokens // c.train.batch
+        if c.data.store_activations:
+            acts_path = model_dir(run, spec) / "activations.npy"
+            if run.is_writer and not acts_path.exists():
+                texts = texts_from(c.data.source, max_chars=c.train.tokens * 8)
+                harvest(lm, spec.layer, texts, c.train.tokens, acts_path, context=c.data.context,
+                        llm_batch=c.data.llm_batch)
+            barrier(f"train: activations of {spec.name} written")
+            arr = load_activations(acts_path)  # memory-mapped: each process reads its batches' rows
+            steps = max(1, len(arr) // c.train.batch) if c.train.tokens >= len(arr) else c.train.tokens // c.train.batch
+            acts = ActivationArray(arr, c.train.batch, c.train.seed)
+        else:  # harvested on the fly, chunk by chunk (every process harvests, keeps its rows)
+            steps = max(1, c.train.tokens // c.train.batch)
+            acts = ActivationStream(lm, spec.layer, functools.partial(iter_texts, c.data.source), c.train.batch, steps,
+                                    context=c.data.context, llm_batch=c.data.llm_batch, seed=c.train.seed)
         st = TrainSettings(d_sae=c.train.d_sae, batch=c.train.batch, steps=max(1, steps), lr=c.train.lr,
                            warmup_steps=c.train.warmup_steps, sparsity_warmup_steps=c.train.sparsity_warmup_steps,
                            checkpoint_every=c.train.checkpoint_every, seed=c.train.seed)
@@ -148,7 +157,7 @@ def stage_train(run: Run) -> list[str]:
         import jax
 
         mesh = make_mesh(1) if jax.device_count() > 1 else None  # data-parallel over every process's devices
-        train_sweep(specs, ActivationArray(acts, c.train.batch, c.train.seed), st, sweep_dir(run, spec),
+        train_sweep(specs, acts, st, sweep_dir(run, spec),
                     mesh=mesh, metadata=md)
         outputs.append(rel(run, sweep_dir(run, spec) / "sweep.json"))
     return outputs
@@ -167,22 +176,42 @@ def held_out(run: Run, lm, n_tokens: int, context: int):
 
 
 def stage_metrics(run: Run) -> list[str]:
-    """Core metrics (L0, FVU, cosine, L2 ratio, dead/dense, CE-loss and KL scores) per SAE."""
+    """Core metrics (L0, FVU, cosine, L2 ratio, dead/dense, CE-loss and KL scores) per SAE; the
+    model's clean and zero-ablated passes are shared by all SAEs of a model."""
     import jaxsae.sae as S
-    from jaxsae.sae.metrics import core_metrics
+    from jaxsae.sae.metrics import core_metrics_many
 
     c = run.cfg
     outputs = []
     for spec in c.models:
         lm = load_lm(spec.source, spec.dtype)
         tokens, counted = held_out(run, lm, c.eval.metric_tokens, c.eval.stats_context)
-        for entry in progress(sweep_entries(run, spec), f"metrics {spec.name}"):
-            d = sae_path(run, spec, entry)
-            m = core_metrics(lm, S.load(d), spec.layer, tokens, counted)
+        entries = sweep_entries(run, spec)
+        dirs = [sae_path(run, spec, e) for e in entries]
+        from tqdm import tqdm
+
+        with tqdm(total=len(tokens), desc=f"metrics {spec.name} ({len(dirs)} SAEs)", unit="ctx", dynamic_ncols=True) as bar:
+            results = core_metrics_many(lm, [S.load(d) for d in dirs], spec.layer, tokens, counted, progress=bar.update)
+        for d, m in zip(dirs, results):
             if run.is_writer:
                 atomic_write_json(d / "metrics.json", m)
             outputs.append(rel(run, d / "metrics.json"))
     return outputs
+
+
+RESID_CACHE_BYTES = 2 << 30
+
+
+def shared_residuals(lm, layer: int, stats_cfg, texts):
+    """The held-out contexts' residuals at ``layer``, shared by every SAE of the model (False when
+    they would take more than RESID_CACHE_BYTES: each SAE's pass then runs the model itself)."""
+    from jaxsae.features import held_out_tokens
+    from jaxsae.features.compute import residuals
+
+    tokens, _ = held_out_tokens(lm, stats_cfg, texts)
+    if tokens.size * lm.config.d_model * 4 > RESID_CACHE_BYTES:
+        return False
+    return residuals(lm, layer, tokens, batch=stats_cfg.batch_size)
 
 
 def stage_autointerp(run: Run) -> list[str]:
@@ -211,6 +240,7 @@ def stage_autointerp(run: Run) -> list[str]:
                                 cache_dir=run.out / "judge_cache", max_concurrency=c.judge.max_concurrency)
             judge = ApiJudge(client, ai)
         token_text = TokenText(lm.tokenizer)
+        resid = None  # the held-out residuals, computed once per model when they fit in memory
         for entry in progress(sweep_entries(run, spec), f"autointerp {spec.name}"):
             d = sae_path(run, spec, entry)
             out = d / RESULTS_FILE
@@ -222,7 +252,9 @@ def stage_autointerp(run: Run) -> list[str]:
                 except (KeyError, json.JSONDecodeError):
                     pass
             sae = S.load(d)
-            stats = stats_for_sae(d, sae, lm, spec.layer, stats_cfg, texts=texts)
+            if resid is None:
+                resid = shared_residuals(lm, spec.layer, stats_cfg, texts)
+            stats = stats_for_sae(d, sae, lm, spec.layer, stats_cfg, texts=texts, resid_ntd=resid if resid is not False else None)
             result = run_autointerp(stats, judge, ai, token_text)
             result["sae"] = rel(run, d)
             if run.is_writer:
@@ -264,8 +296,10 @@ def _steer_settings(run: Run):
     from jaxsae.steer import SteerSettings
 
     c = run.cfg.steer
+    if c.position not in ("all", "last"):
+        raise UserError(f"steer.position must be 'all' or 'last', got {c.position!r}")
     return SteerSettings(factors=tuple(c.factors), n_instructions=c.n_instructions, max_new_tokens=c.max_new_tokens,
-                         temperature=c.temperature, seed=c.seed)
+                         temperature=c.temperature, seed=c.seed, all_positions=c.position == "all")
 
 
 def stage_steer(run: Run) -> list[str]:
@@ -277,7 +311,9 @@ def stage_steer(run: Run) -> list[str]:
     c = run.cfg
     st = _steer_settings(run)
     judge = make_rating_judge(run)
-    pool = instructions()
+    if c.steer.instructions_dir and not Path(c.steer.instructions_dir).is_dir():
+        raise UserError(f"steer.instructions_dir {c.steer.instructions_dir!r} is not a folder; pass a folder of AxBench parquet files or ''")
+    pool = instructions(axbench_dir=c.steer.instructions_dir or None)
     outputs = []
     for spec in c.models:
         lm = load_lm(spec.steer_source or spec.source, spec.dtype)

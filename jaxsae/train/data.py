@@ -84,6 +84,14 @@ def texts_from(source: str, *, max_chars: int) -> list[str]:
     return read_texts(paths)
 
 
+def iter_texts(source: str) -> Iterator[str]:
+    """Training documents for a data-source string, lazily (for streaming; see :func:`texts_from`)."""
+    if source.startswith("hf:"):
+        yield from hf_texts(source[3:], max_docs=10**12)
+    else:
+        yield from texts_from(source, max_chars=10**12)
+
+
 def harvest(lm, layer: int, texts: Sequence[str], n_tokens: int, out_path: Path, *, context: int = 128,
             llm_batch: int = 16, progress: bool = True) -> np.ndarray:
     """Residuals after block ``layer`` for ``n_tokens`` non-special tokens of ``texts``, written to
