@@ -1,0 +1,135 @@
+"""Projected wall time of the `full` sweep (configs/full.toml) on one 8×H100 host and a v5e-64 slice.
+
+A projection, not a measurement: every component's work is counted from the sweep config and the
+models' shapes (FLOPs for compute-bound work; bytes moved per decode step for memory-bound
+generation), then divided by the hardware's peak times an efficiency. The efficiencies default to
+what our kernels reach on the CPU we can measure on, as a fraction of that CPU's own measured
+matmul peak (pass --measured-train/--measured-fwd from benchmarks/train_sweep.py and
+benchmarks/forward.py), capped by --mfu-cap, since a fraction reached on 2 CPU cores says little
+about an accelerator's. Decode uses --bw-eff of HBM bandwidth. All work is assumed perfectly
+parallel over the chips (the sweep and the generations are data-parallel; Gemma-2-9B needs 2 v5e
+chips per replica for its weights). The paper's reported costs (2×A800) are printed beside it.
+
+    python benchmarks/project.py [--measured-train 0.55] [--measured-fwd 0.45] [--mfu-cap 0.5]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    layer: int
+    n_layers: int
+    d: int
+    ffn: int
+    q_dim: int  # heads x head_dim
+    kv_dim: int  # kv heads x head_dim
+    vocab: int
+
+    @property
+    def per_layer(self) -> float:
+        return self.d * (2 * self.q_dim + 2 * self.kv_dim) + 3 * self.d * self.ffn
+
+    @property
+    def params(self) -> float:
+        return self.n_layers * self.per_layer + self.d * self.vocab
+
+    def below(self) -> float:  # blocks 0..layer (early exit)
+        return (self.layer + 1) * self.per_layer
+
+    def above(self) -> float:  # the upper blocks and the unembedding
+        return (self.n_layers - self.layer - 1) * self.per_layer + self.d * self.vocab
+
+
+MODELS = [
+    Model("Gemma-2-2B", 12, 26, 2304, 9216, 8 * 256, 4 * 256, 256_000),
+    Model("Qwen-2.5-3B", 17, 36, 2048, 11008, 16 * 128, 2 * 128, 151_936),
+    Model("Gemma-2-9B", 20, 42, 3584, 14336, 16 * 256, 8 * 256, 256_000),
+]
+JUDGE = Model("Gemma-2-9B-it (judge)", 41, 42, 3584, 14336, 16 * 256, 8 * 256, 256_000)
+
+HW = {  # peak bf16 FLOP/s, peak f32-matmul FLOP/s, HBM bytes/s (whole system)
+    "8xH100": (8 * 989e12, 8 * 494e12, 8 * 3.35e12),  # TF32 for the f32 SAE matmuls
+    "v5e-64": (64 * 197e12, 64 * 197e12, 64 * 819e9),  # f32 matmuls at bf16 passes' rate (default precision)
+}
+PAPER_H = {"SAE training (30 SAEs / model)": [17, 37, 60], "AutoInterp (30 SAEs)": [4, 4.5, 6],
+           "AxBench steering (30 SAEs)": [450, 480, 690]}
+
+
+def components(a) -> dict[str, list[tuple[str, float, float]]]:
+    """Per model: (component, FLOPs, decode bytes) of the full sweep."""
+    n_sae, tokens, F = 30, 5e8, 16384
+    out = {}
+    for m in MODELS:
+        rows = []
+        rows.append(("harvest (5e8 tokens, early exit)", 2 * m.below() * tokens, 0.0))
+        rows.append(("SAE training (30 SAEs, one stream)", n_sae * 12 * m.d * F * tokens, 0.0))
+        metric_tok, stats_tok = 409_600, 2_000_000
+        rows.append(("core metrics", metric_tok * (2 * m.below() + 2 * 2 * m.above() + n_sae * (4 * m.d * F + 2 * m.above())), 0.0))
+        rows.append(("statistics pass", stats_tok * (2 * m.below() + n_sae * 2 * m.d * F), 0.0))
+        ai_tokens = 1000 * (700 + 14 * 150)  # explanation prompt + 14 detection windows with instructions
+        rows.append(("AutoInterp (1000 latents, local 9B judge)", n_sae * ai_tokens * 2 * JUDGE.params, 0.0))
+        gens = 100 * (5 * 6 + 5)  # concepts x (dev x factors + test)
+        batch, steps, ctx = 512, 128, 200
+        n_batches = -(-gens // batch)
+        kv = batch * ctx * m.n_layers * 2 * m.kv_dim * 2  # bf16 K and V read per step
+        dec_bytes = n_sae * n_batches * steps * (2 * m.params + kv)
+        rows.append(("steering generation (3500 x 128 tokens / SAE)", n_sae * gens * (steps + 40) * 2 * m.params, dec_bytes))
+        rows.append(("steering judge (3 ratings x 3500 / SAE)", n_sae * gens * 3 * 350 * 2 * JUDGE.params, 0.0))
+        rows.append(("ΔTC + output score (every latent)", n_sae * F * 2 * (m.above() + m.d * m.vocab), 0.0))
+        out[m.name] = rows
+    return out
+
+
+def seconds(name: str, flops: float, dec_bytes: float, hw: str, eff_train: float, eff_fwd: float, bw_eff: float) -> float:
+    bf16, f32, bw = HW[hw]
+    if name.startswith("SAE training") or name.startswith("statistics"):
+        t = flops / (f32 * eff_train)
+    else:
+        t = flops / (bf16 * eff_fwd)
+    if dec_bytes:
+        t = max(t, dec_bytes / (bw * bw_eff))
+    return t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--measured-train", type=float, default=0.55,
+                    help="fraction of matmul peak the sweep step reaches (benchmarks/train_sweep.py)")
+    ap.add_argument("--measured-fwd", type=float, default=0.45,
+                    help="fraction of matmul peak the model forward reaches (benchmarks/forward.py)")
+    ap.add_argument("--mfu-cap", type=float, default=0.4, help="upper bound on the efficiency assumed on accelerators")
+    ap.add_argument("--bw-eff", type=float, default=0.5, help="fraction of HBM bandwidth reached by batched decode")
+    a = ap.parse_args()
+    e_tr, e_fw = min(a.measured_train, a.mfu_cap), min(a.measured_fwd, a.mfu_cap)
+    print(f"efficiency assumed: SAE training {e_tr:.2f}, forwards {e_fw:.2f} of peak; decode {a.bw_eff:.2f} of HBM bandwidth\n")
+    comp = components(a)
+    totals = {hw: 0.0 for hw in HW}
+    print(f"| component | {' | '.join(m.name for m in MODELS)} | total 8×H100 | total v5e-64 |")
+    print("|---|" + "---|" * (len(MODELS) + 2))
+    names = [r[0] for r in next(iter(comp.values()))]
+    for i, name in enumerate(names):
+        per = [comp[m.name][i] for m in MODELS]
+        cells = [f"{p[1] / 1e18:.3g} EFLOP" for p in per]
+        t = {hw: sum(seconds(name, p[1], p[2], hw, e_tr, e_fw, a.bw_eff) for p in per) for hw in HW}
+        for hw in HW:
+            totals[hw] += t[hw]
+        print(f"| {name} | {' | '.join(cells)} | {t['8xH100'] / 3600:.2f} h | {t['v5e-64'] / 3600:.2f} h |")
+    print(f"| **all 90 SAEs, every stage** | | | | **{totals['8xH100'] / 3600:.1f} h** | **{totals['v5e-64'] / 3600:.1f} h** |")
+    print("\npaper (2×A800, reported):")
+    for k, v in PAPER_H.items():
+        print(f"  {k}: {' / '.join(f'{x:g} h' for x in v)} (total {sum(v):g} h)")
+    print(f"  total ≈ {sum(sum(v) for v in PAPER_H.values()):.0f} GPU-hours of wall time on 2 GPUs")
+
+
+if __name__ == "__main__":
+    main()
