@@ -23,6 +23,8 @@ test: $(STAMP)
 ## Benchmarks (print ratios against the PyTorch reference, measured side by side).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/forward.py
+	$(BIN)/python benchmarks/train_sweep.py
+	$(BIN)/python benchmarks/autointerp.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
