@@ -52,7 +52,7 @@ def prefix_cache(params, cfg, prefix_1p, mask_1p):
     tokens): a :class:`KVCache` of batch 1 and P slots."""
     P = prefix_1p.shape[1]
     cache = init_cache(cfg, 1, P, params["embed_vd"].dtype)
-    _, cache = forward(params, cfg, prefix_1p, mask_1p, cache=cache, write_at=0, stop_layer=cfg.n_layers - 1)
+    _, cache = forward(params, cfg, prefix_1p, mask_1p, cache=cache, write_at=0, stop_layer=cfg.n_layers - 1, cache_empty=True)
     return cache
 
 

@@ -188,8 +188,11 @@ def _block(lp, x, window, ctx: _Ctx, cfg: ModelConfig, cache_kv=None):
 
 
 def run_layers(params, cfg: ModelConfig, x_btd, ctx: _Ctx, lo: int, hi: int, cache: KVCache | None = None, write_at=None,
-               update_cache: bool = True):
+               update_cache: bool = True, cache_empty: bool = False):
     """Run blocks [lo, hi) with ``lax.scan``; returns (x, cache).
+
+    ``cache_empty`` (a prefill into a fresh cache): the cache is written but not read, so no
+    attention to its empty slots is computed (and XLA has no all-masked constant block to fold).
 
     With a cache, every block attends to the cache's layer slice (read, not copied) plus the new
     tokens, and the new keys/values of all blocks are written into the cache at ``write_at`` in one
@@ -210,6 +213,8 @@ def run_layers(params, cfg: ModelConfig, x_btd, ctx: _Ctx, lo: int, hi: int, cac
 
     def body_c(x, xs):
         lp, w, i = xs
+        if cache_empty:
+            return _block(lp, x, w, ctx, cfg)
         kv = (jax.lax.dynamic_index_in_dim(cache.k_lbksh, i, keepdims=False),
               jax.lax.dynamic_index_in_dim(cache.v_lbksh, i, keepdims=False))
         return _block(lp, x, w, ctx, cfg, kv)
@@ -279,6 +284,7 @@ def forward(
     cache: KVCache | None = None,
     write_at=0,
     update_cache: bool = True,
+    cache_empty: bool = False,
 ):
     """The whole model, or its first ``stop_layer + 1`` blocks (early exit).
 
@@ -286,6 +292,7 @@ def forward(
     (after the edit, if the edit is at that layer) when ``stop_layer`` is given, otherwise float32
     logits [B, T, V]. ``cache`` is the updated KV cache (None when no cache was passed; unchanged
     when ``update_cache`` is False, which lets a query attend to a cache without writing to it).
+    ``cache_empty`` (static): the cache holds no tokens yet (a prefill): it is written, not read.
     """
     if mask_bt is None:
         mask_bt = jnp.ones(tokens_bt.shape, bool)
@@ -296,11 +303,11 @@ def forward(
     cache = new_cache if update_cache else cache
     x = embed(params, cfg, tokens_bt)
     if edit is not None and edit.layer <= last:
-        x, cache = run_layers(params, cfg, x, ctx, 0, edit.layer + 1, cache, write_at, update_cache)
+        x, cache = run_layers(params, cfg, x, ctx, 0, edit.layer + 1, cache, write_at, update_cache, cache_empty)
         x = edit(x.astype(jnp.float32), ctx.positions_bt).astype(x.dtype)
-        x, cache = run_layers(params, cfg, x, ctx, edit.layer + 1, last + 1, cache, write_at, update_cache)
+        x, cache = run_layers(params, cfg, x, ctx, edit.layer + 1, last + 1, cache, write_at, update_cache, cache_empty)
     else:
-        x, cache = run_layers(params, cfg, x, ctx, 0, last + 1, cache, write_at, update_cache)
+        x, cache = run_layers(params, cfg, x, ctx, 0, last + 1, cache, write_at, update_cache, cache_empty)
     if stop_layer is not None:
         return x.astype(jnp.float32), cache
     return unembed(params, cfg, x), cache

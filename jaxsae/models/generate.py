@@ -35,7 +35,7 @@ def generate_tokens(
     B, T = tokens_bt.shape
     dtype = params["embed_vd"].dtype
     cache = init_cache(cfg, B, T + max_new, dtype)
-    logits, cache = forward(params, cfg, tokens_bt, mask_bt, edit=edit, cache=cache, write_at=0)
+    logits, cache = forward(params, cfg, tokens_bt, mask_bt, edit=edit, cache=cache, write_at=0, cache_empty=True)
     eos = jnp.asarray(cfg.eos_ids or (-1,), jnp.int32)
     out = jnp.full((B, max_new), cfg.pad_id, jnp.int32)
 

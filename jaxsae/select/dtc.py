@@ -42,7 +42,7 @@ def prefix_state(params, cfg, prefix_1p, layer: int):
     P = prefix_1p.shape[1]
     cache = init_cache(cfg, 1, P, params["embed_vd"].dtype)
     if P > 1:
-        _, cache = forward(params, cfg, prefix_1p[:, :-1], cache=cache, write_at=0)
+        _, cache = forward(params, cfg, prefix_1p[:, :-1], cache=cache, write_at=0, cache_empty=True)
     last = prefix_1p[:, -1:]
     x_l, _ = forward(params, cfg, last, cache=cache, write_at=P - 1, stop_layer=layer, update_cache=False)
     base, _ = forward_from(params, cfg, x_l, layer, cache=cache, write_at=P - 1, update_cache=False)
