@@ -70,6 +70,12 @@ def _yes_no_logprob(params, cfg, tokens_bt, mask_bt, yes_ids, no_ids):
     return jax.nn.logsumexp(lp[:, yes_ids], axis=-1), jax.nn.logsumexp(lp[:, no_ids], axis=-1)
 
 
+def _fit(size: int, n: int) -> int:
+    """The batch size for ``n`` items: ``size``, or the power of two that holds them when fewer
+    (so a few items are not padded to a large batch, and few shapes get compiled)."""
+    return min(size, 1 << max(0, n - 1).bit_length())
+
+
 def _batches(lengths: Sequence[int], size: int):
     """Index batches of similar lengths (sorted), so padding stays small."""
     order = np.argsort(lengths, kind="stable")
@@ -103,8 +109,9 @@ class LocalJudge:
         ids = [lm.token_ids(P.flatten(m), chat=True) for m in messages]
         out: list[str] = [""] * len(ids)
         eos = set(lm.config.eos_ids)
-        for idx in _batches([len(x) for x in ids], cfg.explain_batch):
-            tokens, mask = self._pad([ids[i] for i in idx], cfg.explain_batch, self.explain_multiple)
+        B = _fit(cfg.explain_batch, len(ids))
+        for idx in _batches([len(x) for x in ids], B):
+            tokens, mask = self._pad([ids[i] for i in idx], B, self.explain_multiple)
             if tokens.shape[1] + cfg.max_explanation_tokens > lm.config.max_positions:
                 raise UserError(f"explanation prompts of {tokens.shape[1]} tokens exceed the judge's context; use a judge with a longer context")
             new, _ = generate_tokens(
@@ -126,8 +133,9 @@ class LocalJudge:
         ids = [lm.token_ids(q, chat=True) for q in questions]
         out = np.zeros(len(ids))
         yes, no = jnp.asarray(self.yes_ids), jnp.asarray(self.no_ids)
-        for idx in _batches([len(x) for x in ids], cfg.detect_batch):
-            tokens, mask = self._pad([ids[i] for i in idx], cfg.detect_batch, self.detect_multiple)
+        B = _fit(cfg.detect_batch, len(ids))
+        for idx in _batches([len(x) for x in ids], B):
+            tokens, mask = self._pad([ids[i] for i in idx], B, self.detect_multiple)
             ly, ln = _yes_no_logprob(lm.params, lm.config, jnp.asarray(tokens), jnp.asarray(mask), yes, no)
             p = 1.0 / (1.0 + np.exp(np.asarray(ln, np.float64) - np.asarray(ly, np.float64)))
             out[idx] = p[: len(idx)]
