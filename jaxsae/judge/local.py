@@ -212,10 +212,12 @@ class LocalJudge(Judge):
         for key, idxs in groups.items():
             skip = 0 if key is None else len(self.shared_prefix(key))
             idxs = sorted(idxs, key=lambda k: len(ids[k]))
-            for s in range(0, len(idxs), self.batch_size):
-                chunk = idxs[s : s + self.batch_size]
+            # a short group runs in the power-of-two batch that holds it, not padded to batch_size
+            B = min(self.batch_size, 1 << max(0, len(idxs) - 1).bit_length())
+            for s in range(0, len(idxs), B):
+                chunk = idxs[s : s + B]
                 rows = [ids[k][skip:] for k in chunk]
-                rows += [rows[-1]] * (self.batch_size - len(rows))
+                rows += [rows[-1]] * (B - len(rows))
                 tokens, mask, last = (jnp.asarray(a) for a in _right_pad(rows, cfg.pad_id, self.pad_multiple))
                 if key is None:
                     p = slot_probs_plain(params, cfg, tokens, mask, last, digit_ids)
