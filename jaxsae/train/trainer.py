@@ -114,7 +114,10 @@ def _one_sae(arch, arch_cfg, st, params, aux, m, v, sparsity, x_bd, step, with_a
 
     (total, (terms, new_aux, f_bf)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     if arch.decoder in ("unit", "unit_bare"):
-        grads = {**grads, "W_dec": ops.remove_parallel_grad(params["W_dec"], grads["W_dec"])}
+        # dictionary_learning: rows / (norm + 1e-6) for the TopK family and JumpReLU,
+        # ConstrainedAdam (gated) projects on rows / norm
+        eps = 1e-6 if arch.decoder == "unit" else 0.0
+        grads = {**grads, "W_dec": ops.remove_parallel_grad(params["W_dec"], grads["W_dec"], eps=eps)}
     if arch.clip_norm is not None:
         grads, gnorm = ops.clip_by_global_norm(grads, arch.clip_norm)
     else:
