@@ -125,10 +125,10 @@ def main() -> None:
             totals[hw] += t[hw]
         print(f"| {name} | {' | '.join(cells)} | {t['8xH100'] / 3600:.2f} h | {t['v5e-64'] / 3600:.2f} h |")
     print(f"| **all 90 SAEs, every stage** | | | | **{totals['8xH100'] / 3600:.1f} h** | **{totals['v5e-64'] / 3600:.1f} h** |")
-    print("\npaper (2×A800, reported):")
+    print("\nThe paper, on 2×A800 (Gemma-2-2B / Qwen-2.5-3B / Gemma-2-9B; steering = 15–23 h per SAE × 30):")
     for k, v in PAPER_H.items():
-        print(f"  {k}: {' / '.join(f'{x:g} h' for x in v)} (total {sum(v):g} h)")
-    print(f"  total ≈ {sum(sum(v) for v in PAPER_H.values()):.0f} GPU-hours of wall time on 2 GPUs")
+        print(f"- {k}: {' / '.join(f'{x:g} h' for x in v)} (total {sum(v):g} h)")
+    print(f"- total ≈ {sum(sum(v) for v in PAPER_H.values()):.0f} h of wall time")
 
 
 if __name__ == "__main__":
