@@ -119,6 +119,6 @@ def parse_predictions(raw: str) -> list[int] | None:
     text = raw.strip().rstrip(".").replace("and", ",").replace("None", "")
     text = re.sub(r"^[\[(]|[\])]$", "", text.strip())
     parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not all(p.isdigit() for p in parts):
+    if not all(p.isdecimal() for p in parts):  # (isdigit would pass "²", which int() rejects)
         return None
     return [int(p) for p in parts]

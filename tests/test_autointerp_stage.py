@@ -1,0 +1,121 @@
+"""The whole AutoInterp stage on the real SmolLM2-135M-Instruct (statistics pass of a small
+random SAE at layer 15, then explanations and detection by SmolLM2 itself as local judge), and
+the command line: --help, and bad input exiting 2 with a one-line error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jaxsae.sae as S
+from jaxsae import features
+from jaxsae.autointerp import AutoInterpConfig, LocalJudge, TokenText, run_autointerp, save_results, stats_for_sae
+from jaxsae.autointerp.run import RESULTS_FILE, STATS_DIR
+
+from test_features_pass import random_sae
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYER = 15
+
+
+def test_stage_on_smollm2(smollm2, tmp_path, monkeypatch):
+    lm = smollm2
+    scfg = features.FeatureStatsConfig(context_len=128, total_tokens=16 * 128, batch_size=8)
+    tokens, _ = features.held_out_tokens(lm, scfg)
+    assert tokens.shape == (16, 128)
+    sae = random_sae(lm, LAYER, 256, fire=0.02, tokens=tokens[:4])
+    sae_dir = S.save(sae, tmp_path / "sae")
+
+    stats = stats_for_sae(sae_dir, sae, lm, LAYER, scfg)
+    assert stats.d_sae == 256 and stats.meta["layer"] == LAYER and (sae_dir / STATS_DIR / "stats.json").is_file()
+    assert 0.005 < np.median(stats.frequency) < 0.08  # calibrated to fire ~2%
+    cfg = AutoInterpConfig(n_latents=2, n_concept=2)
+    result = run_autointerp(stats, LocalJudge(lm, cfg), cfg, TokenText(lm.tokenizer))
+    result["sae"] = str(sae_dir)
+    path = save_results(result, sae_dir / RESULTS_FILE)
+    res = json.loads(path.read_text())  # what is saved, as read back
+
+    s = res["summary"]
+    assert s["judge"].startswith("local:") and s["detection"] == "rank"
+    assert s["n_scored"] == 2 and s["n_failed"] == 0 and s["n_concept"] == 2 and s["d_sae"] == 256
+    assert s["n_eligible"] >= 2 and s["n_alive"] >= s["n_eligible"]
+    assert 0 <= s["mu"] <= 1 and s["mu"] == pytest.approx(s["mean_all"])  # CONCEPT100 = both latents
+    assert len(res["latents"]) == 2 and res["concept100"] == [r["latent"] for r in res["latents"]]
+    assert res["config"]["n_latents"] == 2 and res["stats"]["layer"] == LAYER
+    for r in res["latents"]:
+        assert isinstance(r["explanation"], str) and r["explanation"].strip()
+        assert isinstance(r["explanation_raw"], str) and r["explanation_raw"].strip()
+        assert 0.0 <= r["score"] <= 1.0 and round(r["score"] * 14, 6) == round(r["score"] * 14)
+        assert len(r["generation"]) == 15 and len(r["scoring"]) == 14
+        assert any("<<" in w["text"] for w in r["generation"])  # highlighted
+        assert not any("<<" in w["text"] for w in r["scoring"])
+        assert sorted(w["kind"] for w in r["scoring"]) == ["iw"] * 2 + ["random"] * 10 + ["top"] * 2
+        # predictions per window: P(yes) saved, the 4 most likely predicted (rank rule)
+        assert len(r["predictions"]) == cfg.n_expected_positive
+        p = np.array([w["p_yes"] for w in r["scoring"]])
+        assert np.all((p >= 0) & (p <= 1))
+        flagged = [i + 1 for i, w in enumerate(r["scoring"]) if w["predicted"]]
+        assert flagged == r["predictions"]
+        assert min(p[np.array(flagged) - 1]) >= max(np.delete(p, np.array(flagged) - 1))
+        assert r["score"] == pytest.approx(np.mean([w["label"] == w["predicted"] for w in r["scoring"]]))
+        top = [w["max_act"] for w in r["generation"] + r["scoring"] if w["kind"] == "top"]
+        assert len(top) == 12 and r["threshold"] == pytest.approx(0.01 * max(top))
+
+    # the saved statistics are reused by the next run (same model, layer, config, text, weights)
+    def no_pass(*a, **k):
+        raise AssertionError("statistics recomputed")
+
+    monkeypatch.setattr(features, "compute_feature_stats", no_pass)
+    again = stats_for_sae(sae_dir, sae, lm, LAYER, scfg)
+    assert again.meta["fingerprint"] == stats.meta["fingerprint"]
+    np.testing.assert_array_equal(again.top_pos, stats.top_pos)
+
+
+# ----------------------------------------------------------------------------------- the CLI
+
+def cli(*args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "jaxsae.autointerp", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=180)
+
+
+def one_line_error(r) -> str:
+    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def test_cli_help():
+    r = cli("--help")
+    assert r.returncode == 0, r.stderr
+    for opt in ("--sae", "--model", "--judge", "--layer", "--autointerp.n-latents", "--stats.total-tokens"):
+        assert opt in r.stdout
+
+
+def test_cli_missing_sae_folder(tmp_path):
+    r = cli("--sae", tmp_path / "nothing", "--model", "smollm2-135m-instruct", "--judge", "local:")
+    assert "holds no SAE folder" in one_line_error(r)
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_cli_layer_out_of_range(tiny_dirs, tiny_llama, tmp_path):
+    D = tiny_llama.config.d_model
+    cfg = S.make_cfg("standard", D, 16, apply_b_dec_to_input=False, metadata=dict(hook_layer=1))
+    rng = np.random.default_rng(0)
+    params = dict(W_enc=rng.normal(size=(D, 16)).astype(np.float32), b_enc=np.zeros(16, np.float32),
+                  W_dec=rng.normal(size=(16, D)).astype(np.float32), b_dec=np.zeros(D, np.float32))
+    sae_dir = S.save(S.SAE(cfg=cfg, params=params), tmp_path / "sae")
+    n = tiny_llama.config.n_layers
+    r = cli("--sae", sae_dir, "--model", tiny_dirs("llama"), "--judge", "local:", "--layer", n + 5,
+            "--stats.context-len", 64, "--stats.total-tokens", 512, "--no-progress")
+    err = one_line_error(r)
+    assert f"layer {n + 5} is out of range" in err and f"0..{n - 1}" in err
+    assert sorted(p.name for p in sae_dir.iterdir()) == ["cfg.json", "sae_weights.safetensors"]  # nothing written
