@@ -1,24 +1,30 @@
-"""Sweep-training benchmark: one jitted vmapped step for the whole sweep vs. a loop of separate SAEs.
+"""Sweep-training benchmark: one jitted vmapped step for the whole sweep, optionally against a loop
+of separate SAEs and against dictionary_learning (the PyTorch library the paper trained with).
 
-The sweep is 5 architectures × 2 levels (relu, topk, batchtopk, jumprelu, gated at target L0 80 and
-160; ReLU/Gated use the paper's L1 coefficients at those levels), width --d-sae on d_model 576
-(SmolLM2-135M's width), on planted sparse activations (normalised to E||x||² = 1 as the trainer
-does). Side by side in one run, warm-up (compilation) excluded, contenders interleaved per round
-and the fastest of --repeat rounds kept:
+    python benchmarks/train_sweep.py --d-model 576 --d-sae 4608 --batch 2048 --steps 30 \
+        --archs relu,topk,batchtopk,jumprelu,gated --l0 80 [--compare-loop] [--compare dictionary_learning]
+
+The sweep is every --archs architecture at every --l0 level (ReLU/Gated use the paper's L1
+coefficients at those levels), width --d-sae on --d-model (default 576, SmolLM2-135M's width), on
+planted sparse random activations (normalised to E||x||² = 1 as the trainer does). Every contender
+first runs one warm-up step (compilation / first allocation, excluded), then --repeat timed runs of
+--steps steps each, interleaved, the fastest kept:
 
   1. jaxsae: ``make_step`` over all SAEs at once (one jitted, vmapped computation per step);
-  2. the reference "loop of separate SAEs" as other libraries train a sweep: the same per-SAE
-     update built from the same trainer code with a one-SAE spec (``make_step([spec])``, compiled
-     once per architecture as the sparsity value is data), called for each SAE one after the other
-     on the same batch, each SAE with its own state. Both therefore do
-     identical math; after the run the parameters of every SAE are compared between the two;
-  3. optionally a plain PyTorch TopK SAE step of the same shape (dictionary_learning's
-     TopKTrainer recipe: ReLU encoder, torch.topk, MSE, AuxK only when latents are dead, parallel
-     decoder-gradient removal, clipping, Adam, unit-norm decoder rows), compared with jaxsae's
-     TopK SAE trained alone (its per-SAE time inside the loop).
+  2. --compare-loop: the reference "loop of separate SAEs": the same per-SAE update built from the
+     same trainer code with a one-SAE spec (``make_step([spec])``, compiled once per architecture as
+     the sparsity value is data), called for each SAE one after the other on the same batch, each
+     SAE with its own state. Both do identical math; after the run the parameters of every SAE are
+     compared between the two;
+  3. --compare dictionary_learning (``pip install .[bench]``): that library's trainers for the same
+     SAEs (StandardTrainerAprilUpdate for relu, TopKTrainer, BatchTopKTrainer, JumpReluTrainer,
+     GatedSAETrainer), same data, sizes and steps, one ``trainer.update(step, x)`` per SAE per step,
+     on CPU torch (--threads);
+  4. --torch: a plain PyTorch TopK SAE step of the same shape (dictionary_learning's TopKTrainer
+     recipe written out), compared with jaxsae's TopK SAE trained alone.
 
 Achieved FLOP/s, as a fraction of a dense f32 matmul peak measured in the same run (jnp.dot of the
-step's three matmul shapes, best of all rounds), with two FLOP counts per step:
+step's three matmul shapes, best of several runs each), with two FLOP counts per step:
 
   * nominal: the encoder and decoder matmuls forward and backward, 6 FLOPs per weight per token
     over the 2·D·F weights = 12·B·D·F per SAE (the same for every architecture and for torch);
@@ -27,9 +33,8 @@ step's three matmul shapes, best of all rounds), with two FLOP counts per step:
     gradient of b_dec through the encoder input; JumpReLU needs no input gradient).
 
 Each step is synchronised (as a trainer reading its metrics every step does). Prints a table and a
-final JSON line.
-
-    python benchmarks/train_sweep.py [--d-sae 4608 --batch 2048 --steps 1 --repeat 4 --no-compare-loop --no-torch]
+final JSON line whose keys include ``token_sae_per_s`` and ``fraction_of_peak`` (the sweep's, nominal
+FLOPs).
 """
 
 from __future__ import annotations
@@ -126,44 +131,86 @@ class TorchTopK:
         return float(loss.detach())
 
 
+DL_TRAINERS = {  # jaxsae architecture -> dictionary_learning trainer (module, class)
+    "relu": ("standard", "StandardTrainerAprilUpdate"),
+    "topk": ("top_k", "TopKTrainer"),
+    "batchtopk": ("batch_top_k", "BatchTopKTrainer"),
+    "jumprelu": ("jumprelu", "JumpReluTrainer"),
+    "gated": ("gdm", "GatedSAETrainer"),
+}
+
+
+def import_dictionary_learning():
+    """dictionary_learning's trainer classes by architecture, or exit 2 with a one-line message.
+    Its package ``__init__`` imports ``nnsight`` (for the activation buffer, unused here); when only
+    the trainers' own dependencies are installed, a stub stands in for it."""
+    import importlib
+
+    try:
+        importlib.import_module("nnsight")
+    except ImportError:
+        import types
+
+        sys.modules["nnsight"] = types.SimpleNamespace(LanguageModel=None)  # only buffer.py names it
+    try:
+        return {a: getattr(importlib.import_module(f"dictionary_learning.trainers.{m}"), c) for a, (m, c) in DL_TRAINERS.items()}
+    except Exception as e:  # noqa: BLE001 - any failure: say what and stop
+        print(f"--compare dictionary_learning: cannot import dictionary_learning's trainers ({type(e).__name__}: {e}); "
+              "install it with `pip install -e .[bench]` (or `pip install dictionary-learning`)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--d-model", type=int, default=D_MODEL, help="activation width D (576: SmolLM2-135M)")
     ap.add_argument("--d-sae", type=int, default=4608, help="SAE width F")
     ap.add_argument("--batch", type=int, default=2048, help="tokens per step B")
-    ap.add_argument("--steps", type=int, default=1, help="training steps per timed run")
-    ap.add_argument("--repeat", type=int, default=4, help="timed rounds (fastest kept), after one warm-up run")
+    ap.add_argument("--steps", type=int, default=5, help="training steps per timed run (after one warm-up step)")
+    ap.add_argument("--repeat", type=int, default=1, help="timed runs of --steps steps per contender, interleaved; fastest kept")
     ap.add_argument("--archs", default=",".join(ARCHS), help="comma-separated architectures")
     ap.add_argument("--l0", default="80,160", help="comma-separated target L0 levels")
-    ap.add_argument("--compare-loop", action=argparse.BooleanOptionalAction, default=True,
-                    help="also time the reference loop of separately jitted SAEs")
-    ap.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True,
+    ap.add_argument("--compare-loop", action=argparse.BooleanOptionalAction, default=False,
+                    help="also time the same SAEs trained one after another (one jitted step per SAE)")
+    ap.add_argument("--compare", choices=["dictionary_learning"], action="append", default=[],
+                    help="also time that library's trainers for the same SAEs (pip install .[bench])")
+    ap.add_argument("--torch", action=argparse.BooleanOptionalAction, default=False,
                     help="also time a plain PyTorch TopK SAE step of the same shape")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
     args = ap.parse_args()
+    if args.steps < 1 or args.repeat < 1:
+        ap.error("--steps and --repeat must be >= 1")
+    dl_classes = import_dictionary_learning() if "dictionary_learning" in args.compare else None
 
     from jaxsae.sae import ArchConfig
     from jaxsae.train.spec import TrainSettings, check_sweep, sweep_from_l0
     from jaxsae.train.trainer import init_state, make_step
 
-    B, D, F = args.batch, D_MODEL, args.d_sae
+    B, D, F = args.batch, args.d_model, args.d_sae
     specs = sweep_from_l0([a.strip() for a in args.archs.split(",") if a.strip()], [int(v) for v in args.l0.split(",")])
     check_sweep(specs, D, F)
     n_sae = len(specs)
     # schedules as for a 1000-step run (the LR/sparsity warm-ups only change values, not cost)
-    st = TrainSettings(d_sae=F, batch=B, steps=1000, checkpoint_every=0).effective()
+    sched_steps = 1000
+    st = TrainSettings(d_sae=F, batch=B, steps=sched_steps, checkpoint_every=0).effective()
     arch_cfg = ArchConfig().replace(dead_tokens=st.dead_tokens, threshold_start_step=min(1000, st.steps // 5))
-    batches = [jnp.asarray(x) for x in planted_batches(4, B, D, n_dirs=F, l0=60)]
+    batches_np = planted_batches(4, B, D, n_dirs=F, l0=60)
+    batches = [jnp.asarray(x) for x in batches_np]
     device = jax.devices()[0]
+    if args.torch or dl_classes:
+        import torch
 
-    contenders = {}
+        torch.set_num_threads(args.threads)
+        tbatches = [torch.from_numpy(x.copy()) for x in batches_np]
+
+    contenders = {}  # name -> fn(n_steps)
     per_sae: dict[str, float] = {}
 
     # 1. jaxsae: one step for the whole sweep
-    sweep = {"state": init_state(specs, D, st, np.asarray(batches[0]), arch_cfg), "i": 0}
+    sweep = {"state": init_state(specs, D, st, batches_np[0], arch_cfg), "i": 0}
     sweep_step = make_step(specs, st, arch_cfg)
 
-    def run_sweep():
-        for _ in range(args.steps):
+    def run_sweep(n):
+        for _ in range(n):
             sweep["state"], met = sweep_step(sweep["state"], batches[sweep["i"] % len(batches)])
             jax.block_until_ready(met)
             sweep["i"] += 1
@@ -172,16 +219,16 @@ def main() -> None:
 
     # 2. reference: one separately jitted step per SAE, called one after the other
     if args.compare_loop:
-        loop = {"i": 0}
-        loop_states = {s.name: init_state([s], D, st, np.asarray(batches[0]), arch_cfg) for s in specs}
+        loop = {"i": 0, "timed": False}
+        loop_states = {s.name: init_state([s], D, st, batches_np[0], arch_cfg) for s in specs}
         # one jitted one-SAE step per architecture (k / L1 / target L0 are data in the state, so
         # the levels share it; this only saves compile time), called once per SAE
         by_arch = {s.arch: make_step([s], st, arch_cfg) for s in specs}
         loop_steps = {s.name: by_arch[s.arch] for s in specs}
 
-        def run_loop():
+        def run_loop(n):
             times = dict.fromkeys(loop_steps, 0.0)
-            for _ in range(args.steps):
+            for _ in range(n):
                 x = batches[loop["i"] % len(batches)]
                 for name, fn in loop_steps.items():
                     t0 = time.perf_counter()
@@ -189,29 +236,77 @@ def main() -> None:
                     jax.block_until_ready(met)
                     times[name] += time.perf_counter() - t0
                 loop["i"] += 1
-            for name, t in times.items():
-                per_sae[name] = min(per_sae.get(name, np.inf), t)
+            if n == args.steps:
+                for name, tt in times.items():
+                    per_sae[name] = min(per_sae.get(name, np.inf), tt)
 
         contenders["loop"] = run_loop
 
-    # 3. plain PyTorch TopK SAE step
+    # 3. dictionary_learning's trainers, one per SAE, one update each per step
+    dl_times: dict[str, float] = {}
+    if dl_classes:
+        torch.manual_seed(0)
+        dl_trainers = {}
+        for s in specs:
+            cls = dl_classes[s.arch]
+            # the same 1000-step schedules as jaxsae's (they change values, not cost)
+            common = dict(steps=sched_steps, activation_dim=D, dict_size=F, layer=0, lm_name="benchmark", device="cpu",
+                          warmup_steps=st.warmup_steps, decay_start=int(st.decay_start * sched_steps))
+            if s.arch in ("topk", "batchtopk"):
+                tr = cls(k=int(round(s.sparsity)), threshold_start_step=arch_cfg.threshold_start_step, **common)
+            elif s.arch == "jumprelu":
+                tr = cls(target_l0=float(s.sparsity), sparsity_warmup_steps=st.sparsity_warmup_steps, **common)
+            else:  # relu, gated: L1 coefficient
+                tr = cls(l1_penalty=float(s.sparsity), sparsity_warmup_steps=st.sparsity_warmup_steps, **common)
+            dl_trainers[s.name] = tr
+        dl = {"i": 0}
+
+        def run_dl(n):
+            times = dict.fromkeys(dl_trainers, 0.0)
+            for _ in range(n):
+                x = tbatches[dl["i"] % len(tbatches)]
+                for name, tr in dl_trainers.items():
+                    t0 = time.perf_counter()
+                    tr.update(dl["i"], x)
+                    times[name] += time.perf_counter() - t0
+                dl["i"] += 1
+            if n == args.steps:
+                for name, tt in times.items():
+                    dl_times[name] = min(dl_times.get(name, np.inf), tt)
+
+        contenders["dictionary_learning"] = run_dl
+
+    # 4. plain PyTorch TopK SAE step
     topk_spec = next((s for s in specs if s.arch == "topk"), None)
     if args.torch and topk_spec is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
         tsae = TorchTopK(D, F, int(round(topk_spec.sparsity)), st.lr, st.dead_tokens)
-        tbatches = [torch.from_numpy(np.array(x)) for x in batches]
         tstate = {"i": 0}
 
-        def run_torch():
-            for _ in range(args.steps):
+        def run_torch(n):
+            for _ in range(n):
                 tsae.step(tbatches[tstate["i"] % len(tbatches)])
                 tstate["i"] += 1
 
         contenders["torch_topk"] = run_torch
 
-    # dense f32 matmul peak: the step's matmul shapes (encoder fwd, decoder fwd, weight grad)
+    # warm-up (compilation, first allocation): one step each; then interleaved timed runs
+    warm = {}
+    for k, fn in contenders.items():
+        t0 = time.perf_counter()
+        fn(1)
+        warm[k] = time.perf_counter() - t0
+        print(f"warm-up step {k}: {warm[k]:.2f} s", file=sys.stderr, flush=True)
+    times = {k: [] for k in contenders}
+    for _ in range(args.repeat):
+        for k, fn in contenders.items():
+            t0 = time.perf_counter()
+            fn(args.steps)
+            times[k].append(time.perf_counter() - t0)
+            print(f"timed {args.steps} steps {k}: {times[k][-1]:.2f} s", file=sys.stderr, flush=True)
+    t = {k: min(v) for k, v in times.items()}
+
+    # dense f32 matmul peak: the step's matmul shapes (encoder fwd, decoder fwd, weight grad),
+    # best of several runs each, measured in this run
     dot = jax.jit(jnp.dot)
     r = np.random.default_rng(1)
     mats = {
@@ -219,26 +314,19 @@ def main() -> None:
         "BxF@FxD": (r.standard_normal((B, F), np.float32), r.standard_normal((F, D), np.float32)),
         "DxB@BxF": (r.standard_normal((D, B), np.float32), r.standard_normal((B, F), np.float32)),
     }
-    mats = {k: (jnp.asarray(a), jnp.asarray(b)) for k, (a, b) in mats.items()}
     mm_flops = 2.0 * B * D * F
+    mm_t = {}
     for k, (a, b) in mats.items():
-        contenders["matmul " + k] = lambda a=a, b=b: dot(a, b).block_until_ready()
-
-    # warm-up (compilation) once each, then interleaved rounds; fastest round kept
-    warm = {}
-    for k, fn in contenders.items():
-        t0 = time.perf_counter()
-        fn()
-        warm[k] = time.perf_counter() - t0
-    times = {k: [] for k in contenders}
-    for _ in range(args.repeat):
-        for k, fn in contenders.items():
+        a, b = jnp.asarray(a), jnp.asarray(b)
+        dot(a, b).block_until_ready()
+        best = np.inf
+        for _ in range(5):
             t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    t = {k: min(v) for k, v in times.items()}
+            dot(a, b).block_until_ready()
+            best = min(best, time.perf_counter() - t0)
+        mm_t[k] = best
+    peak = max(mm_flops / v for v in mm_t.values())
 
-    peak = max(mm_flops / t[k] for k in t if k.startswith("matmul"))
     flops_sae_step = 12.0 * B * D * F  # nominal, see the module docstring
     try:  # the compiled sweep step's own FLOP count (reuses the cached compilation)
         ca = sweep_step.lower(sweep["state"], batches[0]).compile().cost_analysis()
@@ -246,16 +334,21 @@ def main() -> None:
     except Exception:  # noqa: BLE001 - not every backend reports it
         xla_flops = None
     n = args.steps
+    tok_sae_s = B * n_sae * n / t["sweep"]
+    frac = flops_sae_step * n_sae * n / t["sweep"] / peak
     result = {
+        "token_sae_per_s": tok_sae_s,
+        "fraction_of_peak": frac,
         "device": device.device_kind,
         "d_model": D, "d_sae": F, "batch": B, "n_saes": n_sae, "steps_per_run": n, "repeat": args.repeat,
         "saes": [s.name for s in specs],
         "matmul_peak_gflop_s": peak / 1e9,
+        "matmul_gflop_s": {k: mm_flops / v / 1e9 for k, v in mm_t.items()},
         "sweep_steps_s": n / t["sweep"],
-        "sweep_tok_sae_s": B * n_sae * n / t["sweep"],
+        "sweep_tok_sae_s": tok_sae_s,
         "sweep_gflop_s": flops_sae_step * n_sae * n / t["sweep"] / 1e9,
-        "sweep_frac_of_peak": flops_sae_step * n_sae * n / t["sweep"] / peak,
-        "sweep_compile_and_first_run_s": warm["sweep"],
+        "sweep_frac_of_peak": frac,
+        "sweep_compile_and_first_step_s": warm["sweep"],
         "nominal_flop_per_sae_step": flops_sae_step,
     }
     if xla_flops:
@@ -265,9 +358,9 @@ def main() -> None:
     rows = [
         ("dense f32 matmul peak (best of %s)" % ", ".join(mats), peak / 1e9, "GFLOP/s"),
         (f"sweep of {n_sae} SAEs, one vmapped jitted step", n / t["sweep"], "steps/s"),
-        ("  token·SAE/s", result["sweep_tok_sae_s"], "tok·SAE/s"),
+        ("  token·SAE/s", tok_sae_s, "tok·SAE/s"),
         ("  achieved, nominal 12·B·D·F per SAE", result["sweep_gflop_s"], "GFLOP/s"),
-        ("  fraction of measured matmul peak (nominal)", result["sweep_frac_of_peak"], ""),
+        ("  fraction of measured matmul peak (nominal)", frac, ""),
     ]
     if xla_flops:
         rows += [
@@ -280,7 +373,7 @@ def main() -> None:
             loop_tok_sae_s=B * n_sae * n / t["loop"],
             loop_gflop_s=flops_sae_step * n_sae * n / t["loop"] / 1e9,
             loop_frac_of_peak=flops_sae_step * n_sae * n / t["loop"] / peak,
-            loop_compile_and_first_run_s=warm["loop"],
+            loop_compile_and_first_step_s=warm["loop"],
             speedup_sweep_vs_loop=t["loop"] / t["sweep"],
             loop_per_sae_step_s={k: v / n for k, v in per_sae.items()},
         )
@@ -290,6 +383,7 @@ def main() -> None:
             ("  achieved, nominal 12·B·D·F per SAE", result["loop_gflop_s"], "GFLOP/s"),
             ("  fraction of measured matmul peak (nominal)", result["loop_frac_of_peak"], ""),
         ]
+        rows += [(f"    {k} step alone", v / n, "s") for k, v in per_sae.items()]
         # same math: after the same steps on the same batches, the parameters agree
         host_sweep = jax.device_get(sweep["state"]["groups"])
         diff = 0.0
@@ -301,6 +395,25 @@ def main() -> None:
                 diff = max(diff, float(np.max(np.abs(np.asarray(v)[i] - np.asarray(alone[k])[0]))))
         result["max_abs_param_diff_sweep_vs_loop"] = diff
         result["steps_compared"] = sweep["i"]
+    if "dictionary_learning" in t:
+        import dictionary_learning
+
+        result.update(
+            dictionary_learning_version=getattr(dictionary_learning, "__version__", "?"),
+            torch_threads=torch.get_num_threads(),
+            dl_total_s=t["dictionary_learning"],
+            dl_tok_sae_s=B * n_sae * n / t["dictionary_learning"],
+            dl_frac_of_peak=flops_sae_step * n_sae * n / t["dictionary_learning"] / peak,
+            dl_per_sae_step_s={k: v / n for k, v in dl_times.items()},
+            sweep_total_s=t["sweep"],
+            speedup_sweep_vs_dictionary_learning=t["dictionary_learning"] / t["sweep"],
+        )
+        rows += [
+            (f"dictionary_learning {result['dictionary_learning_version']}: {n_sae} trainers one after another", n / t["dictionary_learning"], "steps/s"),
+            ("  token·SAE/s", result["dl_tok_sae_s"], "tok·SAE/s"),
+            ("  fraction of measured matmul peak (nominal)", result["dl_frac_of_peak"], ""),
+        ]
+        rows += [(f"    {k} ({dl_trainers[k].__class__.__name__}) update", v / n, "s/step") for k, v in dl_times.items()]
     if "torch_topk" in t:
         name = topk_spec.name
         result.update(
@@ -320,13 +433,18 @@ def main() -> None:
         result["speedup_sweep_per_sae_vs_torch_topk"] = t["torch_topk"] * n_sae / t["sweep"]
 
     print(f"\nSAE sweep training: {n_sae} SAEs ({', '.join(s.name for s in specs)}), d_model {D}, d_sae {F}, "
-          f"batch {B}, {n} steps per run, best of {args.repeat} interleaved rounds, device {device.device_kind}")
-    print(f"\n{'measurement':55s} {'value':>14s}")
+          f"batch {B}, {n} steps per timed run after 1 warm-up step, best of {args.repeat}, device {device.device_kind}")
+    print(f"\n{'measurement':62s} {'value':>12s}")
     for label, v, unit in rows:
-        print(f"{label:55s} {v:14.4g} {unit}")
+        print(f"{label:62s} {v:12.4g} {unit}")
+    print(f"\ntoken·SAE/s: {tok_sae_s:.4g}   fraction of measured f32 matmul peak ({peak / 1e9:.4g} GFLOP/s): {frac:.3f}")
     if "loop" in t:
-        print(f"\nsweep vs loop of separate SAEs: {result['speedup_sweep_vs_loop']:.2f}x "
-              f"(max |param diff| after {result['steps_compared']} steps: {result['max_abs_param_diff_sweep_vs_loop']:.2e})")
+        print(f"sweep vs loop of separate SAEs: {result['speedup_sweep_vs_loop']:.2f}x "
+              f"(loop {t['loop']:.2f} s / sweep {t['sweep']:.2f} s for {n} steps; "
+              f"max |param diff| after {result['steps_compared']} steps: {result['max_abs_param_diff_sweep_vs_loop']:.2e})")
+    if "dictionary_learning" in t:
+        print(f"sweep vs dictionary_learning: {result['speedup_sweep_vs_dictionary_learning']:.2f}x "
+              f"(dictionary_learning {t['dictionary_learning']:.2f} s / sweep {t['sweep']:.2f} s for {n} steps of {n_sae} SAEs)")
     if "torch_topk" in t:
         if "speedup_jaxsae_topk_alone_vs_torch" in result:
             print(f"jaxsae TopK step alone vs PyTorch TopK step: {result['speedup_jaxsae_topk_alone_vs_torch']:.2f}x")
