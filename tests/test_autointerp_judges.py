@@ -192,6 +192,7 @@ def test_parse_predictions(raw, want):
     ("1. This neuron responds to numbers in tables.\n2. something else", "numbers in tables"),
     ("\n\nIt fires on closing brackets", "closing brackets"),
     ("Python keywords", "Python keywords"),
+    ("The neuron activates on <<def>> and <<class>>.", "def and class"),
     ("", ""),
 ])
 def test_parse_explanation(raw, want):

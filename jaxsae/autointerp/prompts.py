@@ -104,7 +104,9 @@ _LEAD_INS = ("activates on", "responds to", "fires on")
 def parse_explanation(raw: str) -> str:
     """The explanation proper: the first non-empty line (without list numbering), after the
     last "activates on" (SAEBench's rule; "responds to" / "fires on" too), without surrounding
-    quotes or a trailing full stop."""
+    quotes or a trailing full stop; highlight marks copied from the windows (``<<`` ``>>``) are
+    dropped, so they never reach the scoring prompt."""
+    raw = raw.replace("<<", "").replace(">>", "")
     lines = [ln.strip() for ln in raw.strip().splitlines() if ln.strip()]
     text = re.sub(r"^\d+[.)]\s*", "", lines[0]) if lines else ""
     cut = max(((text.rfind(k), k) for k in _LEAD_INS), key=lambda x: x[0])
