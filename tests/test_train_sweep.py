@@ -73,6 +73,43 @@ def test_vmapped_sweep_equals_training_each_alone(tmp_path):
             np.testing.assert_allclose(a[k], b[k], atol=2e-5, rtol=1e-4, err_msg=f"{spec.name}.{k}")
 
 
+@pytest.mark.parametrize("dead_tokens", [10**6, 128])  # no latent can be dead / dead after one batch
+def test_auxk_is_skipped_only_while_no_latent_can_be_dead(dead_tokens):
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    from jaxsae.sae import ARCHS, ArchConfig
+    from jaxsae.train.trainer import _one_sae, init_state, make_step
+
+    x, _ = planted(n=512, seed=5)
+    specs = [SAESpec("topk", 0, 4.0), SAESpec("batchtopk", 0, 4.0), SAESpec("topk", 1, 2.0)]
+    cfg = ArchConfig(dead_tokens=dead_tokens)
+    state = init_state(specs, x.shape[1], SMALL, x[:128], cfg)
+
+    def always_auxk(state, x_bd):  # the reference: AuxK computed on every step
+        new = {"step": state["step"] + 1, "groups": {}}
+        mets = {}
+        for arch, s in state["groups"].items():
+            fn = functools.partial(_one_sae, ARCHS[arch], cfg, SMALL, with_auxk=True)
+            p, a, m, v, mets[arch] = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, None, None))(
+                s["params"], s["aux"], s["m"], s["v"], s["sparsity"], x_bd, state["step"])
+            new["groups"][arch] = {"params": p, "aux": a, "m": m, "v": v, "sparsity": s["sparsity"]}
+        return new, mets
+
+    got, want = jax.tree.map(jnp.array, state), jax.tree.map(jnp.array, state)
+    step, ref = make_step(specs, SMALL, cfg), jax.jit(always_auxk)
+    for i in range(4):
+        got, m_got = step(got, jnp.asarray(x[128 * i:128 * (i + 1)]))
+        want, m_want = ref(want, jnp.asarray(x[128 * i:128 * (i + 1)]))
+    auxk = np.asarray(m_want["topk"]["auxk"])
+    assert (auxk > 0).all() if dead_tokens == 128 else (auxk == 0).all()
+    np.testing.assert_allclose(np.asarray(m_got["topk"]["auxk"]), auxk, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6),
+                 got, want)
+
+
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
     x, _ = planted(n=4000, seed=2)
     st = TrainSettings(d_sae=64, batch=128, steps=40, lr=1e-3, checkpoint_every=10, warmup_steps=5, sparsity_warmup_steps=10)

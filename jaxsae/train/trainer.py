@@ -153,15 +153,24 @@ def make_step(specs: list[SAESpec], st: TrainSettings, arch_cfg: ArchConfig):
         step = state["step"]
         new = {"step": step + 1, "groups": {}}
         metrics = {}
-        # AuxK needs dead latents, which cannot exist before dead_tokens tokens have been seen
-        with_auxk = True
         for g in groups:
             arch = ARCHS[g.arch]
             s = state["groups"][g.arch]
-            fn = functools.partial(_one_sae, arch, arch_cfg, st, with_auxk=with_auxk if arch.has_auxk else False)
-            params, aux, m, v, met = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, None, None))(
-                s["params"], s["aux"], s["m"], s["v"], s["sparsity"], x_bd, step
-            )
+            args = (s["params"], s["aux"], s["m"], s["v"], s["sparsity"], x_bd, step)
+
+            def group_step(with_auxk, *a, arch=arch):
+                fn = functools.partial(_one_sae, arch, arch_cfg, st, with_auxk=with_auxk)
+                return jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, None, None))(*a)
+
+            if arch.has_auxk:
+                # The AuxK term is exactly 0 (value and gradient) while no latent of the group can
+                # be dead after this batch, so its top-k and decoder matmul are skipped until then
+                # (dictionary_learning skips it the same way); one cond for the whole group.
+                maybe_dead = jnp.any(s["aux"]["since_fired"] + x_bd.shape[0] >= arch_cfg.dead_tokens)
+                params, aux, m, v, met = jax.lax.cond(
+                    maybe_dead, functools.partial(group_step, True), functools.partial(group_step, False), *args)
+            else:
+                params, aux, m, v, met = group_step(False, *args)
             new["groups"][g.arch] = {"params": params, "aux": aux, "m": m, "v": v, "sparsity": s["sparsity"]}
             metrics[g.arch] = met
         return new, metrics
