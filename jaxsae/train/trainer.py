@@ -158,8 +158,12 @@ def make_step(specs: list[SAESpec], st: TrainSettings, arch_cfg: ArchConfig):
             s = state["groups"][g.arch]
             args = (s["params"], s["aux"], s["m"], s["v"], s["sparsity"], x_bd, step)
 
-            def group_step(with_auxk, *a, arch=arch):
+            def group_step(with_auxk, *a, arch=arch, n=len(g.names)):
                 fn = functools.partial(_one_sae, arch, arch_cfg, st, with_auxk=with_auxk)
+                if n == 1:  # a lone SAE runs unbatched: XLA lays its weight gradients out without
+                    # the transposes that a size-1 vmap axis costs (2x for JumpReLU on CPU)
+                    one = fn(*jax.tree.map(lambda t: t[0], a[:5]), *a[5:])
+                    return jax.tree.map(lambda t: t[None], one)
                 return jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, None, None))(*a)
 
             if arch.has_auxk:
