@@ -17,7 +17,7 @@ from jaxsae.autointerp.prompts import parse_explanation, parse_predictions
 from jaxsae.judge import ChatClient
 
 from test_autointerp_scoring import F, case, token_text  # noqa: F401 - `case` is a fixture
-from test_judge_api import FakeChatServer
+from test_judge_api import no_proxy, server  # noqa: F401 - fixtures (the fake server, no proxy)
 
 CFG = AutoInterpConfig()
 
@@ -52,26 +52,6 @@ class Judge:
         return f"I think the neuron fires in passage {truth[0]}."
 
 
-@pytest.fixture
-def server():
-    servers = []
-
-    def make(answer):
-        s = FakeChatServer(answer=answer)
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        s.close()
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-
-
 def api_judge(url, cache_dir, cfg=CFG):
     client = ChatClient(url, "judge-model", api_key_env=None, cache_dir=cache_dir, max_retries=2,
                         backoff_s=0.01, backoff_max_s=0.02, timeout_s=10.0)
@@ -86,7 +66,7 @@ def strip_timing(result):
 def test_api_judge_requests_parsing_and_cache(case, server, tmp_path):
     st, _ = case
     answer = Judge()
-    srv = server(answer)
+    srv = server(answer=answer)
     judge = api_judge(srv.url, tmp_path / "cache")
     res = run_autointerp(st, judge, CFG, token_text)
     assert res["summary"]["judge"] == "api:judge-model" and res["summary"]["detection"] == "list"
@@ -143,7 +123,7 @@ def test_failed_explanation_is_not_scored_and_retried_on_rerun(case, server, tmp
     st, _ = case
     answer = Judge()
     answer.broken = {2}
-    srv = server(answer)
+    srv = server(answer=answer)
     judge = api_judge(srv.url, tmp_path / "cache")
     res = run_autointerp(st, judge, CFG, token_text)
     rec = {r["latent"]: r for r in res["latents"]}

@@ -124,10 +124,15 @@ def server():
 
 
 @pytest.fixture(autouse=True)
-def _key(monkeypatch):
-    monkeypatch.setenv("JUDGE_TEST_KEY", SECRET)
+def no_proxy(monkeypatch):
+    """Requests to 127.0.0.1 must not be routed through a proxy from the environment."""
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch):
+    monkeypatch.setenv("JUDGE_TEST_KEY", SECRET)
 
 
 def client(url, cache_dir=None, **kw):
