@@ -41,7 +41,6 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 jax.config.update("jax_default_matmul_precision", "float32")
@@ -57,22 +56,6 @@ def _on_event(event: str, duration: float, **_) -> None:
 
 
 jax.monitoring.register_event_duration_secs_listener(_on_event)
-
-
-def random_sae(lm, layer: int, d_sae: int, tokens, fire: float, seed: int = 0):
-    """A standard SAE, random encoder, biases set so each latent fires on ~``fire`` of ``tokens``."""
-    import jaxsae.sae as S
-
-    D = lm.config.d_model
-    rng = np.random.default_rng(seed)
-    w = (rng.normal(size=(D, d_sae)) / np.sqrt(D)).astype(np.float32)
-    x = np.asarray(lm.residual(tokens, layer)).reshape(-1, D)
-    b_dec = x.mean(0)
-    b = -np.quantile((x - b_dec) @ w, 1 - fire, axis=0)
-    cfg = S.make_cfg("standard", D, d_sae, apply_b_dec_to_input=True, metadata=dict(hook_layer=layer))
-    params = dict(W_enc=jnp.asarray(w), b_enc=jnp.asarray(b, jnp.float32), W_dec=jnp.asarray(w.T.copy()),
-                  b_dec=jnp.asarray(b_dec))
-    return S.SAE(cfg=cfg, params=params)
 
 
 def reference_stats(lm, layer: int, encode, params, tokens: np.ndarray, counted: np.ndarray, cfg, seed: int = 0) -> dict:
@@ -192,6 +175,7 @@ def main() -> None:
     from jaxsae.autointerp.prompts import TokenText
     from jaxsae.autointerp.run import run_autointerp
     from jaxsae.models import load_model
+    from jaxsae.sae.random import calibrated_sae
 
     lm = load_model("smollm2-135m-instruct")
     cfg = features.FeatureStatsConfig(context_len=args.context_len, total_tokens=args.contexts * args.context_len,
@@ -199,7 +183,7 @@ def main() -> None:
     tokens, _ = features.held_out_tokens(lm, cfg)
     tokens = tokens[: args.contexts]
     n_tok = tokens.size
-    sae = random_sae(lm, args.layer, args.d_sae, tokens[: args.stats_batch], args.fire)
+    sae = calibrated_sae(lm, args.layer, args.d_sae, tokens[: args.stats_batch], fire=args.fire)
     encode, params = features.sae_encoder(sae)
     device = jax.devices()[0]
 

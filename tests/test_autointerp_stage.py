@@ -17,8 +17,8 @@ import jaxsae.sae as S
 from jaxsae import features
 from jaxsae.autointerp import AutoInterpConfig, LocalJudge, TokenText, run_autointerp, save_results, stats_for_sae
 from jaxsae.autointerp.run import RESULTS_FILE, STATS_DIR
+from jaxsae.sae.random import calibrated_sae
 
-from test_features_pass import random_sae
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = 15
@@ -29,7 +29,7 @@ def test_stage_on_smollm2(smollm2, tmp_path, monkeypatch):
     scfg = features.FeatureStatsConfig(context_len=128, total_tokens=16 * 128, batch_size=8)
     tokens, _ = features.held_out_tokens(lm, scfg)
     assert tokens.shape == (16, 128)
-    sae = random_sae(lm, LAYER, 256, fire=0.02, tokens=tokens[:4])
+    sae = calibrated_sae(lm, LAYER, 256, tokens[:4], fire=0.02)
     sae_dir = S.save(sae, tmp_path / "sae")
 
     stats = stats_for_sae(sae_dir, sae, lm, LAYER, scfg)

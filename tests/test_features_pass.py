@@ -8,27 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxsae.sae as S
 from jaxsae import features
 from jaxsae.errors import UserError
 from jaxsae.features import corpus
 from jaxsae.features.compute import special_ids
+from jaxsae.sae.random import calibrated_sae
 
 from test_features_stream import brute_top
-
-
-def random_sae(lm, layer, F, *, fire=0.05, seed=0, tokens=None):
-    """A standard (ReLU) SAE with random encoder and biases set so each latent fires on ~``fire``
-    of the tokens of ``tokens``."""
-    D = lm.config.d_model
-    rng = np.random.default_rng(seed)
-    W = (rng.normal(size=(D, F)) / np.sqrt(D)).astype(np.float32)
-    x = np.asarray(lm.residual(tokens, layer)).reshape(-1, D)
-    b_dec = x.mean(0)
-    b = -np.quantile((x - b_dec) @ W, 1 - fire, axis=0)
-    cfg = S.make_cfg("standard", D, F, apply_b_dec_to_input=True, metadata=dict(hook_layer=layer))
-    params = dict(W_enc=jnp.asarray(W), b_enc=jnp.asarray(b, jnp.float32), W_dec=jnp.asarray(W.T.copy()), b_dec=jnp.asarray(b_dec))
-    return S.SAE(cfg=cfg, params=params)
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +22,16 @@ def tiny_case(tiny_llama):
     lm = tiny_llama
     cfg = features.FeatureStatsConfig(context_len=48, total_tokens=14 * 48, batch_size=4, n_top=4, buffer=3, n_iw=3, n_random=5)
     tokens, has_bos = features.held_out_tokens(lm, cfg)
-    sae = random_sae(lm, 2, 24, tokens=tokens[:4])
+    sae = calibrated_sae(lm, 2, 24, tokens[:4], fire=0.05)
     stats = features.compute_feature_stats(lm, 2, *features.sae_encoder(sae), cfg, meta=dict(note="t"))
     return lm, cfg, sae, tokens, has_bos, stats
+
+
+def test_calibrated_sae_fires_on_the_asked_fraction(tiny_case):
+    lm, _, sae, tokens, _, _ = tiny_case
+    x_nd = np.asarray(lm.residual(tokens[:4], 2)).reshape(-1, lm.config.d_model)
+    rate_f = (np.asarray(sae.encode(x_nd)) > 0).mean(0)  # on its calibration tokens
+    np.testing.assert_allclose(rate_f, 0.05, atol=1.0 / len(x_nd) + 1e-6)
 
 
 def test_held_out_tokens_pack_pydoc(tiny_llama):

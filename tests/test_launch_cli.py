@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from jaxsae.launch.config import SweepConfig, load_config
 
