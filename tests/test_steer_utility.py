@@ -5,33 +5,20 @@ from __future__ import annotations
 
 import json
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxsae.sae as S
 from jaxsae.judge import Judge, Rating, harmonic_mean
 from jaxsae.steer import (DEFAULT_FACTORS, Concept, SteerSettings, choose_factor, draw_instructions, feature_edit,
                           run_utility, steer_concept)
 from jaxsae.steer.concepts import BUNDLED_INSTRUCTIONS
 
+from test_steer_edits import random_sae
+
 LAYER = 1
 POOL = list(BUNDLED_INSTRUCTIONS)
 # 3 factors x 2 dev instructions: one generate call of 6 rows, then 2 test rows (shared by every test)
 ST = SteerSettings(factors=(0.0, 1.0, 8.0), n_instructions=4, max_new_tokens=8, temperature=1.0, seed=3)
-
-
-def random_sae(d_in: int, d_sae: int = 16, seed: int = 0) -> S.SAE:
-    r = np.random.RandomState(seed)
-    params = {
-        "W_enc": jnp.asarray(r.randn(d_in, d_sae).astype(np.float32) / np.sqrt(d_in)),
-        "b_enc": jnp.zeros(d_sae, jnp.float32),
-        "W_dec": jnp.asarray(r.randn(d_sae, d_in).astype(np.float32)),
-        "b_dec": jnp.zeros(d_in, jnp.float32),
-        "threshold": jnp.full(d_sae, 0.05, jnp.float32),
-    }
-    cfg = S.make_cfg("jumprelu", d_in, d_sae, apply_b_dec_to_input=False, metadata={"hook_layer": LAYER})
-    return S.SAE(cfg=cfg, params=params)
 
 
 @pytest.fixture(scope="module")
