@@ -76,6 +76,18 @@ def _close(got, want, what, rtol=2e-5):
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
 
 
+def _check_values(what, got, ref_total, ref_terms, ref_codes, ref_since):
+    """The loss total, each named term, the codes and the since-fired counters of a ``_run_jax``
+    result ``got`` against the float64 reference."""
+    total, terms, new_aux, codes, _ = got
+    _close(total, ref_total, f"{what} total")
+    assert set(terms) == set(ref_terms)
+    for name in ref_terms:
+        _close(terms[name], ref_terms[name], f"{what} {name}")
+    _close(codes, ref_codes, f"{what} codes")
+    np.testing.assert_array_equal(new_aux["since_fired"], ref_since)
+
+
 def _check_grads(got, want, what):
     assert set(got) == set(want), (what, sorted(got), sorted(want))
     for k in want:
@@ -156,14 +168,10 @@ def test_relu_loss_and_grads():
     else:
         pytest.fail("no input away from the ReLU kink")
     aux = {"since_fired": jnp.zeros((F,), jnp.int32)}
-    total, terms, new_aux, codes, grads = _run_jax(relu.loss, p, aux, x, LAM, ArchConfig(), False)
+    got = _run_jax(relu.loss, p, aux, x, LAM, ArchConfig(), False)
     ref_total, ref_terms, _, f, _ = _relu_ref(p, x, LAM, SCALE)
-    _close(total, ref_total, "relu total")
-    assert set(terms) == set(ref_terms)
-    for k in ref_terms:
-        _close(terms[k], ref_terms[k], f"relu {k}")
-    _close(codes, f, "relu codes")
-    np.testing.assert_array_equal(new_aux["since_fired"], np.where(f.max(0) > 0, 0, B))
+    _check_values("relu", got, ref_total, ref_terms, f, np.where(f.max(0) > 0, 0, B))
+    grads = got[-1]
     hand = _relu_grads(p, x, LAM, SCALE)
     _check_fd(hand, lambda q: _relu_ref(q, x, LAM, SCALE)[0], p, "relu")
     _check_grads(grads, hand, "relu")
@@ -334,17 +342,13 @@ def test_topk_family_loss_grads_and_auxk(kind, f_width, dead_idx):
     cfg = ArchConfig(dead_tokens=1000)
     p, x, since = _topk_inputs(kind, f_width, dead_idx, cfg, seed=len(dead_idx) + 7 * f_width)
     aux = {"since_fired": jnp.asarray(since, jnp.int32), "threshold": jnp.float32(-1.0)}
-    total, terms, new_aux, codes, grads = _run_jax(LOSS_FN[kind], p, aux, x, K, cfg, True)
+    got = _run_jax(LOSS_FN[kind], p, aux, x, K, cfg, True)
 
     ref_total, ref_terms, dead, f = _topk_ref(p, x, K, kind, cfg, since, True)
     assert int(dead.sum()) == len(dead_idx)
     assert (ref_terms["auxk"] > 0) == bool(dead_idx)
-    _close(total, ref_total, f"{kind} total")
-    assert set(terms) == set(ref_terms)
-    for name in ref_terms:
-        _close(terms[name], ref_terms[name], f"{kind} {name}")
-    _close(codes, f, f"{kind} codes")
-    np.testing.assert_array_equal(new_aux["since_fired"], _dead(f, since, B, cfg)[0])
+    _check_values(kind, got, ref_total, ref_terms, f, _dead(f, since, B, cfg)[0])
+    grads = got[-1]
 
     hand = _topk_grads(p, x, K, kind, cfg, since, True)
     e_fixed = x - _topk_fwd(p, x, K, kind, cfg)[4][-1]
@@ -490,14 +494,10 @@ def test_jumprelu_loss_grads_and_pseudo_gradients():
     assert np.any(_rect((f - t) / EPS) * (f == 0)), "f = 0 entries inside the Step kernel"
 
     aux = {"since_fired": jnp.zeros((F,), jnp.int32)}
-    total, terms, new_aux, codes, grads = _run_jax(jumprelu.loss, p, aux, x, TARGET, cfg, False)
+    got = _run_jax(jumprelu.loss, p, aux, x, TARGET, cfg, False)
     ref_total, ref_terms, _ = _jr_ref(p, x, TARGET, SCALE, COEF)
-    _close(total, ref_total, "jumprelu total")
-    assert set(terms) == set(ref_terms)
-    for k in ref_terms:
-        _close(terms[k], ref_terms[k], f"jumprelu {k}")
-    _close(codes, f, "jumprelu codes")
-    np.testing.assert_array_equal(new_aux["since_fired"], np.where(f.max(0) > 0, 0, B))
+    _check_values("jumprelu", got, ref_total, ref_terms, f, np.where(f.max(0) > 0, 0, B))
+    grads = got[-1]
 
     hand, g_recon, g_l0 = _jr_grads(p, x, TARGET, SCALE, COEF, EPS)
     assert np.any(g_recon != 0) and np.any(g_l0 != 0)
@@ -595,14 +595,10 @@ def test_gated_loss_and_grads():
     _, _, (u, pg, pm, f, *_) = _gated_ref(p, x, LAM, SCALE)
     assert np.any((pg > 0) & (pm < 0)) and np.any((pg < 0) & (pm > 0)), "gate and magnitude disagree somewhere"
     aux = {"since_fired": jnp.zeros((F,), jnp.int32)}
-    total, terms, new_aux, codes, grads = _run_jax(gated.loss, p, aux, x, LAM, ArchConfig(), False)
+    got = _run_jax(gated.loss, p, aux, x, LAM, ArchConfig(), False)
     ref_total, ref_terms, _ = _gated_ref(p, x, LAM, SCALE)
-    _close(total, ref_total, "gated total")
-    assert set(terms) == set(ref_terms)
-    for k in ref_terms:
-        _close(terms[k], ref_terms[k], f"gated {k}")
-    _close(codes, f, "gated codes")
-    np.testing.assert_array_equal(new_aux["since_fired"], np.where(f.max(0) > 0, 0, B))
+    _check_values("gated", got, ref_total, ref_terms, f, np.where(f.max(0) > 0, 0, B))
+    grads = got[-1]
     hand = _gated_grads(p, x, LAM, SCALE)
     sg = (p["W_dec"].copy(), p["b_dec"].copy())
     _check_fd(hand, lambda q: _gated_ref(q, x, LAM, SCALE, sg)[0], p, "gated")
