@@ -21,8 +21,8 @@ def launch(*args, cwd=None):
 
 def one_line_error(r) -> str:
     assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
     return lines[0]
 
 
@@ -62,7 +62,17 @@ def test_config_that_does_not_parse(tmp_path):
 
 
 def test_bad_override(tmp_path):
-    assert "override" in one_line_error(launch("--sweep", "smoke", "--train.tokens", "many", "--out", str(tmp_path / "o")))
+    msg = one_line_error(launch("--sweep", "smoke", "--train.tokens", "many", "--out", str(tmp_path / "o")))
+    assert "override" in msg and "--train.tokens" in msg and "'many'" in msg
+    msg = one_line_error(launch("--sweep", "smoke", "--train.tokenz", "5", "--out", str(tmp_path / "o")))
+    assert "--train.tokenz" in msg and "did you mean --train.tokens?" in msg
+    assert not (tmp_path / "o").exists()
+
+
+def test_stage_whose_upstream_has_not_run(tmp_path):
+    msg = one_line_error(launch("--sweep", "smoke", "--stages", "analysis", "--out", str(tmp_path / "o")))
+    assert "reads the results of 'train'" in msg and "has not run" in msg and "--stages train,analysis" in msg
+    assert not (tmp_path / "o" / "manifests").exists()
 
 
 def test_help_lists_stages_and_options():

@@ -16,7 +16,7 @@ import pytest
 from safetensors.numpy import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = "train,metrics,analysis"
+STAGES = "train,metrics,autointerp,steer,select,steer_selected,analysis,report"
 TIMEOUT = 300
 
 

@@ -100,6 +100,19 @@ def test_changed_config_is_refused(run_dir):
     assert r.returncode == 2 and "different configuration" in r.stderr and "--redo steer" in r.stderr
 
 
+def test_redo_train_after_a_config_change_starts_afresh(run_dir, tmp_path):
+    out = tmp_path / "redo"
+    shutil.copytree(run_dir, out)
+    stdout = launch(out, "--train.d-sae", "64", "--redo", "train")
+    assert ran(stdout) == STAGES
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["records"]) == 4
+    for r in res["records"]:
+        assert S.load(out / r["sae_dir"]).cfg["d_sae"] == 64
+    assert not list(out.rglob("checkpoints"))
+    shutil.rmtree(out)
+
+
 def test_killed_run_resumes_to_the_same_results(run_dir, tmp_path):
     out = tmp_path / "killed"
     p = subprocess.Popen([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out)],

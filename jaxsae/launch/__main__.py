@@ -13,7 +13,10 @@ value can be overridden, e.g. `--train.tokens 50000 --steer.factors 0.5 1.0`; ru
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -50,6 +53,25 @@ def _stage_list(spec: str, all_names: list[str], what: str) -> list[str]:
     return [n for n in all_names if n in names]
 
 
+def _tyro_reason(message: str) -> str:
+    """tyro's boxed parse error as one line: its message lines, plus the suggestion it offers."""
+    lines = []
+    for raw in message.splitlines():
+        if raw.lstrip().startswith(("╭", "╰")):
+            continue  # the box's title and bottom rules
+        text = raw.strip().strip("│").strip()
+        if not text or set(text) <= {"─", " "}:
+            continue
+        if text.startswith(("Argument helptext", "For full helptext", "Perhaps you meant")):
+            break
+        lines.append(text)
+    reason = " ".join(lines).rstrip(":") or "unrecognised arguments"
+    suggestions = re.findall(r"^\W*(--[\w.-]+)", message.split("Perhaps you meant:", 1)[1], re.M) if "Perhaps you meant:" in message else []
+    if suggestions:
+        reason += f" (did you mean {' or '.join(suggestions[:3])}?)"
+    return reason
+
+
 def _writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -75,12 +97,17 @@ def main(argv: list[str] | None = None) -> None:
         print("\nStages:\n" + "\n".join(f"  {s.name:15s} {s.help}" for s in STAGES))
         print(f"\nConfig options (values of sweep {args.sweep!r}):")
     cfg = load_config(args.sweep)
+    if args.help:
+        tyro.cli(SweepConfig, default=cfg, args=["--help"], prog="python -m jaxsae.launch")  # prints, exits 0
+    captured = io.StringIO()
     try:
-        cfg = tyro.cli(SweepConfig, default=cfg, args=(["--help"] if args.help else rest), prog="python -m jaxsae.launch")
+        with contextlib.redirect_stderr(captured):
+            cfg = tyro.cli(SweepConfig, default=cfg, args=rest, prog="python -m jaxsae.launch")
     except SystemExit as e:
-        if args.help or e.code == 0:
+        if e.code == 0:
             raise SystemExit(0) from None
-        raise UserError("a config override did not parse (see the message above); run with --help for every option") from None
+        raise UserError(f"a config override did not parse: {_tyro_reason(captured.getvalue())}; "
+                        "run with --help for every option") from None
     names = [s.name for s in STAGES]
     todo = _stage_list(args.stages, names, "stage(s)")
     redo = _stage_list(args.redo, names, "stage(s) in --redo")

@@ -42,12 +42,22 @@ class Stage:
     devices); other stages run on process 0 alone while the others wait."""
 
 
+VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "transformers", "tokenizers", "safetensors")
+
+
 def versions() -> dict:
-    import jax
+    """Python, jaxsae and the versions of the packages that shape the results."""
+    from importlib.metadata import PackageNotFoundError, version
 
     import jaxsae
 
-    return {"jaxsae": jaxsae.__version__, "jax": jax.__version__, "python": platform.python_version()}
+    out = {"jaxsae": jaxsae.__version__, "python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 class Run:
@@ -126,6 +136,29 @@ class Run:
                     f"{', '.join(self._changed_sections(n))}); use a new --out folder, or --redo {n} to recompute it"
                 )
 
+    def upstream_closure(self, name: str) -> list[str]:
+        """Every stage ``name`` reads from, directly or through its upstream stages, in stage order."""
+        seen: set[str] = set()
+        todo = list(self.stages[name].upstream)
+        while todo:
+            u = todo.pop()
+            if u not in seen:
+                seen.add(u)
+                todo.extend(self.stages[u].upstream)
+        return [n for n in self.order if n in seen]
+
+    def check_upstream(self, names: Sequence[str]) -> None:
+        """Refuse to run a stage on upstream results that are missing or were made with another
+        configuration, unless those upstream stages run now too."""
+        for n in names:
+            for u in self.upstream_closure(n):
+                st = self.status(u)
+                if u not in names and st != "done":
+                    why = {"todo": "has not run", "changed": "was run with a different configuration",
+                           "missing-outputs": "has missing outputs"}[st]
+                    raise UserError(f"stage {n!r} reads the results of {u!r}, which {why} in {self.out}; "
+                                    f"run --stages {u},{n} (or all stages)")
+
     def dependents(self, names: Sequence[str]) -> list[str]:
         """``names`` and every stage downstream of them, in stage order."""
         out = set(names)
@@ -139,6 +172,7 @@ class Run:
         what is recomputed) are recomputed even if done."""
         redo = [n for n in self.dependents(redo) if n in names]
         self.check(names, redo)
+        self.check_upstream(names)
         total = len(names)
         for i, n in enumerate(names, 1):
             st = self.status(n)

@@ -115,6 +115,15 @@ def make_rating_judge(run: Run):
 # --------------------------------------------------------------------------------- stages
 
 
+def discard_training(run: Run, spec) -> None:
+    """Remove a model's trained sweep, checkpoints and stored activations before the train stage is
+    redone (``--redo train`` or a config change): nothing of the old configuration is resumed."""
+    import shutil
+
+    shutil.rmtree(sweep_dir(run, spec), ignore_errors=True)
+    (model_dir(run, spec) / "activations.npy").unlink(missing_ok=True)
+
+
 def stage_train(run: Run) -> list[str]:
     """Harvest the layer's residuals from the training text and train the whole sweep together
     (with several processes: one computation over all their devices, see :func:`train_sweep`)."""
@@ -128,6 +137,8 @@ def stage_train(run: Run) -> list[str]:
     c = run.cfg
     outputs = []
     for spec in c.models:
+        if not run.resume_ok and run.is_writer:  # redone, or interrupted under another configuration
+            discard_training(run, spec)
         # several processes: process 0 fetches / writes the model's cache and harvests first
         if run.is_writer:
             lm = load_lm(spec.source, spec.dtype)
