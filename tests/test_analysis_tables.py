@@ -24,3 +24,7 @@ def test_tables_render_with_paper_values_and_statuses():
     sel = selection_summary(recs, methods={"none": "g", "dtc": "g_dtc"})
     md = selection_table_markdown(sel, paper.TABLE2_STEERING)
     assert "| Qwen-2.5-3B |" in md and "0.399" in md and "**average**" in md
+    # the paper's ΔTC lift (Fig. 8: +133.3 % for Qwen) beside ours, derived from its Table 2 means
+    assert "paper dtc lift %" in md.splitlines()[0]
+    qwen = next(line for line in md.splitlines() if line.startswith("| Qwen-2.5-3B |"))
+    assert qwen.rstrip(" |").endswith("%.1f" % paper.TABLE2_LIFT_PCT["Qwen-2.5-3B"])

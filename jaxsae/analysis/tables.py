@@ -72,6 +72,13 @@ def rank_table_markdown(result: Mapping[str, Any], paper: Mapping[str, Any] | No
     return "\n".join(lines) + "\n"
 
 
+def paper_lift_pct(values: Mapping[str, Any], base: str, method: str) -> float | None:
+    """The paper's lift of ``method`` over ``base`` in % (Fig. 8 for ΔTC), from its Table 2 means."""
+    if values.get(base) is None or values.get(method) is None:
+        return None
+    return 100.0 * (values[method] / values[base] - 1.0)
+
+
 def selection_table_markdown(summary: Mapping[str, Any], paper: Mapping[str, Any] | None = None) -> str:
     """A Table-2-style markdown table of :func:`jaxsae.analysis.selection_summary`'s result
     (mean steering score per group and method, lift over no selection in %)."""
@@ -79,7 +86,7 @@ def selection_table_markdown(summary: Mapping[str, Any], paper: Mapping[str, Any
     sel = methods[1:]
     head = [summary["by"]] + [f"{m} (mean)" for m in methods] + [f"{m} lift %" for m in sel]
     if paper is not None:
-        head += [f"paper {m}" for m in methods]
+        head += [f"paper {m}" for m in methods] + [f"paper {m} lift %" for m in sel]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     rows = list(summary["groups"].items()) + [("**average**", summary["average"])]
     for name, g in rows:
@@ -87,5 +94,6 @@ def selection_table_markdown(summary: Mapping[str, Any], paper: Mapping[str, Any
         if paper is not None:
             pv = _lookup(paper, name)
             cells += [_f(pv.get(m), 3) if pv else "–" for m in methods]
+            cells += [_f(paper_lift_pct(pv, methods[0], m), 1) if pv else "–" for m in sel]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
