@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["single_gpu.sh", "slurm.sbatch", "tpu_pod.sh"]
+SCRIPTS = ["single_gpu.sh", "multi_gpu.sh", "slurm.sbatch", "tpu_pod.sh"]
 
 
 def fake(path: Path, body: str) -> None:
@@ -27,8 +27,10 @@ def fakes(tmp_path):
     bin_.mkdir()
     venv = tmp_path / "venv" / "bin"
     venv.mkdir(parents=True)
-    rec = f'echo "$(basename "$0") $* | coord=${{JAXSAE_COORDINATOR:-}} n=${{JAXSAE_NUM_PROCESSES:-}} id=${{JAXSAE_PROCESS_ID:-}}" >> {log}\n'
+    rec = (f'echo "$(basename "$0") $* | coord=${{JAXSAE_COORDINATOR:-}} n=${{JAXSAE_NUM_PROCESSES:-}} '
+           f'id=${{JAXSAE_PROCESS_ID:-}} gpu=${{CUDA_VISIBLE_DEVICES:-}}" >> {log}\n')
     fake(bin_ / "gcloud", rec)
+    fake(bin_ / "nvidia-smi", 'printf "GPU 0: H100 (UUID: a)\\nGPU 1: H100 (UUID: b)\\n"\n')
     fake(bin_ / "scontrol", 'printf "gpu-node-7\\ngpu-node-8\\n"\n')
     fake(bin_ / "srun", 'shift; SLURM_PROCID=1 exec "$@"\n')  # drops --kill-on-bad-exit, runs rank 1
     fake(venv / "python", rec)
@@ -71,3 +73,16 @@ def test_single_gpu_installs_then_runs(fakes):
     assert calls[0].startswith("python -m pip install -q -e .")
     assert any("jax[cuda12]" in c for c in calls)
     assert calls[-1].startswith("python -m jaxsae.launch --sweep debug --out runs/x")
+
+
+def test_multi_gpu_starts_one_process_per_gpu(fakes, tmp_path):
+    env, log = fakes
+    subprocess.run(["bash", str(ROOT / "launch" / "multi_gpu.sh"), "debug", "--out", "runs/x"], check=True,
+                   env=dict(env, LOG_DIR=str(tmp_path / "logs")), timeout=60)
+    calls = sorted(log.read_text().strip().splitlines())
+    assert len(calls) == 2
+    for i, line in enumerate(calls):
+        assert line.startswith("python -m jaxsae.launch --sweep debug --out runs/x")
+        assert f"coord=localhost:12355 n=2 id={i} gpu={i}" in line
+    r = subprocess.run(["bash", str(ROOT / "launch" / "multi_gpu.sh")], env=dict(env, NGPU="0"), capture_output=True, text=True)
+    assert r.returncode == 2 and "no GPU" in r.stderr
