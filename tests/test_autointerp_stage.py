@@ -1,6 +1,7 @@
 """The whole AutoInterp stage on the real SmolLM2-135M-Instruct (statistics pass of a small
 random SAE at layer 15, then explanations and detection by SmolLM2 itself as local judge), and
-the command line: --help, and bad input exiting 2 with a one-line error."""
+the command line: a sweep folder of two SAEs scored end to end (held-out text tokenised and its
+residuals computed once for both), --help, and bad input exiting 2 with a one-line error."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ import pytest
 import jaxsae.sae as S
 from jaxsae import features
 from jaxsae.autointerp import AutoInterpConfig, LocalJudge, TokenText, run_autointerp, save_results, stats_for_sae
+from jaxsae.autointerp.__main__ import main
 from jaxsae.autointerp.run import RESULTS_FILE, STATS_DIR
+from jaxsae.features import compute
+from jaxsae.features.compute import HeldOutShortWarning
 from jaxsae.sae.random import calibrated_sae
 
 
@@ -91,6 +95,70 @@ def one_line_error(r) -> str:
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, r.stderr
     return lines[0]
+
+
+def test_cli_scores_a_sweep_folder(tiny_dirs, tmp_path, monkeypatch, capsys):
+    from jaxsae.models import load_model
+
+    model = tiny_dirs("llama", max_position_embeddings=1024)  # room for the explanation prompt
+    lm = load_model(str(model))
+    text = tmp_path / "held_out.txt"
+    text.write_text("\n\n".join(features.corpus.pydoc_texts())[:12_000])
+    scfg = features.FeatureStatsConfig(context_len=64, total_tokens=4096, batch_size=8)
+    with pytest.warns(HeldOutShortWarning):
+        tokens, _ = features.held_out_tokens(lm, scfg, [text.read_text()])
+    assert 30 <= len(tokens) < 64  # shorter than asked for
+    dirs = [S.save(calibrated_sae(lm, 1, 32, tokens[:4], fire=0.05, seed=i), tmp_path / "sweep" / name)
+            for i, name in enumerate(("a", "b"))]
+
+    calls = dict(held_out_tokens=0, residuals=0, passes_with_residuals=0, passes=0)
+
+    def counting(name, fn):
+        def wrapped(*a, **k):
+            calls[name] += 1
+            if name == "passes":
+                calls["passes_with_residuals"] += k.get("resid_ntd") is not None
+            return fn(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(features, "held_out_tokens", counting("held_out_tokens", features.held_out_tokens))
+    monkeypatch.setattr(compute, "residuals", counting("residuals", compute.residuals))
+    monkeypatch.setattr(features, "compute_feature_stats", counting("passes", features.compute_feature_stats))
+    argv = ["--sae", tmp_path / "sweep", "--model", model, "--judge", "local:", "--text", text, "--no-progress",
+            "--stats.context-len", 64, "--stats.total-tokens", 4096, "--stats.batch-size", 8,
+            "--autointerp.n-latents", 2, "--autointerp.n-concept", 2]
+    with pytest.warns(HeldOutShortWarning, match=f"gave only {tokens.size:,} held-out tokens of the 4,096"):
+        assert main([str(a) for a in argv]) == 0
+    assert calls == dict(held_out_tokens=1, residuals=1, passes_with_residuals=2, passes=2)  # shared by both SAEs
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 2
+
+    for d, line in zip(dirs, printed):
+        assert sorted(p.name for p in d.iterdir()) == [RESULTS_FILE, "cfg.json", STATS_DIR, "sae_weights.safetensors"]
+        assert line.startswith(f"{d}: mu(CONCEPT") and line.endswith(str(d / RESULTS_FILE))
+        st = features.load(d / STATS_DIR)
+        assert st.d_sae == 32 and st.meta["layer"] == 1 and st.meta["sae"] == str(d)
+        np.testing.assert_array_equal(st.tokens, tokens)
+        assert st.meta["n_tokens"] == tokens.size and st.max_act.shape == (32,) and np.all(st.max_act >= 0)
+        res = json.loads((d / RESULTS_FILE).read_text())
+        s = res["summary"]
+        assert res["sae"] == str(d) and s["judge"].startswith("local:") and s["d_sae"] == 32
+        assert s["held_out_tokens"] == tokens.size and s["held_out_tokens_requested"] == 4096
+        assert s["n_scored"] + s["n_failed"] == 2 and s["n_concept_requested"] == 2 and s["n_concept"] <= 2
+        assert res["stats"]["fingerprint"] == st.meta["fingerprint"]
+        assert len(res["latents"]) == 2 and set(res["concept100"]) == {r["latent"] for r in res["latents"]}
+        for r in res["latents"]:
+            assert st.count[r["latent"]] >= 15 and r["max_act"] == pytest.approx(float(st.max_act[r["latent"]]))
+            assert len(r["generation"]) == 15 and len(r["scoring"]) == 14
+            if r["score"] is not None:
+                assert 0 <= r["score"] <= 1 and len(r["predictions"]) == 4
+                assert all(0 <= w["p_yes"] <= 1 for w in r["scoring"])
+
+    # a re-run reuses both SAEs' statistics: no pass, no residuals
+    calls.update(held_out_tokens=0, residuals=0, passes=0, passes_with_residuals=0)
+    with pytest.warns(HeldOutShortWarning):
+        assert main([str(a) for a in argv]) == 0
+    assert calls == dict(held_out_tokens=1, residuals=0, passes_with_residuals=0, passes=0)
 
 
 def test_cli_help():

@@ -9,6 +9,7 @@ explanation, windows, predictions, labels and score).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 from typing import Literal
@@ -97,6 +98,8 @@ def run(args: Args) -> int:
     import jaxsae.sae as S
     from jaxsae.autointerp.prompts import TokenText
     from jaxsae.autointerp.run import RESULTS_FILE, run_autointerp, sae_layer, save_results, stats_for_sae
+    from jaxsae.features import held_out_tokens
+    from jaxsae.features.compute import residual_cache
     from jaxsae.features.corpus import read_texts
     from jaxsae.models import load_model
 
@@ -105,6 +108,8 @@ def run(args: Args) -> int:
     lm = load_model(args.model, dtype=getattr(jnp, args.dtype))
     judge = make_judge(args, lm, args.autointerp)
     token_text = TokenText(lm.tokenizer)
+    tokens, _ = held_out_tokens(lm, args.stats, texts)  # tokenised once; residuals once per layer
+    resid_at = residual_cache(lm, tokens, args.stats.batch_size)
     for d in dirs:
         sae = S.load(d)
         layer = args.layer if args.layer is not None else sae_layer(sae.cfg)
@@ -112,15 +117,16 @@ def run(args: Args) -> int:
             raise UserError(f"{d}/cfg.json names no hook layer; pass --layer")
         if sae.d_in != lm.config.d_model:
             raise UserError(f"{d} reads {sae.d_in}-wide activations but {args.model} has d_model={lm.config.d_model}; pass the SAE's model")
-        stats = stats_for_sae(d, sae, lm, layer, args.stats, texts=texts, recompute=args.recompute_stats, progress=args.progress)
+        stats = stats_for_sae(d, sae, lm, layer, args.stats, texts=texts, tokens=tokens, recompute=args.recompute_stats,
+                              progress=args.progress, resid_ntd=functools.partial(resid_at, layer))
         result = run_autointerp(stats, judge, args.autointerp, token_text)
         result["sae"] = str(d)
         save_results(result, d / RESULTS_FILE)
         s = result["summary"]
         print(
-            f"{d}: mu(CONCEPT{s['n_concept']}) = {s['mu']:.4f}; mean over {s['n_scored']} scored = "
-            f"{s['mean_all']:.4f} ± {s['se_all']:.4f} (SE); {s['n_failed']} failed; "
-            f"{s['n_alive']}/{s['d_sae']} alive -> {d / RESULTS_FILE}"
+            f"{d}: mu(CONCEPT{s['n_concept']}, {s['n_concept_requested']} asked) = {s['mu']:.4f}; mean over "
+            f"{s['n_scored']} scored = {s['mean_all']:.4f} ± {s['se_all']:.4f} (SE); {s['n_failed']} failed; "
+            f"{s['n_alive']}/{s['d_sae']} alive; {s['held_out_tokens']:,} held-out tokens -> {d / RESULTS_FILE}"
         )
     return 0
 

@@ -9,7 +9,7 @@ import math
 import re
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from jaxsae.autointerp.judges import Detection
 from jaxsae.autointerp.sampling import latent_examples, select_latents
 from jaxsae.autointerp.scoring import accuracy, summarize
 from jaxsae.errors import UserError
+from jaxsae.features.compute import text_label
 from jaxsae.io import atomic_write_json
 
 RESULTS_FILE = "autointerp.json"
@@ -39,7 +40,8 @@ def run_autointerp(stats: features.FeatureStats, judge, cfg: AutoInterpConfig, t
     exs = [latent_examples(stats, f, cfg) for f in sel.scored]
     gen_texts = [[P.render_window(token_text(w.tokens), w.acts, ex.threshold) for w in ex.generation] for ex in exs]
     raw = judge.explain([P.explanation_messages(g, use_demos=cfg.use_demos) for g in gen_texts]) if exs else []
-    explanations = [None if r is None else P.parse_explanation(r) for r in raw]
+    # a failed request, or a reply with no explanation in it (e.g. an immediate end token): not scored
+    explanations = [None if r is None else P.parse_explanation(r) or None for r in raw]
     score_texts = [[P.render_window(token_text(w.tokens)) for w in ex.scoring] for ex in exs]
     examples = [
         sorted(int(i) for i in np.random.default_rng([cfg.sampling_seed, ex.latent, 1]).choice(
@@ -80,8 +82,10 @@ def run_autointerp(stats: features.FeatureStats, judge, cfg: AutoInterpConfig, t
             detection_raw=det.raw,
         ))
     seconds = time.perf_counter() - t0
-    summary = summarize(scores, sel.concept)
+    summary = summarize(scores, sel.concept, n_requested=cfg.n_concept)
     summary.update(
+        held_out_tokens=int(stats.meta["n_tokens"]),  # fewer than requested when the held-out text ran out
+        held_out_tokens_requested=int(stats.meta["config"]["total_tokens"]),
         d_sae=stats.d_sae,
         n_alive=int(sel.alive.sum()),
         n_eligible=int(sel.eligible.sum()),
@@ -152,16 +156,23 @@ def stats_for_sae(
     layer: int,
     stats_cfg: features.FeatureStatsConfig,
     *,
-    texts: Sequence[str] | None = None,
+    texts: Iterable[str] | None = None,
+    tokens: np.ndarray | None = None,
     recompute: bool = False,
     progress: bool = False,
-    resid_ntd=None,
+    resid_ntd: np.ndarray | Callable[[], np.ndarray | None] | None = None,
+    text_source: str | None = None,
 ) -> features.FeatureStats:
     """The SAE's feature statistics, reused from ``sae_dir/feature_stats`` when they were made
-    with the same model, layer, config, held-out tokens and SAE weights; else computed and saved
-    (``resid_ntd``: the held-out tokens' residuals at ``layer``, when shared between SAEs)."""
+    with the same model, layer, config, held-out tokens and SAE weights; else computed and saved.
+
+    ``tokens``: the held-out contexts when already packed from ``texts`` (shared between SAEs;
+    see :func:`features.held_out_tokens`). ``resid_ntd``: their residuals at ``layer``, or a
+    function giving them (or None), called only when the pass runs (see
+    :func:`features.compute.residual_cache`). ``text_source``: provenance of the text."""
     sae_dir = Path(sae_dir)
-    tokens, _ = features.held_out_tokens(lm, stats_cfg, texts)
+    if tokens is None:
+        tokens, _ = features.held_out_tokens(lm, stats_cfg, texts)
     fp = _fingerprint(sae_dir, lm, layer, stats_cfg, tokens)
     out = sae_dir / STATS_DIR
     if not recompute and (out / "stats.json").is_file():
@@ -171,10 +182,12 @@ def stats_for_sae(
             old = None
         if old is not None and old.meta.get("fingerprint") == fp:
             return old
+    if callable(resid_ntd):
+        resid_ntd = resid_ntd()
     encode_fn, params = features.sae_encoder(sae)
     stats = features.compute_feature_stats(
         lm, layer, encode_fn, params, stats_cfg, tokens=tokens, progress=progress, resid_ntd=resid_ntd,
-        meta=dict(fingerprint=fp, sae=str(sae_dir), text_source="pydoc_data.topics" if texts is None else f"{len(texts)} documents"),
+        meta=dict(fingerprint=fp, sae=str(sae_dir), text_source=text_source or text_label(texts)),
     )
     features.save(stats, out)
     return stats

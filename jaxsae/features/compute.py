@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any, Callable, Sequence
+import warnings
+from typing import Any, Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -75,6 +76,32 @@ def residuals(lm, layer: int, tokens_nt: np.ndarray, batch: int = 16) -> np.ndar
     return out
 
 
+RESID_CACHE_BYTES = 2 << 30
+"""Largest held-out residual array kept in memory to share between the SAEs of a model."""
+
+
+def shared_residuals(lm, layer: int, tokens_nt: np.ndarray, batch: int = 16) -> np.ndarray | None:
+    """The contexts' block-``layer`` residuals f32[N, T, D], computed once for every SAE of a model
+    (None when they would take more than RESID_CACHE_BYTES: each SAE's pass then runs the model)."""
+    if tokens_nt.size * lm.config.d_model * 4 > RESID_CACHE_BYTES:
+        return None
+    return residuals(lm, layer, tokens_nt, batch=batch)
+
+
+def residual_cache(lm, tokens_nt: np.ndarray, batch: int = 16) -> Callable[[int], np.ndarray | None]:
+    """``layer -> shared_residuals(lm, layer, tokens_nt, batch)``, computed on first use and kept
+    for the last layer asked (the SAEs of one layer share one array)."""
+    kept: dict[int, np.ndarray | None] = {}
+
+    def at(layer: int) -> np.ndarray | None:
+        if layer not in kept:
+            kept.clear()
+            kept[layer] = shared_residuals(lm, layer, tokens_nt, batch)
+        return kept[layer]
+
+    return at
+
+
 def _step(state, lm_params, sae_params, tokens_bt, counted_bt, start, key, *, resid_fn, encode_fn, spec):
     x_btd = resid_fn(lm_params, tokens_bt)
     B, T, D = x_btd.shape
@@ -82,9 +109,10 @@ def _step(state, lm_params, sae_params, tokens_bt, counted_bt, start, key, *, re
     return update(state, acts_btf, counted_bt, start, key, spec)
 
 
-def held_out_tokens(lm, cfg: FeatureStatsConfig, texts: Sequence[str] | None = None) -> tuple[np.ndarray, bool]:
+def held_out_tokens(lm, cfg: FeatureStatsConfig, texts: Iterable[str] | None = None) -> tuple[np.ndarray, bool]:
     """(int32[N, T] contexts, whether they start with BOS) from ``texts`` (default: the offline
-    Python-docs corpus, :func:`corpus.pydoc_texts`)."""
+    Python-docs corpus, :func:`corpus.pydoc_texts`; an iterator is read only as far as needed).
+    Warns once when the text holds fewer than ``cfg.total_tokens`` tokens."""
     tok = lm.tokenizer
     if tok is None:
         raise UserError(f"{lm.source} has no tokenizer; pass pre-tokenized contexts (tokens=...)")
@@ -93,9 +121,33 @@ def held_out_tokens(lm, cfg: FeatureStatsConfig, texts: Sequence[str] | None = N
     if bos and bos_id is None:
         raise UserError(f"{lm.source} has no BOS token; set prepend_bos=False")
     sep = lm.config.eos_ids[0] if lm.config.eos_ids else None
-    texts = corpus.pydoc_texts() if texts is None else list(texts)
+    source = "the Python-docs corpus (pydoc_data.topics)" if texts is None else "the held-out text"
+    texts = corpus.pydoc_texts() if texts is None else texts
     tokens = corpus.pack_contexts(texts, tok, context_len=cfg.context_len, max_tokens=cfg.total_tokens, bos_id=bos_id, sep_id=sep)
+    if len(tokens) < cfg.total_tokens // cfg.context_len:
+        warn_short(tokens.size, cfg.total_tokens, source)
     return tokens, bos
+
+
+class HeldOutShortWarning(UserWarning):
+    """The held-out text gave fewer tokens than asked for (statistics rest on less text)."""
+
+
+def warn_short(n_tokens: int, requested: int, source: str) -> None:
+    """Warn (once per message, Python's default filter) that only ``n_tokens`` of ``requested``
+    held-out tokens were available."""
+    warnings.warn(
+        f"{source} gave only {n_tokens:,} held-out tokens of the {requested:,} asked for; the feature "
+        "statistics rest on that many (recorded as n_tokens); give more held-out text for the full count",
+        HeldOutShortWarning, stacklevel=2,
+    )
+
+
+def text_label(texts: Iterable[str] | None) -> str:
+    """Provenance of held-out ``texts`` for the saved statistics."""
+    if texts is None:
+        return "pydoc_data.topics"
+    return f"{len(texts)} documents" if isinstance(texts, Sequence) else "streamed documents"
 
 
 def special_ids(lm) -> set[int]:
@@ -114,7 +166,7 @@ def compute_feature_stats(
     sae_params,
     cfg: FeatureStatsConfig = FeatureStatsConfig(),
     *,
-    texts: Sequence[str] | None = None,
+    texts: Iterable[str] | None = None,
     tokens: np.ndarray | None = None,
     meta: dict | None = None,
     progress: bool = False,
@@ -143,8 +195,8 @@ def compute_feature_stats(
         raise UserError(f"the SAE does not take the model's d_model={D} residual ({e}); pair it with the model it was trained on") from None
 
     if tokens is None:
+        source = text_label(texts)
         tokens, has_bos = held_out_tokens(lm, cfg, texts)
-        source = "pydoc_data.topics" if texts is None else f"{len(texts)} documents"
     else:
         tokens = np.asarray(tokens, np.int32)
         if tokens.ndim != 2 or tokens.shape[1] != cfg.context_len:

@@ -8,9 +8,10 @@ one, e.g. Gemma), and the last partial context is dropped.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -58,7 +59,7 @@ def tokenizer_adds_bos(tokenizer) -> bool:
 
 
 def pack_contexts(
-    texts: Sequence[str],
+    texts: Iterable[str],
     tokenizer,
     *,
     context_len: int,
@@ -71,13 +72,15 @@ def pack_contexts(
     body = context_len - (bos_id is not None)
     n_max = max(1, max_tokens // context_len)
     stream: list[int] = []
-    for i in range(0, len(texts), 256):  # tokenize in chunks: stop early on a large corpus
-        for ids in tokenizer(list(texts[i : i + 256]), add_special_tokens=False)["input_ids"]:
+    docs = iter(texts)
+    while len(stream) < n_max * body:  # tokenize in chunks: stop early on a large (or streamed) corpus
+        chunk = list(itertools.islice(docs, 256))
+        if not chunk:
+            break
+        for ids in tokenizer(chunk, add_special_tokens=False)["input_ids"]:
             stream.extend(ids)
             if sep_id is not None:
                 stream.append(sep_id)
-        if len(stream) >= n_max * body:
-            break
     n = min(n_max, len(stream) // body)
     if n == 0:
         raise UserError(f"the held-out text has {len(stream)} tokens, fewer than one context of {context_len}; give more text")

@@ -16,6 +16,7 @@ import functools
 import json
 import re
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -75,11 +76,17 @@ def progress(items, desc: str):
     return tqdm(items, desc=desc, unit="sae", dynamic_ncols=True)
 
 
-def texts_for(run: Run) -> list[str] | None:
-    """Held-out / training text: None for the embedded corpus, else the configured files."""
+def texts_for(run: Run) -> Iterable[str] | None:
+    """Held-out text: None for the embedded corpus (the statistics pass then reads Python's
+    documentation topics), the held-out part of an ``hf:`` dataset (streamed lazily, disjoint
+    from the training stream), else the configured files."""
     src = run.cfg.data.source
-    if src == "embedded" or src.startswith("hf:"):
+    if src == "embedded":
         return None
+    if src.startswith("hf:"):
+        from jaxsae.train.data import hf_held_out_texts
+
+        return hf_held_out_texts(src)
     from jaxsae.features.corpus import read_texts
 
     p = Path(src)
@@ -210,36 +217,23 @@ def stage_metrics(run: Run) -> list[str]:
     return outputs
 
 
-RESID_CACHE_BYTES = 2 << 30
-
-
-def shared_residuals(lm, layer: int, stats_cfg, texts):
-    """The held-out contexts' residuals at ``layer``, shared by every SAE of the model (False when
-    they would take more than RESID_CACHE_BYTES: each SAE's pass then runs the model itself)."""
-    from jaxsae.features import held_out_tokens
-    from jaxsae.features.compute import residuals
-
-    tokens, _ = held_out_tokens(lm, stats_cfg, texts)
-    if tokens.size * lm.config.d_model * 4 > RESID_CACHE_BYTES:
-        return False
-    return residuals(lm, layer, tokens, batch=stats_cfg.batch_size)
-
-
 def stage_autointerp(run: Run) -> list[str]:
-    """Feature statistics (m_f, top windows) and AutoInterp scores µ for every SAE."""
+    """Feature statistics (m_f, top windows) and AutoInterp scores µ for every SAE; the held-out
+    text is tokenised, and its residuals computed, once per model for all its SAEs."""
     import jaxsae.sae as S
     from jaxsae.autointerp.config import AutoInterpConfig
     from jaxsae.autointerp.judges import ApiJudge, LocalJudge
     from jaxsae.autointerp.prompts import TokenText
     from jaxsae.autointerp.run import RESULTS_FILE, run_autointerp, save_results, stats_for_sae
-    from jaxsae.features import FeatureStatsConfig
+    from jaxsae.features import FeatureStatsConfig, held_out_tokens
+    from jaxsae.features.compute import residual_cache
 
     c = run.cfg
     ai = AutoInterpConfig(n_latents=c.autointerp.n_latents, n_concept=c.autointerp.n_concepts,
                           concept_seed=c.autointerp.seed)
     stats_cfg = FeatureStatsConfig(context_len=c.eval.stats_context, total_tokens=c.eval.stats_tokens)
+    hf_source = c.data.source if c.data.source.startswith("hf:") else None  # provenance of the held-out text
     outputs = []
-    texts = texts_for(run)
     for spec in c.models:
         lm = load_lm(spec.source, spec.dtype)
         if c.judge.kind == "local":
@@ -251,7 +245,8 @@ def stage_autointerp(run: Run) -> list[str]:
                                 cache_dir=run.out / "judge_cache", max_concurrency=c.judge.max_concurrency)
             judge = ApiJudge(client, ai)
         token_text = TokenText(lm.tokenizer)
-        resid = None  # the held-out residuals, computed once per model when they fit in memory
+        tokens = None  # the held-out contexts and their residuals: once per model, on first use
+        resid_at = None
         for entry in progress(sweep_entries(run, spec), f"autointerp {spec.name}"):
             d = sae_path(run, spec, entry)
             out = d / RESULTS_FILE
@@ -263,9 +258,11 @@ def stage_autointerp(run: Run) -> list[str]:
                 except (KeyError, json.JSONDecodeError):
                     pass
             sae = S.load(d)
-            if resid is None:
-                resid = shared_residuals(lm, spec.layer, stats_cfg, texts)
-            stats = stats_for_sae(d, sae, lm, spec.layer, stats_cfg, texts=texts, resid_ntd=resid if resid is not False else None)
+            if tokens is None:
+                tokens, _ = held_out_tokens(lm, stats_cfg, texts_for(run))
+                resid_at = residual_cache(lm, tokens, stats_cfg.batch_size)
+            stats = stats_for_sae(d, sae, lm, spec.layer, stats_cfg, tokens=tokens, text_source=hf_source,
+                                  resid_ntd=functools.partial(resid_at, spec.layer))
             result = run_autointerp(stats, judge, ai, token_text)
             result["sae"] = rel(run, d)
             if run.is_writer:

@@ -3,7 +3,8 @@
 Text sources: the embedded corpus (docstrings of the Python standard library, read from its
 source files with ``ast`` — real human prose that ships with every Python, kept disjoint from
 the held-out ``pydoc_data.topics`` text that the statistics pass uses), local text files, or a
-Hugging Face dataset streamed with ``datasets`` (``hf:NAME[:CONFIG]``).
+Hugging Face dataset streamed with ``datasets`` (``hf:NAME[:CONFIG]``; its held-out text, for the
+statistics pass and core metrics, is a part training never reads: :func:`held_out_texts`).
 
 Harvesting runs the model with early exit, drops BOS / special / pad positions, and writes the
 activations to a float32 ``.npy`` (memory-mapped), from which training batches are drawn in a
@@ -49,19 +50,58 @@ def stdlib_docstrings(max_chars: int | None = None) -> list[str]:
     return docs
 
 
-def hf_texts(spec: str, max_docs: int) -> Iterator[str]:
-    """Stream documents' ``text`` from a Hugging Face dataset ``NAME[:CONFIG]``."""
+HELD_OUT_SPLITS = ("validation", "test")
+"""Splits an ``hf:`` source's held-out text comes from (the first one the dataset has)."""
+HELD_OUT_DOCS = 20_000
+"""Without such a split: the first this many documents of ``train`` are the held-out text, and
+the training stream skips them."""
+
+
+def _hf_part(splits, held_out: bool):
+    """The training (or held-out) part of a dataset's splits, disjoint from each other."""
+    if "train" not in splits:
+        raise UserError(f"the dataset has no 'train' split (it has {sorted(splits)}); pass a dataset with one")
+    held = next((s for s in HELD_OUT_SPLITS if s in splits), None)
+    if held_out:
+        return splits[held] if held else splits["train"].take(HELD_OUT_DOCS)
+    return splits["train"] if held else splits["train"].skip(HELD_OUT_DOCS)
+
+
+def hf_texts(spec: str, max_docs: int, *, held_out: bool = False) -> Iterator[str]:
+    """Stream documents' ``text`` from a Hugging Face dataset ``NAME[:CONFIG]`` (a Hub id or a
+    local folder of data files): its training part, or with ``held_out`` the part training never
+    reads (its validation / test split, else the first :data:`HELD_OUT_DOCS` of ``train``)."""
     name, _, config = spec.partition(":")
     try:
         import datasets
 
-        ds = datasets.load_dataset(name, config or None, split="train", streaming=True)
+        ds = _hf_part(datasets.load_dataset(name, config or None, streaming=True), held_out)
         for i, row in enumerate(ds):
             if i >= max_docs:
                 break
             yield row.get("text") or ""
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - offline / missing dataset
         raise UserError(f"cannot stream dataset {name!r} ({type(e).__name__}); check the network and name, or use local text") from None
+
+
+def _hf_until(docs: Iterator[str], max_chars: int) -> list[str]:
+    out, total = [], 0
+    for t in docs:
+        out.append(t)
+        total += len(t)
+        if total >= max_chars:
+            break
+    return out
+
+
+def hf_held_out_texts(source: str) -> Iterator[str]:
+    """Held-out documents of an ``hf:NAME[:CONFIG]`` source, disjoint from what training streams
+    (see :func:`hf_texts`), lazily: a reader stops once it has packed the tokens it needs."""
+    if not source.startswith("hf:"):
+        raise UserError(f"held-out text is streamed only from hf:NAME sources, not {source!r}")
+    return hf_texts(source[3:], max_docs=10**12, held_out=True)
 
 
 def texts_from(source: str, *, max_chars: int) -> list[str]:
@@ -69,13 +109,7 @@ def texts_from(source: str, *, max_chars: int) -> list[str]:
     if source == "embedded":
         return stdlib_docstrings(max_chars=max_chars)
     if source.startswith("hf:"):
-        out, total = [], 0
-        for t in hf_texts(source[3:], max_docs=10**9):
-            out.append(t)
-            total += len(t)
-            if total >= max_chars:
-                break
-        return out
+        return _hf_until(hf_texts(source[3:], max_docs=10**12), max_chars)
     from jaxsae.features.corpus import read_texts
 
     paths: list[Path] = []
