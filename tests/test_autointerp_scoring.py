@@ -14,11 +14,13 @@ import dataclasses
 import json
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
 
 from jaxsae.autointerp import AutoInterpConfig, Detection, accuracy, latent_examples, run_autointerp, save_results, summarize
+from jaxsae.autointerp.scoring import SmallConceptWarning
 from jaxsae.features import FeatureStatsConfig, stats_from_codes
 from jaxsae.features.stream import random_positions
 
@@ -81,10 +83,12 @@ class ScriptedJudge:
     It explains a latent by the marker token it finds highlighted, and detects by looking for that
     marker in each window; ``modes[f]`` then decides what it answers: "perfect", "no" (nothing
     fires), "yes" (everything fires), "flip" (perfect but wrong on window 1), "unparseable"
-    (no usable reply) or "no-explanation" (the explanation request failed)."""
+    (no usable reply), "no-explanation" (the explanation request failed), "empty" (the reply is
+    empty, as an immediate end token gives) or "lead-in-only" ("This neuron activates on.")."""
 
     name = "scripted"
     rule = "scripted"
+    EMPTY = {"empty": "", "lead-in-only": "This neuron activates on."}  # replies with no explanation in them
 
     def __init__(self, modes):
         self.modes = modes
@@ -96,7 +100,13 @@ class ScriptedJudge:
         for m in messages:
             marks = collections.Counter(re.findall(r"<< M(\d+)>>", m[-1]["content"]))
             f = int(marks.most_common(1)[0][0])
-            out.append(None if self.modes[f] == "no-explanation" else f"This neuron activates on the token M{f}.")
+            mode = self.modes[f]
+            if mode == "no-explanation":
+                out.append(None)
+            elif mode in self.EMPTY:
+                out.append(self.EMPTY[mode])
+            else:
+                out.append(f"This neuron activates on the token M{f}.")
         return out
 
     def detect(self, explanations, window_texts, examples):
@@ -238,6 +248,34 @@ def test_mixed_judge_summary_and_records(case, tmp_path):
     assert back["summary"]["n_failed"] == 2 and back["concept100"] == concept
 
 
+def test_an_empty_explanation_is_a_failed_latent(case):
+    st, _ = case
+    modes = {0: "perfect", 1: "empty", 2: "lead-in-only", 3: "perfect", 4: "perfect", 5: "perfect"}
+    res, judge = run(st, modes, dataclasses.replace(CFG, n_concept=F))
+    rec = by_latent(res)
+    assert judge.detect_calls[0][0] == [f"the token M{f}" for f in (0, 3, 4, 5)]  # not sent to detection
+    for f in (1, 2):
+        assert rec[f]["explanation"] is None and rec[f]["explanation_raw"] == ScriptedJudge.EMPTY[modes[f]]
+        assert rec[f]["score"] is None and rec[f]["predictions"] is None
+    s = res["summary"]
+    assert s["n_failed"] == 2 and s["n_scored"] == 4 and s["n_concept"] == 4 and s["mu"] == 1.0
+
+
+def test_mu_on_fewer_concept_latents_than_asked_warns(case):
+    st, _ = case
+    perfect = {f: "perfect" for f in range(F)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SmallConceptWarning)
+        full, _ = run(st, perfect, dataclasses.replace(CFG, n_concept=F))
+    assert full["summary"]["n_concept"] == full["summary"]["n_concept_requested"] == F
+    with pytest.warns(SmallConceptWarning, match=f"µ rests on 5 CONCEPT latents, not the {F} asked for \\({F} drawn, 1 failed\\)"):
+        res, _ = run(st, {**perfect, 4: "unparseable"}, dataclasses.replace(CFG, n_concept=F))
+    assert res["summary"]["n_concept"] == 5 and res["summary"]["n_concept_requested"] == F
+    with pytest.warns(SmallConceptWarning, match=f"µ rests on {F} CONCEPT latents, not the 100 asked for"):
+        few, _ = run(st, perfect)  # only F latents to draw CONCEPT100 from
+    assert few["summary"]["n_concept"] == F and few["summary"]["n_concept_requested"] == 100
+
+
 def test_concept100_is_a_seeded_draw_from_the_scored_latents(case):
     st, _ = case
     modes = {0: "perfect", 1: "no", 2: "yes", 3: "flip", 4: "perfect", 5: "no"}
@@ -277,3 +315,6 @@ def test_accuracy_and_summary_arithmetic():
     assert one["mu"] == 0.5 and one["mean_all"] == 0.5 and math.isnan(one["std_all"]) and math.isnan(one["se_all"])
     none = summarize({1: None}, concept=[1])
     assert math.isnan(none["mu"]) and math.isnan(none["mean_all"]) and none["n_failed"] == 1
+    with pytest.warns(SmallConceptWarning, match="µ rests on 1 CONCEPT latents, not the 3 asked for"):
+        short = summarize({7: 1.0, 3: 0.5, 9: None}, concept=[7, 9, 11], n_requested=3)
+    assert short["n_concept"] == 1 and short["n_concept_requested"] == 3
