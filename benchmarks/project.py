@@ -2,15 +2,26 @@
 
 A projection, not a measurement: every component's work is counted from the sweep config and the
 models' shapes (FLOPs for compute-bound work; bytes moved per decode step for memory-bound
-generation), then divided by the hardware's peak times an efficiency. The efficiencies default to
-what our kernels reach on the CPU we can measure on, as a fraction of that CPU's own measured
-matmul peak (pass --measured-train/--measured-fwd from benchmarks/train_sweep.py and
-benchmarks/forward.py), capped by --mfu-cap, since a fraction reached on 2 CPU cores says little
-about an accelerator's. Decode uses --bw-eff of HBM bandwidth. All work is assumed perfectly
-parallel over the chips (the sweep and the generations are data-parallel; Gemma-2-9B needs 2 v5e
-chips per replica for its weights). The paper's reported costs (2×A800) are printed beside it.
+generation), then divided by the peak of the chips that component actually runs on, times an
+efficiency. The efficiencies default to what our kernels reach on the CPU we can measure on, as a
+fraction of that CPU's own measured matmul peak (pass --measured-train/--measured-fwd from
+benchmarks/train_sweep.py and benchmarks/forward.py), capped by --mfu-cap, since a fraction reached
+on 2 CPU cores says little about an accelerator's. Decode uses --bw-eff of HBM bandwidth.
 
-    python benchmarks/project.py [--measured-train 0.55] [--measured-fwd 0.45] [--mfu-cap 0.5]
+Which chips each component runs on is what the launcher does (README, "Scaling out"):
+  * 8×H100: `launch/multi_gpu.sh`, one process per GPU (8 processes of 1 chip);
+    v5e-64: `launch/tpu_pod.sh`, one process per host (16 processes of 4 chips, the model's
+    weights split over a host's chips in the per-SAE stages);
+  * SAE training: one computation sharded over every chip;
+  * harvesting (streaming mode): every process harvests the whole stream and keeps its rows of
+    each batch, so it runs at one process's speed (the lever: shard the harvest over processes);
+  * per-SAE stages (core metrics, statistics pass, AutoInterp, steering, ΔTC): each process takes
+    every P-th SAE of a model, so a model's 30 SAEs take ceil(30 / P) rounds on one process's chips;
+  * the judge rows count a local judge (judge.kind = "local", Gemma-2-9B-it); with full.toml's API
+    judge that work runs at the provider (the paper: about $5 of gpt-4o-mini per SAE).
+The paper's reported costs (2×A800) are printed beside it.
+
+    python benchmarks/project.py [--measured-train 0.55] [--measured-fwd 0.45] [--mfu-cap 0.4]
 """
 
 from __future__ import annotations
@@ -57,17 +68,18 @@ MODELS = [
 ]
 JUDGE = Model("Gemma-2-9B-it (judge)", 41, 42, 3584, 14336, 16 * 256, 8 * 256, 256_000)
 
-HW = {  # peak bf16 FLOP/s, peak f32-matmul FLOP/s, HBM bytes/s (whole system)
-    "8xH100": (8 * 989e12, 8 * 494e12, 8 * 3.35e12),  # TF32 for the f32 SAE matmuls
-    "v5e-64": (64 * 197e12, 64 * 197e12, 64 * 819e9),  # f32 matmuls at bf16 passes' rate (default precision)
+HW = {  # per chip: peak bf16 FLOP/s, peak f32-matmul FLOP/s, HBM bytes/s; then processes x chips each
+    "8xH100": (989e12, 494e12, 3.35e12, 8, 1),  # TF32 for the f32 SAE matmuls
+    "v5e-64": (197e12, 197e12, 819e9, 16, 4),  # f32 matmuls at bf16 passes' rate (default precision)
 }
+N_SAE = 30  # SAEs per model
 PAPER_H = {"SAE training (30 SAEs / model)": [17, 37, 60], "AutoInterp (30 SAEs)": [4, 4.5, 6],
            "AxBench steering (30 SAEs)": [450, 480, 690]}
 
 
 def components(a) -> dict[str, list[tuple[str, float, float]]]:
     """Per model: (component, FLOPs, decode bytes) of the full sweep."""
-    n_sae, tokens, F = 30, 5e8, 16384
+    n_sae, tokens, F = N_SAE, 5e8, 16384
     out = {}
     for m in MODELS:
         rows = []
@@ -90,15 +102,26 @@ def components(a) -> dict[str, list[tuple[str, float, float]]]:
     return out
 
 
+def chips_for(name: str, hw: str) -> tuple[int, float]:
+    """(chips the component runs on at once, rounds of that work): see the module docstring."""
+    _, _, _, procs, per_proc = HW[hw]
+    if name.startswith("SAE training"):
+        return procs * per_proc, 1.0
+    if name.startswith("harvest"):
+        return per_proc, 1.0
+    return per_proc, -(-N_SAE // procs) / N_SAE  # per-SAE stages: ceil(30 / P) of the 30 SAEs each
+
+
 def seconds(name: str, flops: float, dec_bytes: float, hw: str, eff_train: float, eff_fwd: float, bw_eff: float) -> float:
-    bf16, f32, bw = HW[hw]
+    bf16, f32, bw, _, _ = HW[hw]
+    chips, share = chips_for(name, hw)
     if name.startswith("SAE training") or name.startswith("statistics"):
-        t = flops / (f32 * eff_train)
+        t = flops / (chips * f32 * eff_train)
     else:
-        t = flops / (bf16 * eff_fwd)
+        t = flops / (chips * bf16 * eff_fwd)
     if dec_bytes:
-        t = max(t, dec_bytes / (bw * bw_eff))
-    return t
+        t = max(t, dec_bytes / (chips * bw * bw_eff))
+    return t * share
 
 
 def main() -> None:
@@ -111,7 +134,11 @@ def main() -> None:
     ap.add_argument("--bw-eff", type=float, default=0.5, help="fraction of HBM bandwidth reached by batched decode")
     a = ap.parse_args()
     e_tr, e_fw = min(a.measured_train, a.mfu_cap), min(a.measured_fwd, a.mfu_cap)
-    print(f"efficiency assumed: SAE training {e_tr:.2f}, forwards {e_fw:.2f} of peak; decode {a.bw_eff:.2f} of HBM bandwidth\n")
+    print(f"efficiency assumed: SAE training {e_tr:.2f}, forwards {e_fw:.2f} of peak; decode {a.bw_eff:.2f} of HBM bandwidth")
+    for hw, (_, _, _, procs, per_proc) in HW.items():
+        print(f"{hw}: {procs} processes x {per_proc} chip(s); training on all {procs * per_proc} chips, harvesting on "
+              f"{per_proc}, per-SAE stages on {procs} processes at once")
+    print()
     comp = components(a)
     totals = {hw: 0.0 for hw in HW}
     print(f"| component | {' | '.join(m.name for m in MODELS)} | total 8×H100 | total v5e-64 |")

@@ -78,3 +78,38 @@ def test_trainer_on_a_stream_resumes_exactly(tiny_llama, tmp_path):
         for k in wa:
             np.testing.assert_array_equal(np.asarray(wa[k]), np.asarray(wb[k]), err_msg=k)
         assert ea["l0"] == eb["l0"] and ea["fvu"] == eb["fvu"]
+
+
+class CountingLM:
+    """The model with a count of the contexts it harvested."""
+
+    def __init__(self, lm):
+        self.lm, self.contexts = lm, 0
+
+    def __getattr__(self, name):
+        return getattr(self.lm, name)
+
+    def residual(self, tokens, layer):
+        self.contexts += len(tokens)
+        return self.lm.residual(tokens, layer)
+
+
+def test_row_blocks_harvest_only_their_contexts(tiny_llama):
+    lm = CountingLM(tiny_llama)
+    s = ActivationStream(lm, LAYER, texts, 64, 12, context=32, llm_batch=4, chunk_contexts=12, seed=0, shards=4)
+    whole = stream(tiny_llama)  # shards change the data order, not the token budget per chunk
+    part = s.batch_at(0, slice(16, 32))  # exactly row block 1
+    assert lm.contexts == 3  # contexts 1, 5, 9 of the chunk's 12
+    full = s.batch_at(0)
+    assert lm.contexts == 12
+    np.testing.assert_array_equal(part, full[16:32])
+    np.testing.assert_array_equal(s.batch_at(0, slice(10, 40)), full[10:40])  # across blocks
+    # block h's rows are residuals of contexts h, h + 4, h + 8 only
+    tokens, counted = s._chunk_tokens(0)
+    for h in range(4):
+        ref = np.asarray(tiny_llama.residual(tokens[h::4], LAYER))[counted[h::4]]
+        d = ((full[16 * h : 16 * (h + 1), None, :] - ref[None]) ** 2).sum(-1)
+        assert np.allclose(d.min(1), 0, atol=1e-8), h
+    assert whole.batch_at(0).shape == full.shape
+    with pytest.raises(UserError, match="multiple of the harvest shards"):
+        ActivationStream(tiny_llama, LAYER, texts, 60, 12, context=32, shards=8)

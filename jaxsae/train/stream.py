@@ -1,14 +1,17 @@
 """Training batches harvested from the model on the fly, for token budgets that do not fit on disk.
 
 The text is packed lazily into contexts (never all in memory) and cut into *chunks* of
-``chunk_contexts`` contexts. A chunk's residuals at the layer (early exit; special, BOS and pad
-positions dropped) are shuffled with a seed of (seed, chunk) — a mixing buffer one chunk wide — and
-cut into batches; the few left over are dropped. How many batches a chunk gives depends only on its
-tokens, so the step → chunk map is known without running the model: ``batch_at(step)`` depends only
-on (text, seed, step), and a resumed run harvests exactly the batches it would have seen.
+``chunk_contexts`` contexts. Each batch is made of ``shards`` row blocks of ``batch / shards`` rows;
+block h of a chunk's batches comes from the chunk's contexts h, h + shards, h + 2·shards, ...: their
+residuals at the layer (early exit; special, BOS and pad positions dropped) shuffled with a seed of
+(seed, chunk, h) — a mixing buffer one chunk wide. How many batches a chunk gives depends only on
+its tokens, so the step → chunk map is known without running the model: ``batch_at(step)`` depends
+only on (text, seed, shards, step), and a resumed run harvests exactly the batches it would have seen.
 
-Several processes each harvest the whole chunk (the model is replicated) and keep the rows of the
-global batch their devices hold.
+Several processes (``jax.distributed``) each hold some rows of every batch; ``batch_at(step, rows)``
+harvests only the blocks covering ``rows``, so each process runs the model on its own contexts and
+the harvest is spread over the processes, while the batches stay those of a single-process run with
+the same ``shards``.
 """
 
 from __future__ import annotations
@@ -54,18 +57,22 @@ class ActivationStream:
     """
 
     def __init__(self, lm, layer: int, texts: Callable[[], Iterable[str]], batch: int, steps: int, *,
-                 context: int = 128, llm_batch: int = 16, chunk_contexts: int | None = None, seed: int = 0):
+                 context: int = 128, llm_batch: int = 16, chunk_contexts: int | None = None, seed: int = 0,
+                 shards: int = 1):
         from jaxsae.features.corpus import tokenizer_adds_bos
 
         if lm.tokenizer is None:
             raise UserError(f"{lm.source} has no tokenizer; harvesting needs one")
         lm._check_layer(layer)
+        if shards < 1 or batch % shards:
+            raise UserError(f"the SAE batch ({batch}) must be a multiple of the harvest shards ({shards}); change one of them")
         cfg = lm.config
         self.lm, self.layer, self.texts, self.batch, self.seed = lm, layer, texts, batch, seed
+        self.shards, self.block = shards, batch // shards
         self.per_epoch = int(steps)
         self.context, self.llm_batch = context, llm_batch
-        # ~64 batches per chunk by default: the mixing buffer
-        self.chunk_contexts = chunk_contexts or max(1, -(-64 * batch // max(1, context - 1)))
+        # ~64 batches per chunk by default (the mixing buffer), and at least one context per block
+        self.chunk_contexts = max(shards, chunk_contexts or -(-64 * batch // max(1, context - 1)))
         self.bos = cfg.bos_id if tokenizer_adds_bos(lm.tokenizer) else None
         self.sep = cfg.eos_ids[0] if cfg.eos_ids else None
         self.special = sorted({t for t in (cfg.bos_id, cfg.pad_id, *cfg.eos_ids) if t is not None})
@@ -73,7 +80,7 @@ class ActivationStream:
         self._next_chunk = 0  # the chunk the context iterator yields next
         self._counts: list[int] = []  # batches per chunk, for chunks tokenized so far
         self._tokens: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # chunk -> (tokens, counted), small LRU
-        self._acts: tuple[int, np.ndarray] | None = None  # (chunk, f32[n_batches, batch, D])
+        self._acts: dict[tuple[int, int], np.ndarray] = {}  # (chunk, block) -> f32[n_batches, block, D]
 
     @property
     def d_in(self) -> int:
@@ -99,7 +106,8 @@ class ActivationStream:
         k = self._next_chunk
         self._next_chunk += 1
         if k == len(self._counts):
-            self._counts.append(int(counted.sum()) // self.batch)
+            per_block = [int(counted[h :: self.shards].sum()) // self.block for h in range(self.shards)]
+            self._counts.append(min(per_block))
             if self._counts[-1] == 0:
                 raise UserError(f"a chunk of {self.chunk_contexts} contexts holds fewer than {self.batch} tokens; raise chunk_contexts")
         return tokens, counted
@@ -129,23 +137,28 @@ class ActivationStream:
 
     # ----------------------------------------------------------------------------- harvest
 
-    def _chunk_acts(self, k: int) -> np.ndarray:
-        if self._acts is not None and self._acts[0] == k:
-            return self._acts[1]
+    def _block_acts(self, k: int, h: int) -> np.ndarray:
+        """f32[n_batches, block, D]: row block ``h`` of every batch of chunk ``k``."""
+        if (k, h) in self._acts:
+            return self._acts[(k, h)]
         tokens, counted = self._chunk_tokens(k)
+        tokens, counted = tokens[h :: self.shards], counted[h :: self.shards]
         parts = []
         for s in range(0, len(tokens), self.llm_batch):
             r = np.asarray(self.lm.residual(tokens[s : s + self.llm_batch], self.layer), np.float32)
             parts.append(r[counted[s : s + self.llm_batch]])
         x = np.concatenate(parts)
-        n = self._counts[k] * self.batch
-        perm = np.random.default_rng([self.seed, k]).permutation(len(x))[:n]
-        acts = x[perm]
-        self._acts = (k, acts.reshape(self._counts[k], self.batch, -1))
-        return self._acts[1]
+        n = self._counts[k] * self.block
+        perm = np.random.default_rng([self.seed, k, h]).permutation(len(x))[:n]
+        self._acts = {kh: a for kh, a in self._acts.items() if kh[0] == k}  # one chunk's blocks at a time
+        self._acts[(k, h)] = x[perm].reshape(self._counts[k], self.block, -1)
+        return self._acts[(k, h)]
 
     def batch_at(self, step: int, rows: slice | None = None) -> np.ndarray:
-        """The batch of ``step``; with ``rows``, only those rows of it."""
+        """The batch of ``step``; with ``rows``, only those rows of it (harvesting only the row
+        blocks that cover them)."""
         k, i = self._locate(step % self.per_epoch)
-        out = self._chunk_acts(k)[i]
-        return np.array(out if rows is None else out[rows], np.float32)
+        start, stop, _ = (rows or slice(None)).indices(self.batch)
+        first, last = start // self.block, max(start, stop - 1) // self.block
+        out = np.concatenate([self._block_acts(k, h)[i] for h in range(first, last + 1)])
+        return np.array(out[start - first * self.block : stop - first * self.block], np.float32)
