@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxsae.errors import UserError
-from jaxsae.judge import APIJudge, ChatClient, generation_requests, harmonic_mean
+from jaxsae.judge import APIJudge, ChatClient, generation_requests, harmonic_mean, prompt_digest
 
 SECRET = "sk-test-THIS-MUST-NEVER-BE-WRITTEN-4242"
 
@@ -293,3 +293,7 @@ def test_api_judge_end_to_end_with_failure_accounting(server, tmp_path):
     prompt = srv.calls[0][1]["messages"][0]["content"]
     assert prompt.startswith("[System]") and "Rating: [[score]]" in prompt
     assert np.all(np.isfinite(HM))
+    # its description names endpoint, model, decoding and prompt version, never the key
+    d = judge.describe()
+    assert d == f"api:{judge.client.url}:judge-model:temperature=0:max_tokens=256:prompt={prompt_digest()}"
+    assert SECRET not in d and d != APIJudge(client(srv.url, tmp_path), temperature=0.7).describe()

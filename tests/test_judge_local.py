@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxsae.errors import UserError
-from jaxsae.judge import RATING_PREFIX, RatingRequest, generation_requests
+from jaxsae.judge import RATING_PREFIX, RatingRequest, generation_requests, prompt_digest
 from jaxsae.judge.local import LocalJudge, _digit_ids
 
 REQS = generation_requests(
@@ -43,6 +43,7 @@ def test_tiny_llama_structure_and_exactness(tiny_llama):
     np.testing.assert_allclose(shared.slot_probs(REQS), ref, rtol=1e-4, atol=1e-9)
     np.testing.assert_allclose(plain.slot_probs(REQS), ref, rtol=1e-4, atol=1e-9)
     assert shared.stats()["ratings"] == len(REQS)
+    assert shared.describe() == f"local:{lm.source}:float32:prompt={prompt_digest(explain=False)}"
     # rating one request alone gives what it got inside the batch
     alone = shared.rate([REQS[4]])[0]
     assert alone.probs == pytest.approx(ratings[4].probs, rel=1e-4)

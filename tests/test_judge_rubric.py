@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from jaxsae.judge import (
-    CRITERIA, Rating, RatingRequest, combine, generation_requests, harmonic_mean, judge_messages,
-    judge_prompt, parse_rating,
+    CRITERIA, Judge, Rating, RatingRequest, combine, generation_requests, harmonic_mean, judge_messages,
+    judge_prompt, parse_rating, prompt_digest, rating_record,
 )
+import jaxsae.judge.rubric as R
 
 
 @pytest.mark.parametrize(
@@ -92,3 +93,42 @@ def test_generation_requests_and_combine():
     with pytest.raises(ValueError):
         generation_requests(["c"], ["i", "j"], ["o"])
     assert CRITERIA == ("concept", "instruction", "fluency")
+
+
+class HalfJudge(Judge):
+    """Expected score = request index / 4 (capped at 2), argmax its rounding; probabilities given."""
+
+    def rate(self, items):
+        out = []
+        for k, _ in enumerate(items):
+            s = min(2.0, k / 4)
+            out.append(Rating(score=s, argmax=float(round(s)), ok=True, probs=(0.2, 0.3, 0.5), digit_mass=0.75))
+        return out
+
+
+def test_rate_generations_full_keeps_raw_ratings_and_both_folds():
+    rated = HalfJudge().rate_generations_full(["c1", "c2"], ["i1", "i2"], ["o1", "o2"])
+    assert len(rated.ratings) == 6
+    assert rated.expected.concept.tolist() == [0.0, 0.25] and rated.argmax.fluency.tolist() == [1.0, 1.0]
+    assert rated.expected.hm.tolist() == [0.0, pytest.approx(harmonic_mean(0.25, 0.75, 1.25))]
+    assert rated.argmax.hm.tolist() == [0.0, 0.0]  # round(0.25) == 0 -> zero guard
+    assert rated.per_generation(1) == {"concept": rated.ratings[1], "instruction": rated.ratings[3],
+                                       "fluency": rated.ratings[5]}
+    assert HalfJudge().rate_generations(["c1", "c2"], ["i1", "i2"], ["o1", "o2"]).hm.tolist() == rated.expected.hm.tolist()
+    assert HalfJudge().describe() == "HalfJudge"
+
+
+def test_rating_record():
+    local = Rating(score=1.25, argmax=2.0, ok=True, probs=(0.25, 0.25, 0.5), digit_mass=0.9)
+    assert rating_record(local) == {"score": 1.25, "argmax": 2.0, "ok": True, "probs": [0.25, 0.25, 0.5],
+                                    "digit_mass": 0.9}
+    api = Rating(score=0.0, argmax=0.0, ok=False, text="no rating here")
+    assert rating_record(api) == {"score": 0.0, "argmax": 0.0, "ok": False, "text": "no rating here"}
+    assert rating_record(Rating(score=0.0, argmax=0.0, ok=False, text=None))["text"] is None  # a failed request
+
+
+def test_prompt_digest_follows_the_wording(monkeypatch):
+    a, b = prompt_digest(explain=True), prompt_digest(explain=False)
+    assert a != b and len(a) == 12 and a == prompt_digest(explain=True)
+    monkeypatch.setitem(R._BODY, "fluency", R._BODY["fluency"] + "Be strict.\n")
+    assert prompt_digest(explain=True) != a

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxsae.select import QUANTILES, TOP_K, choose_tier, dtc_tiers, size_matched_tiers
+from jaxsae.select import CHOICE_LABELS, QUANTILES, TOP_K, choose_tier, dtc_tiers, size_matched_tiers
 
 # ten candidate features (ids 100..109) with distinct ΔC scores
 FEATS = np.arange(100, 110)
@@ -55,6 +55,26 @@ def test_tail_quantiles_pool_of_100():
     for q, n in ((0.99, 1), (0.95, 5), (0.90, 10), (0.80, 20)):
         assert t[f"up_q{q:.2f}"] == sorted(int(f) for f in feats[scores >= 100 - n])
         assert t[f"down_q{q:.2f}"] == sorted(int(f) for f in feats[scores < n])
+
+
+def test_tail_quantiles_from_a_reference_distribution():
+    # the pool (4 steered concepts) sits inside a reference of 1000 scored latents 0..999 (plus a NaN):
+    # q tails take the reference's thresholds (0.99 -> >= 989.01, 0.80 -> >= 799.2; DOWN mirrored),
+    # top-K stays within the pool
+    ref = np.append(np.arange(1000, dtype=np.float64), np.nan)
+    pool_scores = np.array([995.0, 850.0, 500.0, 3.0])
+    pool = np.array([7, 8, 9, 10])
+    t = as_sets(dtc_tiers(pool_scores, pool, reference=ref))
+    assert t["up_q0.99"] == [7] and t["up_q0.95"] == [7] and t["up_q0.90"] == [7] and t["up_q0.80"] == [7, 8]
+    assert t["down_q0.99"] == [10] and t["down_q0.80"] == [10]
+    assert t["up_top2"] == [7, 8] and t["down_top1"] == [10]
+    # a pool in the middle of the reference has no tail tiers at all (empty tiers are dropped)
+    t = dtc_tiers(np.array([400.0, 600.0]), np.array([1, 2]), reference=ref)
+    assert not [k for k in t if "_q" in k] and set(t) == {"up_top1", "up_top2", "down_top1", "down_top2"}
+    # the pool's own scores as reference = no reference
+    assert as_sets(dtc_tiers(DTC, FEATS, reference=DTC)) == as_sets(dtc_tiers(DTC, FEATS))
+    with pytest.raises(ValueError, match="no finite"):
+        dtc_tiers(DTC, FEATS, reference=np.array([np.nan]))
 
 
 @pytest.mark.parametrize("n", [11, 21, 31])
@@ -149,7 +169,8 @@ def test_choose_tier_ties_missing_and_empty():
     # features without scores are dropped from their tier; tiers left empty are skipped
     r = choose_tier({"x": np.array([1, 99]), "y": np.array([98])}, DEV, TEST)
     assert r["tier"] == "x" and r["features"] == [1] and [row["tier"] for row in r["tiers"]] == ["x"]
-    assert choose_tier({"y": np.array([98])}, DEV, TEST) == {"tier": None, "score": None, "choice": "dev", "tiers": []}
+    assert choose_tier({"y": np.array([98])}, DEV, TEST) == {"tier": None, "score": None, "choice": "dev",
+                                                             "choice_label": CHOICE_LABELS["dev"], "tiers": []}
     assert choose_tier({}, DEV, TEST, choice="eval")["tier"] is None
 
 

@@ -1,5 +1,5 @@
-"""Concept sources (AxBench metadata, user JSONL, AutoInterp results), the instruction pool's
-offline fallbacks, and the seeded dev/test split of instructions."""
+"""Concept sources (AxBench metadata and parquet sets, user JSONL, AutoInterp results), the
+instruction pool's offline fallbacks, and the seeded dev/test split of instructions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 import jaxsae.steer.concepts as C
 from jaxsae.errors import UserError
-from jaxsae.steer import Concept, draw_instructions, from_autointerp, from_jsonl, instructions
+from jaxsae.steer import (Concept, draw_instructions, from_autointerp, from_file, from_jsonl, from_parquet, from_source,
+                          instructions)
 
 AXBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "axbench"
 CONCEPT10 = sorted(AXBENCH.glob("concept10/*/metadata.jsonl"))
@@ -43,6 +44,91 @@ def test_axbench_concept500_metadata():
     got = from_jsonl(path)
     assert len(got) == 500 and [c.concept_id for c in got] == list(range(500))
     assert all(0 <= c.feature < 16384 for c in got)  # Gemma Scope 16k latents
+
+
+@needs_axbench
+@pytest.mark.parametrize("path", CONCEPT10, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("name", ["latent_eval_data.parquet", "train_data.parquet"])
+def test_axbench_concept10_parquet(path, name):
+    # latent_eval_data carries sae_id / sae_link; train_data has neither and takes the latent ids
+    # from the metadata.jsonl beside it; both give the metadata's concepts, in concept_id order
+    got = from_parquet(path.parent / name)
+    assert got == from_jsonl(path) and len(got) == 10
+    assert from_file(path.parent / name) == got
+
+
+@needs_axbench
+def test_parquet_without_latent_ids_or_metadata(tmp_path):
+    import pyarrow.parquet as pq
+
+    src = AXBENCH / "concept10" / "prod_2b_l20_v1"
+    lone = tmp_path / "data.parquet"  # the Hub layout: <model>/<layer>/train/data.parquet, no metadata
+    lone.write_bytes((src / "train_data.parquet").read_bytes())
+    with pytest.raises(UserError, match="no sae_id column and no metadata.jsonl beside it; put the set's") as e:
+        from_parquet(lone)
+    assert "\n" not in str(e.value)
+    (tmp_path / "metadata.jsonl").write_text((src / "metadata.jsonl").read_text())
+    assert from_parquet(lone) == from_jsonl(src / "metadata.jsonl")
+    # a metadata.jsonl of another set lacks some concept ids
+    (tmp_path / "metadata.jsonl").write_text("".join((src / "metadata.jsonl").read_text().splitlines(True)[:3]))
+    with pytest.raises(UserError, match="no latent id for concept_id 3, 4, 5, 6, 7"):
+        from_parquet(lone)
+    # sae_link alone is enough
+    t = pq.read_table(src / "latent_eval_data.parquet").drop(["sae_id"])
+    pq.write_table(t, tmp_path / "links.parquet")
+    assert from_parquet(tmp_path / "links.parquet") == from_jsonl(src / "metadata.jsonl")
+
+
+def test_malformed_parquet_is_a_user_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pytest.raises(UserError, match="does not exist; pass an AxBench parquet set"):
+        from_parquet(tmp_path / "nope.parquet")
+    (tmp_path / "junk.parquet").write_text('{"feature": 1, "concept": "a"}\n')
+    with pytest.raises(UserError, match="is not a readable parquet file"):
+        from_file(tmp_path / "junk.parquet")
+    pq.write_table(pa.table({"input": ["a"], "concept_id": [0]}), tmp_path / "cols.parquet")
+    with pytest.raises(UserError, match="lacks the AxBench column\\(s\\) output_concept, category"):
+        from_parquet(tmp_path / "cols.parquet")
+    pq.write_table(pa.table({"concept_id": [-1, 0], "output_concept": ["EEEEE", "cats"], "category": ["negative", "negative"],
+                             "sae_id": [0, 5]}), tmp_path / "neg.parquet")
+    with pytest.raises(UserError, match="no positive rows"):
+        from_parquet(tmp_path / "neg.parquet")
+    pq.write_table(pa.table({"concept_id": [0], "output_concept": ["cats"], "category": ["positive"],
+                             "sae_link": ["https://x/gemma/abc"]}), tmp_path / "link.parquet")
+    with pytest.raises(UserError, match="does not end in a latent id") as e:
+        from_parquet(tmp_path / "link.parquet")
+    assert "\n" not in str(e.value)
+    # hand-made: positive rows give the concept, hard negatives (same concept_id) do not; one per latent
+    pq.write_table(pa.table({"concept_id": [1, 1, 0, -1], "output_concept": ["x//contrast", "dogs", "cats", "EEEEE"],
+                             "category": ["hard negative", "positive", "positive", "negative"],
+                             "sae_id": [7, 7, 3, 0]}), tmp_path / "ok.parquet")
+    assert from_parquet(tmp_path / "ok.parquet") == [Concept(3, "cats", 0), Concept(7, "dogs", 1)]
+    pq.write_table(pa.table({"concept_id": [0, 1], "output_concept": ["cats", "dogs"], "category": ["positive"] * 2,
+                             "sae_id": [3, 3]}), tmp_path / "dup.parquet")
+    with pytest.raises(UserError, match="names latent 3 twice"):
+        from_parquet(tmp_path / "dup.parquet")
+
+
+def test_from_source(tmp_path):
+    ai = tmp_path / "autointerp.json"
+    ai.write_text(json.dumps({"concept100": [5, 9], "latents": [{"latent": 5, "explanation": "cats"},
+                                                                {"latent": 9, "explanation": "numbers"}]}))
+    user = tmp_path / "mine.jsonl"
+    user.write_text('{"feature": 1, "concept": "a"}\n{"feature": 2, "concept": "b"}\n{"feature": 4, "concept": "c"}\n')
+    assert from_source("concept100", ai) == [Concept(5, "cats", 0), Concept(9, "numbers", 1)]
+    assert from_source("concept100", ai, 1) == [Concept(5, "cats", 0)]
+    assert from_source(str(user), ai) == from_jsonl(user) and from_source(str(user), ai, 2) == from_jsonl(user)[:2]
+    with pytest.raises(UserError, match="does not exist"):
+        from_source(str(tmp_path / "missing.jsonl"), ai)
+
+
+def test_duplicate_latents_are_a_user_error(tmp_path):
+    p = tmp_path / "dup.jsonl"
+    p.write_text('{"feature": 4, "concept": "a"}\n{"feature": 4, "concept": "b"}\n')
+    with pytest.raises(UserError, match="names latent 4 twice \\('a' and 'b'\\); steer each latent toward one concept"):
+        from_jsonl(p)
 
 
 def test_user_jsonl(tmp_path):
@@ -129,6 +215,9 @@ def test_offline_with_axbench_reads_the_input_column(tmp_path):
         want.extend(s.strip() for s in pq.read_table(p, columns=["input"]).column("input").to_pylist() if s and s.strip())
     assert pool == list(dict.fromkeys(want))[:50]
     assert set(pool).isdisjoint(C.BUNDLED_INSTRUCTIONS)
+    # by default every distinct instruction of the folder
+    assert instructions(axbench_dir=d) == list(dict.fromkeys(want))
+    assert len(instructions(axbench_dir=AXBENCH)) > 200
     # a folder with other parquet files, or none, falls through to the bundled list
     pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "other.parquet")
     assert instructions(axbench_dir=tmp_path) == list(C.BUNDLED_INSTRUCTIONS)
@@ -149,6 +238,9 @@ def test_online_alpaca_eval_comes_first(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     assert instructions(n_pool=3, axbench_dir=AXBENCH) == ["task 0", "task 1", "task 2"]
     assert calls == [("tatsu-lab/alpaca_eval", "alpaca_eval.json", "dataset")]
+    # by default the whole pool (AlpacaEval has 805 instructions, more than any former cut of 200)
+    f.write_text(json.dumps([{"instruction": f"task {i}", "output": "x"} for i in range(805)]))
+    assert instructions() == [f"task {i}" for i in range(805)]
 
     def failing_download(*a, **kw):
         raise OSError("no route")

@@ -1,5 +1,7 @@
 """The AxBench steering-utility protocol end to end on the tiny Llama with scripted judges: factor
-choice on dev, score on test, the zero-guarded harmonic mean, and resumable runs."""
+choice on dev, score on test, the zero-guarded harmonic mean, expected and argmax scores with every
+raw rating saved, judge failure counts in utility.json, the m_f fallback of latents that never
+fired, and resumable runs (reused only under the same settings, judge and model)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from jaxsae.judge import Judge, Rating, harmonic_mean
+from jaxsae.judge import APIJudge, ClientStats, Judge, Rating, harmonic_mean
 from jaxsae.steer import (DEFAULT_FACTORS, Concept, SteerSettings, choose_factor, draw_instructions, feature_edit,
-                          run_utility, steer_concept)
+                          model_description, run_utility, steer_concept, steering_scales)
 from jaxsae.steer.concepts import BUNDLED_INSTRUCTIONS
 
 from test_steer_edits import random_sae
@@ -63,11 +65,48 @@ class TextJudge(Judge):
         return out
 
 
-class CountingLM:
-    """The tiny LM, counting generate calls."""
+class ProbJudge(Judge):
+    """Local-judge-like ratings: 0/1/2 probabilities picked by the fragment's length, so that the
+    expected score and the argmax differ."""
 
-    def __init__(self, lm):
+    PROBS = ((0.6, 0.3, 0.1), (0.1, 0.5, 0.4), (0.05, 0.15, 0.8))
+
+    def rate(self, items):
+        out = []
+        for r in items:
+            k = (len(r.fragment) + len(r.criterion)) % 3
+            p = self.PROBS[k]
+            out.append(Rating(score=float(np.dot(p, [0, 1, 2])), argmax=float(np.argmax(p)), ok=True, probs=p,
+                              digit_mass=0.9 - 0.2 * k))
+        return out
+
+
+class ScriptedClient:
+    """A ChatClient stand-in for APIJudge: valid answers, unparseable ones (every 5th) and failed
+    requests (every 7th), in request order."""
+
+    url, model = "http://judge.test/v1/chat/completions", "scripted"
+
+    def __init__(self):
+        self.stats, self.n = ClientStats(), 0
+
+    def chat_many(self, message_lists, **kw):
+        out = []
+        for _ in message_lists:
+            self.n += 1
+            self.stats.requests += 1
+            out.append(None if self.n % 7 == 0 else "Hmm. Rating: [[x]]" if self.n % 5 == 0
+                       else f"Fine. Rating: [[{1 + self.n % 2}]]")
+        return out
+
+
+class CountingLM:
+    """The tiny LM, counting generate calls (``source`` overrides its model identity)."""
+
+    def __init__(self, lm, source: str | None = None):
         self.lm, self.calls = lm, 0
+        self.source = lm.source if source is None else source
+        self.params = lm.params
 
     def generate(self, *a, **kw):
         self.calls += 1
@@ -128,6 +167,100 @@ def test_steer_concept_end_to_end(tiny_llama, sae):
     # dev rows are steered by their own factor: a strong factor changes the text
     assert [g["output"] for g in gens[4:6]] != [g["output"] for g in gens[0:2]]
     assert list(rec["settings"]["factors"]) == [0.0, 1.0, 8.0] and rec["settings"]["seed"] == 3
+    # every raw rating is kept; a scripted judge's argmax is its score
+    assert gens[0]["ratings"] == {"concept": {"score": 2.0, "argmax": 2.0, "ok": True, "text": None},
+                                  "instruction": {"score": 2.0, "argmax": 2.0, "ok": True, "text": None},
+                                  "fluency": {"score": 2.0, "argmax": 2.0, "ok": True, "text": None}}
+    assert [g["hm_argmax"] for g in gens] == [g["hm"] for g in gens]
+    assert rec["test_score_argmax"] == rec["test_score"] and rec["factor_argmax"] == 1.0
+    assert rec["m_f"] == rec["m_f_measured"] == pytest.approx(MAX_ACTS[5]) and rec["m_f_fallback"] is False
+
+
+def test_expected_and_argmax_scores_are_both_kept(tiny_llama, sae, tmp_path):
+    s = run_utility(tiny_llama, ProbJudge(), sae, LAYER, CONCEPTS[:2], MAX_ACTS, POOL, ST, tmp_path, progress=False)
+    recs = [json.loads(x) for x in read_lines(tmp_path / "concepts.jsonl")]
+    for rec in recs:
+        for g in rec["generations"]:
+            rs = g["ratings"]
+            assert set(rs) == {"concept", "instruction", "fluency"}
+            for crit, r in rs.items():
+                assert r["ok"] and tuple(r["probs"]) in ProbJudge.PROBS and 0.5 <= r["digit_mass"] <= 0.9
+                assert r["score"] == pytest.approx(np.dot(r["probs"], [0, 1, 2])) and r["argmax"] == np.argmax(r["probs"])
+                assert "text" not in r
+            assert g["concept_score"] == rs["concept"]["score"] and g["fluency_score"] == rs["fluency"]["score"]
+            assert g["hm"] == pytest.approx(harmonic_mean(*(rs[c]["score"] for c in ("concept", "instruction", "fluency"))))
+            assert g["hm_argmax"] == pytest.approx(harmonic_mean(*(rs[c]["argmax"] for c in ("concept", "instruction", "fluency"))))
+        dev = [g for g in rec["generations"] if g["split"] == "dev"]
+        test = [g for g in rec["generations"] if g["split"] == "test"]
+        means_a = [np.mean([g["hm_argmax"] for g in dev if g["factor"] == f]) for f in ST.factors]
+        assert rec["dev_means_argmax"] == pytest.approx(dict(zip(map(str, ST.factors), means_a)))
+        assert rec["factor_argmax"] == ST.factors[int(np.argmax(means_a))]
+        # both scores come from the same test generations, at the factor chosen with expected scores
+        assert {g["factor"] for g in test} == {rec["factor"]}
+        assert rec["test_score"] == pytest.approx(np.mean([g["hm"] for g in test]))
+        assert rec["test_score_argmax"] == pytest.approx(np.mean([g["hm_argmax"] for g in test]))
+    assert s["g"] == pytest.approx(np.mean([r["test_score"] for r in recs]))
+    assert s["g_argmax"] == pytest.approx(np.mean([r["test_score_argmax"] for r in recs]))
+    assert s["g_argmax"] != pytest.approx(s["g"])
+    masses = [r["digit_mass"] for rec in recs for g in rec["generations"] for r in g["ratings"].values()]
+    assert s["judge_stats"]["ratings"] == len(masses) == 2 * 3 * (3 * 2 + 2)
+    assert s["judge_stats"]["failed"] == 0
+    assert s["judge_stats"]["mean_digit_mass"] == pytest.approx(np.mean(masses))
+    assert s["judge_stats"]["min_digit_mass"] == pytest.approx(min(masses))
+    assert s["judge"] == "ProbJudge" and s["model"] == model_description(tiny_llama)
+    assert [c["test_score_argmax"] for c in s["concepts"]] == [r["test_score_argmax"] for r in recs]
+
+
+def test_api_judge_failures_are_saved_in_utility_json(tiny_llama, sae, tmp_path):
+    judge = APIJudge(ScriptedClient())
+    s = run_utility(tiny_llama, judge, sae, LAYER, CONCEPTS[:2], MAX_ACTS, POOL, ST, tmp_path, progress=False)
+    rs = [r for line in read_lines(tmp_path / "concepts.jsonl") for g in json.loads(line)["generations"]
+          for r in g["ratings"].values()]
+    hard = [r for r in rs if r["text"] is None]
+    unparsed = [r for r in rs if r["text"] == "Hmm. Rating: [[x]]"]
+    assert hard and unparsed and all(not r["ok"] and r["score"] == 0.0 for r in hard + unparsed)
+    assert all(r["ok"] and r["score"] in (1.0, 2.0) for r in rs if r not in hard + unparsed)
+    st = judge.stats()
+    assert (st["parse_failures"], st["hard_failures"]) == (len(unparsed), len(hard))
+    assert s["judge_stats"] == {"ratings": len(rs), "failed": len(hard) + len(unparsed), "parse_failures": len(unparsed),
+                                "hard_failures": len(hard), "this_run": {**st, "client": st["client"]}}
+    assert s["judge"].startswith("api:http://judge.test/v1/chat/completions:scripted:temperature=0:")
+    assert json.loads((tmp_path / "utility.json").read_text())["judge_stats"] == s["judge_stats"]
+    # a re-run reuses every concept: the counts over saved ratings stay, this run rated nothing
+    again = run_utility(tiny_llama, judge, sae, LAYER, CONCEPTS[:2], MAX_ACTS, POOL, ST, tmp_path, progress=False)
+    assert {k: v for k, v in again["judge_stats"].items() if k != "this_run"} == \
+        {k: v for k, v in s["judge_stats"].items() if k != "this_run"}
+    assert again["judge_stats"]["this_run"]["ratings"] == 0 and again["judge_stats"]["this_run"]["client"]["requests"] == 0
+
+
+def test_a_latent_that_never_fired_is_steered_with_the_fallback(tiny_llama, sae, tmp_path):
+    m, dead = steering_scales(np.array([0.0, 2.5, -1.0, np.nan, np.inf]), 1.0)
+    assert m.tolist()[:3] == [1.0, 2.5, 1.0] and m[3] == 1.0 and m[4] == 1.0
+    assert dead.tolist() == [True, False, True, True, True]
+    acts = MAX_ACTS.copy()
+    acts[3] = 0.0
+    lm = CountingLM(tiny_llama)
+    s = run_utility(lm, TextJudge(), sae, LAYER, CONCEPTS[:2], acts, POOL, ST, tmp_path, progress=False)
+    recs = [json.loads(x) for x in read_lines(tmp_path / "concepts.jsonl")]
+    assert (recs[0]["m_f"], recs[0]["m_f_measured"], recs[0]["m_f_fallback"]) == (1.0, 0.0, True)
+    assert recs[1]["m_f_fallback"] is False and recs[1]["m_f"] == pytest.approx(acts[8])
+    assert s["m_f_fallback"] == [3] and [c["m_f_fallback"] for c in s["concepts"]] == [True, False]
+    # the test generations are steered with m_f = 1.0 (not 0, which would be no steering at all)
+    test = [g for g in recs[0]["generations"] if g["split"] == "test"]
+    ones = acts.copy()
+    ones[3] = 1.0
+    want = tiny_llama.generate([g["instruction"] for g in test], max_new_tokens=8, temperature=1.0,
+                               seed=ST.seed * 7919 + 3 + 1,
+                               steer=feature_edit(LAYER, sae, [3], ones, [recs[0]["factor"]] * len(test)))
+    assert [g["output"] for g in test] == want
+    # the same measured m_f again: reused
+    calls = lm.calls
+    run_utility(lm, TextJudge(), sae, LAYER, CONCEPTS[:2], acts, POOL, ST, tmp_path, progress=False)
+    assert lm.calls == calls
+    # the fallback value is a setting: another one recomputes
+    st2 = SteerSettings(**{**ST.__dict__, "dead_m_f": 2.0})
+    run_utility(lm, TextJudge(), sae, LAYER, CONCEPTS[:1], acts, POOL, st2, tmp_path, progress=False)
+    assert lm.calls == calls + 2 and json.loads(read_lines(tmp_path / "concepts.jsonl")[0])["m_f"] == 2.0
 
 
 # ------------------------------------------------------------------------- whole SAE, resume
@@ -209,3 +342,27 @@ def test_run_utility_after_a_crash_and_with_changed_settings(tiny_llama, sae, tm
     for _ in range(2):
         run_utility(lm, TextJudge(), sae, LAYER, [Concept(3, "dogs", 0)], m2, POOL[::-1], st2, d, progress=False)
         assert lm.calls == calls + 6
+
+
+class OtherJudge(TextJudge):
+    """The same ratings under another description (e.g. another judge model)."""
+
+    def describe(self):
+        return "local:another-model:float32:prompt=0"
+
+
+def test_another_judge_or_model_recomputes(tiny_llama, sae, tmp_path):
+    lm = CountingLM(tiny_llama)
+    run_utility(lm, TextJudge(), sae, LAYER, CONCEPTS[:1], MAX_ACTS, POOL, ST, tmp_path, progress=False)
+    rec = json.loads(read_lines(tmp_path / "concepts.jsonl")[0])
+    assert rec["judge"] == "TextJudge" and rec["model"] == model_description(tiny_llama)
+    assert model_description(tiny_llama) == f"{tiny_llama.source} (float32)"
+    calls = lm.calls
+    for _ in range(2):  # another judge: recomputed once, then reused
+        s = run_utility(lm, OtherJudge(), sae, LAYER, CONCEPTS[:1], MAX_ACTS, POOL, ST, tmp_path, progress=False)
+        assert lm.calls == calls + 2 and s["judge"] == "local:another-model:float32:prompt=0"
+    other = CountingLM(tiny_llama, source="another-checkpoint")
+    for _ in range(2):  # another steered model: recomputed once, then reused
+        s = run_utility(other, OtherJudge(), sae, LAYER, CONCEPTS[:1], MAX_ACTS, POOL, ST, tmp_path, progress=False)
+        assert other.calls == 2 and s["model"] == "another-checkpoint (float32)"
+    assert len(read_lines(tmp_path / "concepts.jsonl")) == 1

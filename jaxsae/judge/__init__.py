@@ -10,13 +10,15 @@ The local judge is imported lazily (it needs JAX and the model code); the rest i
 """
 
 from .api import APIJudge, ChatClient, ClientStats
-from .base import GenerationRatings, Judge, Rating, RatingRequest, combine, generation_requests
-from .rubric import CRITERIA, MAX_SCORE, RATING_PREFIX, harmonic_mean, judge_messages, judge_prompt, parse_rating
+from .base import (GenerationRatings, Judge, RatedGenerations, Rating, RatingRequest, combine, generation_requests,
+                   rating_record)
+from .rubric import (CRITERIA, MAX_SCORE, RATING_PREFIX, harmonic_mean, judge_messages, judge_prompt, parse_rating,
+                     prompt_digest)
 
 __all__ = [
     "APIJudge", "CRITERIA", "ChatClient", "ClientStats", "GenerationRatings", "Judge", "LocalJudge",
-    "MAX_SCORE", "RATING_PREFIX", "Rating", "RatingRequest", "combine", "generation_requests",
-    "harmonic_mean", "judge_messages", "judge_prompt", "parse_rating",
+    "MAX_SCORE", "RATING_PREFIX", "RatedGenerations", "Rating", "RatingRequest", "combine", "generation_requests",
+    "harmonic_mean", "judge_messages", "judge_prompt", "parse_rating", "prompt_digest", "rating_record",
 ]
 
 

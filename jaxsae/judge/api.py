@@ -38,7 +38,7 @@ from jaxsae.errors import UserError
 from jaxsae.io import atomic_write_json
 
 from .base import Judge, Rating, RatingRequest
-from .rubric import judge_messages, parse_rating
+from .rubric import judge_messages, parse_rating, prompt_digest
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +347,11 @@ class APIJudge(Judge):
             log.warning("API judge: %d of %d ratings had no valid 'Rating: [[x]]' and %d requests failed; "
                         "both score 0", parse_fail, len(items), hard_fail)
         return out
+
+    def describe(self) -> str:
+        """``api:<endpoint>:<model>:temperature=<t>:max_tokens=<n>:prompt=<hash>`` (never the key)."""
+        return (f"api:{self.client.url}:{self.client.model}:temperature={self.temperature:g}:"
+                f"max_tokens={self.max_tokens}:prompt={prompt_digest(explain=True)}")
 
     def stats(self) -> dict:
         """``{"ratings", "parse_failures", "hard_failures", "client": ClientStats}``."""

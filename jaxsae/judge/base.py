@@ -48,6 +48,20 @@ class Rating:
     """API judge: the judge's answer (None when the request failed)."""
 
 
+def rating_record(r: Rating) -> dict:
+    """The JSON form of one rating as saved with a steered generation: score, argmax and ok, plus
+    the local judge's probs / digit_mass or the API judge's raw answer (``text``, None when the
+    request failed) where the judge gives them."""
+    out = {"score": float(r.score), "argmax": float(r.argmax), "ok": bool(r.ok)}
+    if r.probs is not None:
+        out["probs"] = [float(v) for v in r.probs]
+    if r.digit_mass is not None:
+        out["digit_mass"] = float(r.digit_mass)
+    if r.probs is None and r.digit_mass is None:  # a text judge: keep its answer, even a failed one
+        out["text"] = r.text
+    return out
+
+
 class GenerationRatings(NamedTuple):
     """Per-generation ratings: ``C, I, F, HM = judge.rate_generations(...)``; f64[N] each."""
 
@@ -78,6 +92,20 @@ def combine(ratings: Sequence[Rating], n: int, *, use: str = "score") -> Generat
     return GenerationRatings(v[0], v[1], v[2], np.asarray(harmonic_mean(v[0], v[1], v[2])).reshape(n))
 
 
+class RatedGenerations(NamedTuple):
+    """N generations rated on all three criteria: the 3N raw ratings (in
+    :func:`generation_requests` order) and their folds by expected score and by argmax."""
+
+    ratings: list[Rating]
+    expected: GenerationRatings
+    argmax: GenerationRatings
+
+    def per_generation(self, j: int) -> dict[str, Rating]:
+        """{criterion: Rating} of generation ``j``."""
+        n = len(self.expected.hm)
+        return {crit: self.ratings[k * n + j] for k, crit in enumerate(CRITERIA)}
+
+
 class Judge(abc.ABC):
     """Rates generations on the AxBench rubric (:mod:`jaxsae.judge.rubric`)."""
 
@@ -90,6 +118,19 @@ class Judge(abc.ABC):
         """Rate N generations on all three criteria -> (C, I, F, HM), f64[N] each."""
         reqs = generation_requests(concepts, instructions, outputs)
         return combine(self.rate(reqs), len(outputs), use=use)
+
+    def rate_generations_full(self, concepts: Sequence[str], instructions: Sequence[str],
+                              outputs: Sequence[str]) -> RatedGenerations:
+        """Rate N generations once and keep everything: the raw ratings, C/I/F/HM by expected
+        score and C/I/F/HM by argmax (equal for a judge whose argmax is its score)."""
+        ratings = self.rate(generation_requests(concepts, instructions, outputs))
+        n = len(outputs)
+        return RatedGenerations(ratings, combine(ratings, n, use="score"), combine(ratings, n, use="argmax"))
+
+    def describe(self) -> str:
+        """What rates, as one string (kind, model, prompt version, decoding): steering results
+        made by another description are recomputed on resume."""
+        return type(self).__name__
 
     def stats(self) -> dict:
         """Counters for reports (requests, failures, ...)."""

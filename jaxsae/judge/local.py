@@ -15,7 +15,7 @@ from jaxsae.errors import UserError
 from jaxsae.models.decoder import KVCache, forward, init_cache, unembed
 
 from .base import Judge, Rating, RatingRequest
-from .rubric import RATING_PREFIX, judge_prompt
+from .rubric import RATING_PREFIX, judge_prompt, prompt_digest
 
 DIGITS = ("0", "1", "2")
 """The three score tokens read at the rating slot."""
@@ -243,6 +243,11 @@ class LocalJudge(Judge):
         self._mass_sum += float(np.nansum(mass_n))
         self._mass_min = min(self._mass_min, float(np.nanmin(mass_n)))
         return ratings
+
+    def describe(self) -> str:
+        """``local:<model source>:<param dtype>:prompt=<hash>``."""
+        dtype = jax.tree_util.tree_leaves(self.lm.params)[0].dtype
+        return f"local:{self.lm.source}:{dtype}:prompt={prompt_digest(explain=False)}"
 
     def stats(self) -> dict:
         """``{"ratings", "mean_digit_mass", "min_digit_mass"}`` over every call so far."""

@@ -18,6 +18,8 @@ unparseable or outside [0, 2] gives 0 (and ``ok=False`` here, so failures can be
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 CRITERIA = ("concept", "instruction", "fluency")
@@ -94,6 +96,15 @@ def judge_messages(criterion: str, *, concept: str = "", instruction: str = "", 
     """The chat messages of one rating request: a single user turn holding :func:`judge_prompt`."""
     return [{"role": "user", "content": judge_prompt(criterion, concept=concept, instruction=instruction,
                                                      fragment=fragment, explain=explain)}]
+
+
+def prompt_digest(*, explain: bool = True) -> str:
+    """Short hash of the three prompt templates (with or without the "explain first" request):
+    part of a judge's :meth:`~jaxsae.judge.base.Judge.describe`, so that a changed wording is a
+    different judge for resume checks."""
+    text = "\x00".join(judge_prompt(c, concept="{c}", instruction="{i}", fragment="{f}", explain=explain)
+                       for c in CRITERIA)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def parse_rating(text: str | None, *, max_score: float = MAX_SCORE) -> tuple[float, bool]:

@@ -7,9 +7,9 @@ kernel), and the paper's selection tiers.
 
 from jaxsae.select.dtc import DEFAULT_PREFIX, delta_token_confidence, feature_scores
 from jaxsae.select.output_score import output_score
-from jaxsae.select.tiers import QUANTILES, TOP_K, choose_tier, dtc_tiers, size_matched_tiers
+from jaxsae.select.tiers import CHOICE_LABELS, QUANTILES, TOP_K, choose_tier, dtc_tiers, size_matched_tiers
 
 __all__ = [
-    "DEFAULT_PREFIX", "QUANTILES", "TOP_K", "choose_tier", "delta_token_confidence", "dtc_tiers", "feature_scores",
+    "CHOICE_LABELS", "DEFAULT_PREFIX", "QUANTILES", "TOP_K", "choose_tier", "delta_token_confidence", "dtc_tiers", "feature_scores",
     "output_score", "size_matched_tiers",
 ]

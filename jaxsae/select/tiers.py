@@ -3,9 +3,12 @@ of the best tier.
 
 ΔTC tiers over a candidate pool: top-K by ΔC in each direction (UP: largest ΔC; DOWN: most
 negative), K = 1…5, and tail quantiles q ∈ {0.99, 0.95, 0.90, 0.80} (UP: ΔC ≥ its q-quantile;
-DOWN: the same on −ΔC, i.e. ΔC ≤ its (1 − q)-quantile). Non-finite scores are left out of the
-pool. Output-score tiers have the same sizes (the top-n by output score for each ΔTC tier's n),
-so the two selectors are compared at equal set size.
+DOWN: the same on −ΔC, i.e. ΔC ≤ its (1 − q)-quantile). The quantiles are those of the pool's
+own scores, or of a ``reference`` distribution (e.g. the ΔC of every latent of the SAE, when the
+pool is only the steered concepts: a q tier then holds the pool members in the SAE's tail).
+Non-finite scores are left out of the pool and of the reference. Output-score tiers have the
+same sizes (the top-n by output score for each ΔTC tier's n), so the two selectors are compared
+at equal set size.
 
 A tier's score is the mean per-feature steering score of its members. Default: the tier is
 chosen by the members' dev scores and reported by their test scores (held-out); the paper's
@@ -19,6 +22,11 @@ import numpy as np
 
 TOP_K = (1, 2, 3, 4, 5)
 QUANTILES = (0.99, 0.95, 0.90, 0.80)
+CHOICE_LABELS = {
+    "dev": "chosen on dev instructions, reported on test",
+    "eval": "paper variant: best tier by the evaluation itself (optimistic)",
+}
+"""How the tier was chosen (``choose_tier``'s ``choice``), as reports label it."""
 
 
 def _finite(scores, features) -> tuple[np.ndarray, np.ndarray]:
@@ -30,11 +38,16 @@ def _finite(scores, features) -> tuple[np.ndarray, np.ndarray]:
     return scores[keep], features[keep]
 
 
-def dtc_tiers(scores: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
-    """{tier name: feature ids} from ΔC scores over the candidate ``features``."""
+def dtc_tiers(scores: np.ndarray, features: np.ndarray, reference: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """{tier name: feature ids} from ΔC scores over the candidate ``features``; tail-quantile
+    thresholds from ``reference`` scores (None: from ``scores`` themselves)."""
     scores, features = _finite(scores, features)
     if not len(scores):
         return {}
+    ref = scores if reference is None else np.asarray(reference, np.float64)
+    ref = ref[np.isfinite(ref)]
+    if not len(ref):
+        raise ValueError("the reference distribution of the quantile tiers has no finite score")
     up, down = np.argsort(-scores, kind="stable"), np.argsort(scores, kind="stable")  # ties: pool order
     tiers: dict[str, np.ndarray] = {}
     for k in TOP_K:
@@ -43,8 +56,8 @@ def dtc_tiers(scores: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]
             tiers[f"down_top{k}"] = features[down[:k]]
     for q in QUANTILES:
         # DOWN is UP of −ΔC: mirrored exactly (np.quantile(s, 1 − q) rounds 1 − q and can drop a boundary member)
-        tiers[f"up_q{q:.2f}"] = features[scores >= np.quantile(scores, q)]
-        tiers[f"down_q{q:.2f}"] = features[-scores >= np.quantile(-scores, q)]
+        tiers[f"up_q{q:.2f}"] = features[scores >= np.quantile(ref, q)]
+        tiers[f"down_q{q:.2f}"] = features[-scores >= np.quantile(-ref, q)]
     return {k: v for k, v in tiers.items() if len(v)}
 
 
@@ -58,7 +71,7 @@ def size_matched_tiers(scores: np.ndarray, features: np.ndarray, sizes: dict[str
 def choose_tier(tiers: dict[str, np.ndarray], dev: dict[int, float], test: dict[int, float], *, choice: str = "dev") -> dict:
     """Pick the tier with the best mean dev score (``choice="dev"``) or test score (``"eval"``,
     the paper's variant) and report the mean test score of its members."""
-    if choice not in ("dev", "eval"):
+    if choice not in CHOICE_LABELS:
         raise ValueError("choice must be 'dev' or 'eval'")
     rows = []
     for name, feats in tiers.items():
@@ -68,9 +81,8 @@ def choose_tier(tiers: dict[str, np.ndarray], dev: dict[int, float], test: dict[
         rows.append({"tier": name, "size": len(f), "features": f, "dev": float(np.mean([dev[x] for x in f])),
                      "test": float(np.mean([test[x] for x in f]))})
     if not rows:
-        return {"tier": None, "score": None, "choice": choice, "tiers": []}
+        return {"tier": None, "score": None, "choice": choice, "choice_label": CHOICE_LABELS[choice], "tiers": []}
     key = "dev" if choice == "dev" else "test"
     best = max(rows, key=lambda r: (r[key], -r["size"]))
-    label = "chosen on dev instructions, reported on test" if choice == "dev" else "paper variant: best tier by the evaluation itself (optimistic)"
     return {"tier": best["tier"], "score": best["test"], "size": best["size"], "features": best["features"],
-            "choice": choice, "choice_label": label, "tiers": rows}
+            "choice": choice, "choice_label": CHOICE_LABELS[choice], "tiers": rows}

@@ -6,11 +6,14 @@ sources, and the AxBench steering-utility protocol g(θ).
                     instructions(), SteerSettings(), sae_dir / "steering")["g"]
 """
 
-from jaxsae.steer.concepts import Concept, draw_instructions, from_autointerp, from_jsonl, instructions
+from jaxsae.steer.concepts import (CONCEPT100, Concept, draw_instructions, from_autointerp, from_file, from_jsonl,
+                                   from_parquet, from_source, instructions)
 from jaxsae.steer.edits import feature_edit, steering_edit, unit_directions
-from jaxsae.steer.utility import DEFAULT_FACTORS, SteerSettings, choose_factor, run_utility, steer_concept
+from jaxsae.steer.utility import (DEAD_M_F, DEFAULT_FACTORS, SteerSettings, choose_factor, model_description, run_utility,
+                                  steer_concept, steering_scales)
 
 __all__ = [
-    "Concept", "DEFAULT_FACTORS", "SteerSettings", "choose_factor", "draw_instructions", "feature_edit", "from_autointerp",
-    "from_jsonl", "instructions", "run_utility", "steer_concept", "steering_edit", "unit_directions",
+    "CONCEPT100", "Concept", "DEAD_M_F", "DEFAULT_FACTORS", "SteerSettings", "choose_factor", "draw_instructions", "feature_edit",
+    "from_autointerp", "from_file", "from_jsonl", "from_parquet", "from_source", "instructions", "model_description",
+    "run_utility", "steer_concept", "steering_edit", "steering_scales", "unit_directions",
 ]

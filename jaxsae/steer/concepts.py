@@ -1,9 +1,11 @@
 """Concepts to steer toward, and the instructions to steer with.
 
-Concept sources: the SAE's own CONCEPT100 (its AutoInterp explanations), an AxBench
-``metadata.jsonl`` (the Gemma Scope latent id is the last path part of ``ref``), or a user JSONL
-of ``{"feature": int, "concept": str}``. Instructions: AlpacaEval from the Hub when reachable,
-else the ``input`` column of AxBench parquet files, else a bundled list.
+Concept sources (:func:`from_source`): the SAE's own CONCEPT100 (its AutoInterp explanations),
+an AxBench ``metadata.jsonl`` (the Gemma Scope latent id is the last path part of ``ref``), an
+AxBench parquet set (``train_data.parquet`` / ``latent_eval_data.parquet``, or the Hub's
+``<model>/<layer>/{train,test}/data.parquet``), or a user JSONL of ``{"feature": int,
+"concept": str}``. Instructions: all of AlpacaEval from the Hub when reachable, else the
+``input`` column of AxBench parquet files, else a bundled list.
 """
 
 from __future__ import annotations
@@ -77,7 +79,104 @@ def from_jsonl(path: str | Path) -> list[Concept]:
         out.append(Concept(feature, concept, concept_id))
     if not out:
         raise UserError(f"concept file {path} holds no concepts; add one JSON object per line with \"feature\" and \"concept\"")
-    return out
+    return _distinct(out, path)
+
+
+def _distinct(concepts: list[Concept], path: Path) -> list[Concept]:
+    """``concepts`` unchanged, or a UserError when two of them name the same latent."""
+    seen: dict[int, str] = {}
+    for c in concepts:
+        if c.feature in seen:
+            raise UserError(f"concept file {path} names latent {c.feature} twice ({seen[c.feature]!r} and "
+                            f"{c.concept!r}); steer each latent toward one concept")
+        seen[c.feature] = c.concept
+    return concepts
+
+
+PARQUET_COLUMNS = ("concept_id", "output_concept", "category")
+"""Columns every AxBench parquet set has (besides input/output/...): the concept's id and text,
+and the row's category (positive rows carry the concept itself)."""
+
+
+def _read_parquet(path: Path):
+    """The table of an AxBench parquet file with the columns :func:`from_parquet` reads."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, pa.ArrowException):
+        raise UserError(f"concept file {path} is not a readable parquet file; pass an AxBench parquet set, "
+                        "its metadata.jsonl or a JSONL of {feature, concept}") from None
+    missing = [c for c in PARQUET_COLUMNS if c not in names]
+    if missing:
+        raise UserError(f"concept file {path} lacks the AxBench column(s) {', '.join(missing)}; pass an AxBench "
+                        "train_data / latent_eval_data parquet file or its metadata.jsonl")
+    cols = [c for c in (*PARQUET_COLUMNS, "sae_id", "sae_link") if c in names]
+    return pq.read_table(path, columns=cols).to_pydict()
+
+
+def _parquet_latents(path: Path, table: dict) -> dict[int, int]:
+    """concept_id -> latent id: from the ``sae_id`` / ``sae_link`` columns (latent_eval_data and
+    the Hub's test split), else from the ``ref`` of the metadata.jsonl beside the file."""
+    ids: dict[int, int] = {}
+    link = table.get("sae_id") or table.get("sae_link")
+    if link is not None:
+        for cid, v in zip(table["concept_id"], link):
+            if cid is None or cid < 0 or v is None:
+                continue
+            try:
+                ids.setdefault(int(cid), int(str(v).rstrip("/").rsplit("/", 1)[-1]))
+            except ValueError:
+                raise UserError(f"concept file {path}: sae_id / sae_link {v!r} of concept_id {cid} does not end in a "
+                                "latent id; fix the file or pass the set's metadata.jsonl") from None
+        return ids
+    meta = path.parent / "metadata.jsonl"
+    if not meta.is_file():
+        raise UserError(f"concept file {path} has no sae_id column and no metadata.jsonl beside it; put the set's "
+                        "metadata.jsonl next to it, or pass the metadata.jsonl itself")
+    return {c.concept_id: c.feature for c in from_jsonl(meta)}
+
+
+def from_parquet(path: str | Path) -> list[Concept]:
+    """An AxBench concept set in parquet form: one concept per ``concept_id`` ≥ 0, its text the
+    ``output_concept`` of its positive rows (hard negatives carry contrast concepts), its latent
+    from ``sae_id`` / ``sae_link`` or the metadata.jsonl beside the file; ordered by concept_id."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"concept file {path} does not exist; pass an AxBench parquet set, its metadata.jsonl or a JSONL of {{feature, concept}}")
+    table = _read_parquet(path)
+    text: dict[int, str] = {}
+    for cid, concept, cat in zip(table["concept_id"], table["output_concept"], table["category"]):
+        if cat == "positive" and cid is not None and cid >= 0 and isinstance(concept, str) and concept.strip():
+            text.setdefault(int(cid), concept.strip())
+    if not text:
+        raise UserError(f"concept file {path} has no positive rows with a concept_id >= 0; pass an AxBench "
+                        "train_data / latent_eval_data parquet file")
+    latents = _parquet_latents(path, table)
+    lost = sorted(set(text) - set(latents))
+    if lost:
+        raise UserError(f"concept file {path}: no latent id for concept_id {', '.join(map(str, lost[:5]))}; "
+                        "pass the set's metadata.jsonl or put the matching one beside the file")
+    return _distinct([Concept(latents[cid], text[cid], cid) for cid in sorted(text)], path)
+
+
+def from_file(path: str | Path) -> list[Concept]:
+    """Concepts of a file: :func:`from_parquet` for ``*.parquet``, else :func:`from_jsonl`."""
+    return from_parquet(path) if Path(path).suffix == ".parquet" else from_jsonl(path)
+
+
+CONCEPT100 = "concept100"
+"""The concept source that means the SAE's own CONCEPT100 (from its autointerp.json)."""
+
+
+def from_source(source: str, autointerp_path: str | Path, n: int | None = None) -> list[Concept]:
+    """The first ``n`` concepts (all if None) of ``source``: :data:`CONCEPT100` (the SAE's own,
+    from ``autointerp_path``) or a concept file (:func:`from_file`)."""
+    if source == CONCEPT100:
+        return from_autointerp(autointerp_path, n)
+    out = from_file(source)
+    return out[:n] if n else out
 
 
 BUNDLED_INSTRUCTIONS = (
@@ -114,8 +213,9 @@ BUNDLED_INSTRUCTIONS = (
 )
 
 
-def instructions(n_pool: int = 200, axbench_dir: str | Path | None = None) -> list[str]:
-    """A pool of real instructions: AlpacaEval (online), AxBench ``input`` columns, or bundled."""
+def instructions(n_pool: int | None = None, axbench_dir: str | Path | None = None) -> list[str]:
+    """A pool of real instructions: AlpacaEval (online, all 805), AxBench ``input`` columns, or
+    bundled; the first ``n_pool`` of them (None: the whole pool)."""
     online = _alpaca_eval(n_pool)
     if online:
         return online
@@ -128,7 +228,7 @@ def instructions(n_pool: int = 200, axbench_dir: str | Path | None = None) -> li
                 found.extend(pq.read_table(p, columns=["input"]).column("input").to_pylist())
         uniq = list(dict.fromkeys(s.strip() for s in found if isinstance(s, str) and s.strip()))
         if uniq:
-            return uniq[:n_pool]
+            return uniq[:n_pool]  # [:None] is everything
     return list(BUNDLED_INSTRUCTIONS)
 
 
@@ -145,7 +245,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _alpaca_eval(n_pool: int) -> list[str]:
+def _alpaca_eval(n_pool: int | None) -> list[str]:
     """AlpacaEval's instructions from the Hub (the JSON file, no loading script); [] offline."""
     if not _hub_reachable():
         return []
