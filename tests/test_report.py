@@ -33,7 +33,11 @@ def _records() -> list[dict]:
                     "ce_loss_score": 0.9 - 0.01 * i, "mu": 0.5 + 0.037 * ((5 * i) % 7),
                     "mu_all": 0.5, "mu_all_se": 0.02, "g": 0.1 + 0.013 * ((3 * i) % 11),
                     "g_output": 0.2 + 0.011 * ((2 * i) % 5), "g_dtc": 0.3 + 0.009 * ((7 * i) % 13),
-                    "tier_output": "up_top2", "tier_dtc": "down_q0.95",
+                    "tier_output": "up_top2", "tier_dtc": "down_q0.95", "g_argmax": 0.05 + 0.01 * i,
+                    "tier_choice": "dev", "tier_choice_label": "chosen on dev instructions, reported on test",
+                    "judge": "local:smollm2:float32:prompt=abc", "m_f_fallbacks": i % 2,
+                    "judge_stats": {"ratings": 90, "failed": i % 3, "parse_failures": 0, "hard_failures": 0,
+                                    "mean_digit_mass": 0.5 + 0.01 * i, "min_digit_mass": 0.1 + 0.01 * i},
                 })
     recs[3]["mu"] = None
     recs[5]["g_dtc"] = None
@@ -89,11 +93,12 @@ def report(tmp_path_factory):
     return run, records, path.read_text()
 
 
-def _table_rows(md: str, first_header: str) -> list[list[str]]:
-    """The body rows of the first markdown table whose header starts with ``first_header``."""
+def _table_rows(md: str, first_header: str, *, with_header: bool = False) -> list[list[str]]:
+    """The body rows of the first markdown table whose header starts with ``first_header`` (the
+    header row first with ``with_header``)."""
     lines = md.splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.startswith(f"| {first_header} |"))
-    rows = []
+    rows = [[c.strip() for c in lines[start].strip("|").split(" | ")]] if with_header else []
     for ln in lines[start + 2:]:
         if not ln.startswith("|"):
             break
@@ -118,16 +123,34 @@ def test_sections_and_paper_values(report):
 
 def test_per_sae_table_matches_records(report):
     _, records, md = report
-    rows = _table_rows(md, "SAE")
+    head, *rows = _table_rows(md, "SAE", with_header=True)
     assert len(rows) == len(records)
     for row, r in zip(rows, records):
         want = {"model": r["model"], "architecture": r["architecture"], "level": cell(r["level_label"]),
                 "L0": f"{r['l0']:.1f}", "FVU": f"{r['fvu']:.3f}", "CE-loss score": f"{r['ce_loss_score']:.3f}",
                 "µ": "–" if r["mu"] is None else f"{r['mu']:.3f}", "g": f"{r['g']:.3f}",
-                "g_output": f"{r['g_output']:.3f}", "g_dtc": "–" if r["g_dtc"] is None else f"{r['g_dtc']:.3f}"}
-        got = dict(zip(["SAE", "model", "architecture", "level", "L0", "FVU", "CE-loss score", "µ", "g",
-                        "g_output", "g_dtc"], row))
+                "g (argmax)": f"{r['g_argmax']:.3f}", "g_output": f"{r['g_output']:.3f}",
+                "g_dtc": "–" if r["g_dtc"] is None else f"{r['g_dtc']:.3f}", "tier chosen": "on dev"}
+        got = dict(zip(head, row))
         assert {k: got[k] for k in want} == want
+
+
+def test_steering_notes_under_the_sae_table(report):
+    _, records, md = report
+    # judge failure counts summed over SAEs, the digit mass weighted by ratings, the tier choice spelt out
+    failed = sum(r["judge_stats"]["failed"] for r in records)
+    assert f"> Steering judge local:smollm2:float32:prompt=abc: 1080 ratings, {failed} without a valid rating" in md
+    assert "(0 unparseable answers, 0 failed requests)" in md and "(least 0.100)" in md
+    assert "> Selection tiers: on dev: chosen on dev instructions, reported on test." in md
+    assert f"> {sum(r['m_f_fallbacks'] for r in records)} steered latent(s) never fired" in md
+    # the paper's variant is labelled in the table and in the note; no judge statistics, no judge line
+    recs = [{**r, "tier_choice": "eval", "tier_choice_label": "paper variant: best tier by the evaluation itself",
+             "judge_stats": None, "m_f_fallbacks": 0} for r in records]
+    from jaxsae.report.markdown import sae_table, steering_notes
+
+    assert "| by eval (paper) |" in sae_table(recs)
+    notes = steering_notes(recs)
+    assert notes == "> Selection tiers: by eval (paper): paper variant: best tier by the evaluation itself.\n\n"
 
 
 def test_plots_are_valid_pngs_linked_from_the_report(report):

@@ -60,24 +60,66 @@ def header(results: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> 
             "features by output score / ΔTC. Paper values are from v1 (Tables 1–3) unless marked ICLR.\n")
 
 
-SAE_HEAD = ["SAE", "model", "architecture", "level", "L0", "FVU", "CE-loss score", "µ", "g", "g_output",
-            "g_dtc", "tier (output / ΔTC)"]
+SAE_HEAD = ["SAE", "model", "architecture", "level", "L0", "FVU", "CE-loss score", "µ", "g", "g (argmax)",
+            "g_output", "g_dtc", "tier (output / ΔTC)", "tier chosen"]
+
+TIER_CHOICE = {"dev": "on dev", "eval": "by eval (paper)"}
+"""Short labels of select.tier_choice for the per-SAE table (the note below it spells them out)."""
 
 
 def sae_row(r: Mapping[str, Any]) -> list[str]:
     """One row of the per-SAE table (the numbers as :func:`num` formats them)."""
     name = Path(str(r["sae_dir"])).name if r.get("sae_dir") else MISSING
     tiers = f"{cell(r.get('tier_output'), 30)} / {cell(r.get('tier_dtc'), 30)}"
+    choice = r.get("tier_choice")
     return [cell(name, 60), cell(r.get("model"), 60), cell(r.get("architecture"), 30),
             cell(r.get("level_label") or r.get("level"), 30), num(r.get("l0"), 1), num(r.get("fvu")),
-            num(r.get("ce_loss_score")), num(r.get("mu")), num(r.get("g")), num(r.get("g_output")),
-            num(r.get("g_dtc")), tiers]
+            num(r.get("ce_loss_score")), num(r.get("mu")), num(r.get("g")), num(r.get("g_argmax")),
+            num(r.get("g_output")), num(r.get("g_dtc")), tiers, cell(TIER_CHOICE.get(choice, choice), 30)]
 
 
 def sae_table(records: Sequence[Mapping[str, Any]]) -> str:
     if not records:
         return note("No SAE records in results.json.")
     return table(SAE_HEAD, [sae_row(r) for r in records])
+
+
+def _total(records: Sequence[Mapping[str, Any]], key: str) -> int:
+    return sum(int((r.get("judge_stats") or {}).get(key) or 0) for r in records)
+
+
+def judge_note(records: Sequence[Mapping[str, Any]]) -> str:
+    """One line on the steering judge: ratings made, those without a valid rating (scored 0) and
+    why, the local judge's digit mass; empty when no SAE recorded judge statistics."""
+    rs = [r for r in records if isinstance(r.get("judge_stats"), Mapping)]
+    if not rs:
+        return ""
+    judges = sorted({str(r.get("judge")) for r in rs if r.get("judge")})
+    line = (f"Steering judge {', '.join(cell(j, 120) for j in judges) or MISSING}: {_total(rs, 'ratings')} ratings, "
+            f"{_total(rs, 'failed')} without a valid rating and scored 0 ({_total(rs, 'parse_failures')} unparseable "
+            f"answers, {_total(rs, 'hard_failures')} failed requests)")
+    mass = [(finite(r["judge_stats"].get("mean_digit_mass")), int(r["judge_stats"].get("ratings") or 0)) for r in rs]
+    mass = [(m, n) for m, n in mass if m is not None and n]
+    if mass:  # the local judge: how much probability went to a valid rating at all
+        mean = sum(m * n for m, n in mass) / sum(n for _, n in mass)
+        least = min(finite(r["judge_stats"].get("min_digit_mass")) or 0.0 for r in rs)
+        line += f"; mean probability on the digits 0/1/2 at the rating slot {num(mean)} (least {num(least)})"
+    return line + ". g (argmax) scores the same test generations with the argmax rating instead of the expected one."
+
+
+def steering_notes(records: Sequence[Mapping[str, Any]]) -> str:
+    """Notes under the per-SAE table: the judge's failure counts, how the tiers were chosen, and
+    steered latents that never fired (steered with the fallback m_f)."""
+    out = [judge_note(records)]
+    labels = {str(r["tier_choice"]): r.get("tier_choice_label") for r in records if r.get("tier_choice")}
+    if labels:
+        out.append("Selection tiers: " + "; ".join(f"{cell(TIER_CHOICE.get(k, k), 30)}: {cell(v, 120)}"
+                                                  for k, v in sorted(labels.items())) + ".")
+    fallbacks = sum(int(r.get("m_f_fallbacks") or 0) for r in records)
+    if fallbacks:
+        out.append(f"{fallbacks} steered latent(s) never fired on the held-out text (m_f = 0) and were steered with "
+                   "the fallback m_f = 1.0 (AxBench's).")
+    return "".join(note(s) for s in out if s)
 
 
 def levels_note(records: Sequence[Mapping[str, Any]]) -> str:
@@ -191,7 +233,7 @@ def _pick_generations(concept: Mapping[str, Any], n: int) -> list[Mapping[str, A
     return []
 
 
-GEN_HEAD = ["split", "factor", "instruction", "generation", "concept", "instruction", "fluency", "HM"]
+GEN_HEAD = ["split", "factor", "instruction", "generation", "concept", "instruction", "fluency", "HM", "HM (argmax)"]
 
 
 def examples(record: Mapping[str, Any], concepts: Sequence[Mapping[str, Any]], n_concepts: int = 3,
@@ -200,14 +242,16 @@ def examples(record: Mapping[str, Any], concepts: Sequence[Mapping[str, Any]], n
     out = [f"SAE `{record.get('sae_dir')}` ({cell(record.get('architecture'), 30)}, "
            f"{cell(record.get('level_label') or record.get('level'), 30)}): {min(n_concepts, len(concepts))} of "
            f"{len(concepts)} steered concepts. Generations on the test instructions at the factor chosen on "
-           "dev; ratings by the steering judge, HM = their harmonic mean (0 if any is 0).\n"]
+           "dev; ratings by the steering judge (expected scores), HM = their harmonic mean (0 if any is 0), "
+           "HM (argmax) the same from argmax ratings.\n"]
     for c in concepts[:n_concepts]:
         out.append(f"\n**Feature {cell(c.get('feature'), 20)}**: {cell(c.get('concept'), 160)}  \n"
                    f"factor {num(c.get('factor'), 2)} · dev score {num(c.get('dev_score'))} · "
                    f"test score {num(c.get('test_score'))} · m_f {num(c.get('m_f'))}\n\n")
         rows = [[cell(g.get("split"), 10), num(g.get("factor"), 2), cell(g.get("instruction"), 120),
                  cell(g.get("output"), limit), num(g.get("concept_score")), num(g.get("instruction_score")),
-                 num(g.get("fluency_score")), num(g.get("hm"))] for g in _pick_generations(c, n_generations)]
+                 num(g.get("fluency_score")), num(g.get("hm")), num(g.get("hm_argmax"))]
+                for g in _pick_generations(c, n_generations)]
         out.append(table(GEN_HEAD, rows) if rows else note("No generations recorded."))
     return "".join(out)
 

@@ -96,6 +96,7 @@ def write_report(run_dir: Path, results: Mapping[str, Any]) -> Path:
     sections = [
         M.header(results, records),
         "\n## 1. SAEs\n\n", M.guarded("SAE table", M.sae_table, records), "\n", M.levels_note(records),
+        "\n", M.guarded("steering notes", M.steering_notes, records),
         "\n## 2. Interpretability vs steering utility (Table 1)\n\n",
         _plot(scatter, "µ against the steering score", "Colour: architecture; marker: model."), "\n",
         M.guarded("Table 1", M.rank_table, tau, paper.TABLE1_MU_VS_G, records), "\n",
