@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import re
 from pathlib import Path
@@ -85,22 +86,109 @@ def _download(repo_id: str) -> Path:
         ) from None
 
 
+#: The tokenizer class transformers' AutoTokenizer registers per model type (its TOKENIZER_MAPPING_NAMES;
+#: llama registers none, so AutoTokenizer falls back to TokenizersBackend).
+REGISTERED_TOKENIZERS = {"gemma2": "GemmaTokenizer", "qwen2": "Qwen2Tokenizer", "llama": "TokenizersBackend"}
+#: Model types whose declared ``tokenizer_class`` AutoTokenizer overrides with the registered one
+#: (its MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS, restricted to the families ported here).
+HUB_CLASS_OVERRIDDEN = {"qwen2"}
+_BACKENDS = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def tokenizer_class(model_type: str | None, declared: str | None, folder: Path | None = None):
+    """The class AutoTokenizer picks for a checkpoint of ``model_type`` whose tokenizer_config.json
+    (or config.json) declares ``declared``, resolved without importing torch.
+
+    AutoTokenizer itself cannot be used: it builds an AutoConfig, and transformers' configuration
+    module imports torch whenever torch is installed (``if is_torch_available(): import torch`` in
+    modeling_rope_utils); the tokenizer classes themselves are torch-free."""
+    import transformers
+
+    if declared is None or model_type in HUB_CLASS_OVERRIDDEN:
+        name = REGISTERED_TOKENIZERS.get(model_type or "", "TokenizersBackend")
+    else:
+        name = declared if declared in _BACKENDS else declared.removesuffix("Fast")
+        # a LlamaTokenizer declared over a byte-level tokenizer.json is loaded as TokenizersBackend
+        if name == "LlamaTokenizer" and folder is not None and transformers.TokenizersBackend._tokenizer_json_has_byte_level(folder):
+            name = "TokenizersBackend"
+    cls = None
+    if name.endswith(("Tokenizer", "Backend", "TokenizerFast")):  # never resolve a model class (torch)
+        for candidate in (name, name + "Fast"):
+            try:
+                cls = getattr(transformers, candidate)
+                break
+            except (AttributeError, ImportError):
+                continue
+    if not isinstance(cls, type) or cls.__name__ == "PythonBackend":
+        cls = transformers.TokenizersBackend
+    return cls
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON ({e}); fix or re-download it") from None
+
+
+def folder_tokenizer(path: Path):
+    """The tokenizer of a checkpoint folder, as ``AutoTokenizer.from_pretrained(path)`` loads it."""
+    config, tok_config = _json(path / "config.json"), _json(path / "tokenizer_config.json")
+    declared = tok_config.get("tokenizer_class") or config.get("tokenizer_class")
+    return tokenizer_class(config.get("model_type"), declared, path).from_pretrained(path)
+
+
+def gguf_tokenizer(path: Path):
+    """The tokenizer of a GGUF file, as ``AutoTokenizer.from_pretrained(folder, gguf_file=name)``
+    builds it: transformers' get_gguf_tokenizer + convert_gguf_tokenizer, with the metadata read by
+    the ``gguf`` package (transformers' own GGUF reader imports torch)."""
+    import gguf
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import (
+        _SPECIAL_TOKENS,
+        GGUF_TOKENIZER_MAPPING,
+        convert_gguf_tokenizer,
+    )
+
+    try:
+        fields = gguf.GGUFReader(str(path)).fields
+    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file for the user
+        raise UserError(f"{path} is not a readable GGUF file ({e}); check the file or re-download it") from None
+    meta = {k: f.contents() for k, f in fields.items() if k.startswith("tokenizer.") or k == "general.architecture"}
+    arch = meta.get("general.architecture")
+    grouped = {
+        group: {name: meta[f"tokenizer.{key}"] for key, name in renames.items() if f"tokenizer.{key}" in meta}
+        for group, renames in GGUF_TOKENIZER_MAPPING.items()
+    }
+    tokenizer, tok_config = grouped["tokenizer"], grouped["tokenizer_config"]
+    if "tokens" not in tokenizer:
+        raise UserError(f"{path} carries no tokenizer (no tokenizer.ggml.tokens); use a GGUF with its vocabulary")
+    if tokenizer.get("tokenizer_type") == "llama":  # as transformers: llama.cpp adds BOS to such vocabularies
+        tok_config.setdefault("add_bos_token", True)
+    elif tokenizer.get("tokenizer_type") == "gemma4":
+        tok_config["add_bos_token"] = False
+    for name, key in _SPECIAL_TOKENS.items():
+        token_id = meta.get(f"tokenizer.ggml.{key}")
+        tok_config[name] = tokenizer["tokens"][token_id] if token_id is not None else None
+    backend, extra = convert_gguf_tokenizer(arch, tokenizer)
+    cls = tokenizer_class(arch, None)
+    return cls(tokenizer_object=backend, name_or_path=str(path.parent), **tok_config, **extra)
+
+
 def load_tokenizer(kind: str, path: Path):
-    """The checkpoint's transformers tokenizer (None if a folder ships none).
+    """The checkpoint's transformers tokenizer (None if a folder ships none), loaded as
+    AutoTokenizer loads it (``gguf_file=`` for GGUF) but without importing torch.
 
-    GGUF tokenizers are converted once and cached (conversion reads the whole file)."""
-    from transformers import AutoTokenizer
-
+    GGUF tokenizers are converted once and cached (conversion reads the whole vocabulary)."""
     if kind == "hf":
         if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
             return None
-        return AutoTokenizer.from_pretrained(path)
+        return folder_tokenizer(path)
     st = path.stat()
     key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:16]
     cached = cache_dir() / "tokenizers" / key
     if (cached / "tokenizer.json").exists():
-        return AutoTokenizer.from_pretrained(cached)
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        return folder_tokenizer(cached)
+    tok = gguf_tokenizer(path)
     try:
         tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
         tok.save_pretrained(tmp)
