@@ -1,5 +1,7 @@
 """Core metrics against a naive reference: full forwards with the SAE reconstruction (or zeros)
-written into the residual stream by an Edit, cross-entropy and KL computed in numpy."""
+written into the residual stream by an Edit, cross-entropy and KL computed in numpy, with
+SAEBench's rules: the SAE replaces counted positions only, the zero-ablation floor zeroes every
+position, CE is averaged over predictions made from counted positions and KL over counted positions."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ def _replace(args, resid_btd, positions_bt):
 
 def naive(lm, sae, tokens, counted):
     def logp(edit=None):
-        z = np.asarray(lm.logits(tokens, edit=edit), np.float64)[:, :-1]
+        z = np.asarray(lm.logits(tokens, edit=edit), np.float64)
         z = z - z.max(-1, keepdims=True)
         return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
@@ -29,17 +31,23 @@ def naive(lm, sae, tokens, counted):
     x = resid[counted]
     f = np.asarray(sae.encode(x))
     x_hat = np.asarray(sae.decode(f))
-    spliced, zero = resid.copy(), resid.copy()
-    spliced[counted], zero[counted] = x_hat, 0.0
-    w = (counted[:, :-1] & counted[:, 1:]).astype(np.float64)
+    spliced = resid.copy()
+    spliced[counted] = x_hat
+    everywhere = np.ones_like(counted)
+    w_ce = counted[:, :-1].astype(np.float64)  # prediction t -> t + 1 made from a counted position t
+    w_kl = counted.astype(np.float64)  # every counted position, the last one included
     tgt = tokens[:, 1:]
     lp_c = logp()
+
+    def ce(lp):
+        return float((-np.take_along_axis(lp[:, :-1], tgt[..., None], -1)[..., 0] * w_ce).sum() / w_ce.sum())
+
     out = {"l0": float((f != 0).sum(1).mean()), "fvu": float(((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())}
-    for name, new in (("sae", spliced), ("zero", zero)):
-        lp = logp(Edit(LAYER, _replace, {"mask": counted, "new": new}))
-        out[f"ce_{name}"] = float((-np.take_along_axis(lp, tgt[..., None], -1)[..., 0] * w).sum() / w.sum())
-        out[f"kl_{name}"] = float(((np.exp(lp_c) * (lp_c - lp)).sum(-1) * w).sum() / w.sum())
-    out["ce_clean"] = float((-np.take_along_axis(lp_c, tgt[..., None], -1)[..., 0] * w).sum() / w.sum())
+    for name, mask, new in (("sae", counted, spliced), ("zero", everywhere, np.zeros_like(resid))):
+        lp = logp(Edit(LAYER, _replace, {"mask": mask, "new": new}))
+        out[f"ce_{name}"] = ce(lp)
+        out[f"kl_{name}"] = float(((np.exp(lp_c) * (lp_c - lp)).sum(-1) * w_kl).sum() / w_kl.sum())
+    out["ce_clean"] = ce(lp_c)
     out["ce_loss_score"] = (out["ce_zero"] - out["ce_sae"]) / (out["ce_zero"] - out["ce_clean"])
     out["kl_score"] = (out["kl_zero"] - out["kl_sae"]) / out["kl_zero"]
     return out

@@ -6,7 +6,13 @@
 - Dead / dense latent fractions: never firing / firing on more than 10% of tokens.
 - CE-loss score (CE_zero − CE_sae) / (CE_zero − CE_clean) and KL score (KL_zero − KL_sae) / KL_zero,
   splicing the reconstruction (or zeros, the floor) into the residual stream at the SAE's layer
-  through the model's upper layers; special/BOS positions keep their original residual.
+  through the model's upper layers. As SAEBench's core evaluation (``get_recons_loss`` with
+  ``exclude_special_tokens_from_reconstruction``, the paper's setting):
+  * the SAE splice replaces counted positions only (special/BOS positions keep their residual);
+  * the zero-ablation floor zeroes the residual at *every* position, special ones included;
+  * CE is averaged over the next-token predictions made *from* counted positions (position t
+    predicts token t+1; the target itself may be special), and KL(clean ‖ variant) over every
+    counted position, the last one included.
 """
 
 from __future__ import annotations
@@ -20,25 +26,27 @@ import numpy as np
 from jaxsae.models.decoder import forward_from
 
 
+def _ce_sum(lp_btv, tokens_bt, valid_bt):
+    """Sum of next-token CE over the predictions made from counted positions (t -> t + 1)."""
+    ce = -jnp.take_along_axis(lp_btv[:, :-1], tokens_bt[:, 1:, None], axis=-1)[..., 0]
+    return jnp.sum(ce * valid_bt[:, :-1].astype(jnp.float32))
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "layer"))
 def _clean(params, cfg, layer, resid_btd, tokens_bt, valid_bt):
-    """(log-probs f32[B, T-1, V] of the clean model, sum CE, count) over valid next-token targets."""
+    """(log-probs f32[B, T, V] of the clean model, sum CE, CE count, KL count) (see :func:`_ce_sum`)."""
     logits, _ = forward_from(params, cfg, resid_btd, layer)
-    lp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
-    w = (valid_bt[:, :-1] & valid_bt[:, 1:]).astype(jnp.float32)
-    ce = -jnp.take_along_axis(lp, tokens_bt[:, 1:, None], axis=-1)[..., 0]
-    return lp, jnp.sum(ce * w), jnp.sum(w)
+    lp = jax.nn.log_softmax(logits, axis=-1)
+    return lp, _ce_sum(lp, tokens_bt, valid_bt), jnp.sum(valid_bt[:, :-1]), jnp.sum(valid_bt)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "layer"))
 def _variant(params, cfg, layer, lp_clean, variant_btd, tokens_bt, valid_bt):
-    """(sum CE, sum KL(clean || variant)) with ``variant_btd`` spliced in at ``layer``."""
+    """(sum CE, sum KL(clean || variant) over counted positions) with ``variant_btd`` spliced in at ``layer``."""
     logits, _ = forward_from(params, cfg, variant_btd, layer)
-    lp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
-    w = (valid_bt[:, :-1] & valid_bt[:, 1:]).astype(jnp.float32)
-    ce = -jnp.take_along_axis(lp, tokens_bt[:, 1:, None], axis=-1)[..., 0]
+    lp = jax.nn.log_softmax(logits, axis=-1)
     kl = jnp.sum(jnp.exp(lp_clean) * (lp_clean - lp), axis=-1)
-    return jnp.sum(ce * w), jnp.sum(kl * w)
+    return _ce_sum(lp, tokens_bt, valid_bt), jnp.sum(kl * valid_bt.astype(jnp.float32))
 
 
 class _Sums:
@@ -62,11 +70,11 @@ class _Sums:
         self.cos += float(np.sum(np.sum(x * x_hat, -1) / np.maximum(nx * nh, 1e-12)))
         self.ratio += float(np.sum(nh / np.maximum(nx, 1e-12)))
 
-    def result(self, ce_clean: float, ce_zero: float, kl_zero: float, n_ce: float) -> dict:
+    def result(self, ce_clean: float, ce_zero: float, kl_zero: float, n_ce: float, n_kl: float) -> dict:
         n = self.n_tok
         total_var = self.sum_x2 - float(np.sum(np.asarray(self.sum_x) ** 2)) / n
         ev = 1.0 - self.err / total_var
-        ce_sae, kl_sae = self.ce_sae / max(n_ce, 1.0), self.kl_sae / max(n_ce, 1.0)
+        ce_sae, kl_sae = self.ce_sae / max(n_ce, 1.0), self.kl_sae / max(n_kl, 1.0)
         freq = self.fired / n
         return {
             "n_tokens": n,
@@ -91,24 +99,24 @@ class _Sums:
 def core_metrics_many(lm, saes, layer: int, tokens_nt: np.ndarray, counted_nt: np.ndarray, *, batch: int = 8,
                       progress=None) -> list[dict]:
     """Core metrics of every SAE in ``saes`` (all at ``layer``) on the held-out contexts
-    ``tokens_nt`` (``counted_nt``: which positions are real, non-special tokens). The residuals,
-    the clean log-probs and the zero-ablation floor are computed once per batch and shared by the
-    SAEs: per SAE only the spliced upper layers run. ``progress(n)`` is called per batch."""
+    ``tokens_nt`` (``counted_nt``: which positions are real, non-special tokens; the masking rules
+    are SAEBench's, see the module docstring). The residuals, the clean log-probs and the
+    zero-ablation floor are computed once per batch and shared by the SAEs: per SAE only the
+    spliced upper layers run. ``progress(n)`` is called per batch."""
     sums = [_Sums(sae.d_sae) for sae in saes]
-    ce_clean = ce_zero = kl_zero = n_ce = 0.0
+    ce_clean = ce_zero = kl_zero = n_ce = n_kl = 0.0
     for s in range(0, len(tokens_nt), batch):
         toks = jnp.asarray(tokens_nt[s : s + batch])
         valid = counted_nt[s : s + batch]
         vj = jnp.asarray(valid)
         resid = lm.residual(toks, layer)
-        lp_clean, c0, n = _clean(lm.params, lm.config, layer, resid, toks, vj)
-        zero = np.array(resid)
-        zero[valid] = 0.0
-        c2, k2 = _variant(lm.params, lm.config, layer, lp_clean, jnp.asarray(zero), toks, vj)
+        lp_clean, c0, n, nk = _clean(lm.params, lm.config, layer, resid, toks, vj)
+        c2, k2 = _variant(lm.params, lm.config, layer, lp_clean, jnp.zeros_like(resid), toks, vj)  # every position
         ce_clean += float(c0)
         ce_zero += float(c2)
         kl_zero += float(k2)
         n_ce += float(n)
+        n_kl += float(nk)
         x = np.asarray(resid)[valid]
         for sae, acc in zip(saes, sums):
             f = np.asarray(sae.encode(x))
@@ -121,8 +129,8 @@ def core_metrics_many(lm, saes, layer: int, tokens_nt: np.ndarray, counted_nt: n
             acc.kl_sae += float(k1)
         if progress is not None:
             progress(len(toks))
-    m = max(n_ce, 1.0)
-    return [acc.result(ce_clean / m, ce_zero / m, kl_zero / m, n_ce) for acc in sums]
+    m, mk = max(n_ce, 1.0), max(n_kl, 1.0)
+    return [acc.result(ce_clean / m, ce_zero / m, kl_zero / mk, n_ce, n_kl) for acc in sums]
 
 
 def core_metrics(lm, sae, layer: int, tokens_nt: np.ndarray, counted_nt: np.ndarray, *, batch: int = 8) -> dict:
