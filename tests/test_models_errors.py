@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
+import safetensors.numpy
 
 from jaxsae.errors import UserError
 from jaxsae.models import load_model
@@ -46,6 +48,44 @@ def test_wrong_shapes(tiny_dirs, tmp_path):
     (path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UserError, match="shape"):
         load_model(str(path))
+
+
+def _edit_weights(src, dst, fn):
+    """Copy checkpoint folder ``src`` to ``dst`` with its tensors dict changed by ``fn``."""
+    shutil.copytree(src, dst)
+    tensors = safetensors.numpy.load_file(str(dst / "model.safetensors"))
+    fn(tensors)
+    safetensors.numpy.save_file(tensors, str(dst / "model.safetensors"))
+    return dst
+
+
+K_PROJ = "model.layers.1.self_attn.k_proj.weight"  # stored [K*H, D] = (32, 64)
+
+
+@pytest.mark.parametrize("shape", [(64, 32), (31, 64)], ids=["transposed", "wrong-size"])
+def test_stored_shape_is_checked_before_the_layout_transform(tiny_dirs, tmp_path, shape):
+    def fn(t):
+        t[K_PROJ] = np.zeros(shape, np.float32)
+
+    path = _edit_weights(tiny_dirs("llama"), tmp_path / "m", fn)
+    with pytest.raises(UserError, match=rf"{K_PROJ} has shape \({shape[0]}, {shape[1]}\), expected \(32, 64\)") as e:
+        load_model(str(path))
+    assert "\n" not in str(e.value)
+
+
+def test_tied_lm_head_shape_is_checked(tiny_dirs, tmp_path):
+    def fn(t):
+        t["lm_head.weight"] = t["model.embed_tokens.weight"][:-1]
+
+    path = _edit_weights(tiny_dirs("llama"), tmp_path / "bad", fn)
+    with pytest.raises(UserError, match=r"lm_head.weight has shape \(49151, 64\), expected \(49152, 64\)"):
+        load_model(str(path))
+
+    def same(t):  # a stored copy of the tied embedding is fine
+        t["lm_head.weight"] = t["model.embed_tokens.weight"].copy()
+
+    ok = load_model(str(_edit_weights(tiny_dirs("llama"), tmp_path / "ok", same)))
+    assert ok.config.tie_embeddings and "unembed_dv" not in ok.params
 
 
 def test_missing_and_unknown_tensors(tiny_dirs, tmp_path):

@@ -13,7 +13,7 @@ import json
 import re
 import struct
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import jax
 import ml_dtypes
@@ -131,9 +131,28 @@ def read_gguf(path: str | Path):
     return meta, reader
 
 
-def gguf_tensors(reader, meta) -> dict[str, np.ndarray]:
+class LazyTensor:
+    """A checkpoint tensor whose data is produced only when read (``np.asarray``): its shape is
+    known up front, so it can be checked before anything is dequantised."""
+
+    def __init__(self, shape: tuple[int, ...], load: Callable[[], np.ndarray]):
+        self.shape = tuple(int(x) for x in shape)
+        self._load = load
+
+    def __array__(self, dtype=None, copy=None):
+        a = self._load()
+        return a if dtype is None else a.astype(dtype)
+
+
+def _dequantize(t, permute_heads: int | None) -> np.ndarray:
     import gguf
 
+    w = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+    return w if permute_heads is None else _unpermute_rope_rows(w, permute_heads)
+
+
+def gguf_tensors(reader, meta) -> dict[str, LazyTensor]:
+    """HF-named tensors of a GGUF file, each dequantised (and q/k rows un-permuted) when read."""
     arch = meta.get("general.architecture")
     n_heads = int(meta[f"{arch}.attention.head_count"])
     n_kv = int(meta.get(f"{arch}.attention.head_count_kv", n_heads))
@@ -145,10 +164,11 @@ def gguf_tensors(reader, meta) -> dict[str, np.ndarray]:
             name = f"model.layers.{m.group(1)}.{sub}" if sub else t.name
         else:
             name = _GGUF_NAMES.get(t.name, t.name)
-        w = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+        heads = None
         if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
-            w = _unpermute_rope_rows(w, n_heads if "q_proj" in name else n_kv)
-        out[name] = w
+            heads = n_heads if "q_proj" in name else n_kv
+        shape = tuple(reversed([int(x) for x in t.shape]))  # ggml lists dims fastest first
+        out[name] = LazyTensor(shape, lambda t=t, heads=heads: _dequantize(t, heads))
     return out
 
 
@@ -214,6 +234,25 @@ def layer_rules(cfg: ModelConfig) -> dict[str, tuple[str, Transform]]:
     return rules
 
 
+def hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Stored (Hugging Face, [out, in]) shape the config implies for every tensor a checkpoint may
+    hold: layer tensors keyed by their name inside a layer, the rest by their full name."""
+    D, N, K, H, F, V = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
+    norm = (D,)
+    shapes = {
+        "input_layernorm.weight": norm, "post_attention_layernorm.weight": norm,
+        "self_attn.q_proj.weight": (N * H, D), "self_attn.k_proj.weight": (K * H, D),
+        "self_attn.v_proj.weight": (K * H, D), "self_attn.o_proj.weight": (D, N * H),
+        "mlp.gate_proj.weight": (F, D), "mlp.up_proj.weight": (F, D), "mlp.down_proj.weight": (D, F),
+        "model.embed_tokens.weight": (V, D), "model.norm.weight": norm, "lm_head.weight": (V, D),
+    }
+    if cfg.qkv_bias:
+        shapes |= {"self_attn.q_proj.bias": (N * H,), "self_attn.k_proj.bias": (K * H,), "self_attn.v_proj.bias": (K * H,)}
+    if cfg.sandwich_norms:
+        shapes |= {"pre_feedforward_layernorm.weight": norm, "post_feedforward_layernorm.weight": norm}
+    return shapes
+
+
 def param_shapes(cfg: ModelConfig) -> dict:
     """Expected shape of every params leaf (the same nesting as the params pytree)."""
     L, D, N, K, H, F, V = (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size)
@@ -254,68 +293,115 @@ def partition_spec(name: str, shape: tuple[int, ...], mesh: Mesh) -> PartitionSp
     return PartitionSpec(*spec)
 
 
-def place(name: str, array: np.ndarray, mesh: Mesh | None) -> jax.Array:
+def leaf_sharding(name: str, shape: tuple[int, ...], mesh: Mesh | None) -> jax.sharding.Sharding:
     if mesh is None:
-        return jax.device_put(array)
-    return jax.device_put(array, NamedSharding(mesh, partition_spec(name, array.shape, mesh)))
+        return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return NamedSharding(mesh, partition_spec(name, shape, mesh))
 
 
 # -------------------------------------------------------------------------------- assembling
 
 
-def build_params(tensors: dict[str, np.ndarray], cfg: ModelConfig, dtype, mesh: Mesh | None = None, source: str = "") -> dict:
-    """Map HF-named tensors to the params pytree (cast to ``dtype``), asserting every shape."""
-    shapes = param_shapes(cfg)
-    rules = layer_rules(cfg)
-    np_dtype = np.dtype(dtype)
-    stacked = {k: np.empty(s, np_dtype) for k, s in shapes["layers"].items()}
-    filled = {k: np.zeros(cfg.n_layers, bool) for k in stacked}
-    top: dict[str, np.ndarray] = {}
+class LeafPlan(NamedTuple):
+    """Where one params leaf comes from: its checkpoint tensors (one per layer when ``stacked``)
+    and the layout transform applied to each."""
+
+    shape: tuple[int, ...]
+    parts: list
+    transform: Transform
+    stacked: bool
+
+
+def _unembed(w, c):
+    return w.T
+
+
+def _shape_error(source: str, name: str, expected, found) -> UserError:
+    return UserError(
+        f"{source}: tensor {name} has shape {tuple(found)}, expected {tuple(expected)} from the config; "
+        "the checkpoint and its config disagree"
+    )
+
+
+def plan_params(tensors: dict, cfg: ModelConfig, source: str = "") -> dict:
+    """Map each params leaf to its checkpoint tensors, asserting every stored (HF) shape against the
+    config before any data is read; missing, unexpected and mis-shaped tensors are UserErrors."""
+    shapes, rules, stored = param_shapes(cfg), layer_rules(cfg), hf_shapes(cfg)
+    parts = {k: [None] * cfg.n_layers for k in shapes["layers"]}
+    top = {}
     unknown = []
     for name, w in tensors.items():
         m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", name)
-        if m:
-            i, sub = int(m.group(1)), m.group(2)
-            if sub not in rules or i >= cfg.n_layers:
+        key = m.group(2) if m else name
+        if (m and (key not in rules or int(m.group(1)) >= cfg.n_layers)) or (not m and key not in stored):
+            if not name.endswith("rotary_emb.inv_freq"):
                 unknown.append(name)
-                continue
-            leaf, tf = rules[sub]
-            arr = tf(np.asarray(w), cfg)
-            if arr.shape != shapes["layers"][leaf][1:]:
-                raise UserError(
-                    f"{source}: tensor {name} has shape {tuple(np.shape(w))}, which does not match config.json "
-                    f"(expected {shapes['layers'][leaf][1:]} after layout); the checkpoint and its config disagree"
-                )
-            stacked[leaf][i] = arr.astype(np_dtype)
-            filled[leaf][i] = True
-        elif name == "model.embed_tokens.weight":
-            top["embed_vd"] = np.asarray(w)
-        elif name == "model.norm.weight":
-            top["final_norm_d"] = np.asarray(w)
-        elif name == "lm_head.weight":
-            if not cfg.tie_embeddings:
-                top["unembed_dv"] = np.asarray(w).T
-        elif name.endswith("rotary_emb.inv_freq"):
             continue
-        else:
-            unknown.append(name)
+        if tuple(w.shape) != stored[key]:
+            raise _shape_error(source, name, stored[key], w.shape)
+        if m:
+            parts[rules[key][0]][int(m.group(1))] = w
+        elif name == "model.embed_tokens.weight":
+            top["embed_vd"] = LeafPlan(shapes["embed_vd"], [w], _id, False)
+        elif name == "model.norm.weight":
+            top["final_norm_d"] = LeafPlan(shapes["final_norm_d"], [w], _id, False)
+        elif not cfg.tie_embeddings:  # lm_head.weight; with tied embeddings the embedding is used
+            top["unembed_dv"] = LeafPlan(shapes["unembed_dv"], [w], _unembed, False)
     if unknown:
         raise UserError(
             f"{source}: unexpected tensor(s) {', '.join(sorted(unknown)[:3])}{' ...' if len(unknown) > 3 else ''} "
             f"for a {cfg.family} model; the checkpoint does not match its config"
         )
-    missing = [f"{k}[layer {int(np.argmin(v))}]" for k, v in filled.items() if not v.all()]
+    holes = {k: [i for i, w in enumerate(v) if w is None] for k, v in parts.items()}
+    missing = [f"{k}[layer {v[0]}]" for k, v in holes.items() if v]
     missing += [k for k in shapes if k != "layers" and k not in top]
     if missing:
         raise UserError(f"{source}: missing tensor(s) {', '.join(missing[:4])}; the checkpoint is incomplete")
-    for k, a in top.items():
-        if a.shape != shapes[k]:
-            raise UserError(
-                f"{source}: tensor {k} has shape {a.shape}, expected {shapes[k]} from the config; the checkpoint "
-                "and its config disagree"
-            )
-    params = {k: place(k, a.astype(np_dtype), mesh) for k, a in top.items()}
-    params["layers"] = {k: place(k, a, mesh) for k, a in stacked.items()}
+    transforms = {leaf: tf for leaf, tf in rules.values()}
+    layers = {k: LeafPlan(shapes["layers"][k], v, transforms[k], True) for k, v in parts.items()}
+    return top | {"layers": layers}
+
+
+def read_slice(plan: LeafPlan, cfg: ModelConfig, index: tuple, dtype) -> np.ndarray:
+    """The part ``index`` (a tuple of slices) of one leaf, read from its checkpoint tensors (memory
+    maps are sliced, not copied whole) and cast to ``dtype``."""
+    index = tuple(index) + (slice(None),) * (len(plan.shape) - len(index))
+    if not plan.stacked:
+        return np.array(plan.transform(np.asarray(plan.parts[0]), cfg)[index], dtype=dtype)
+    layers = range(len(plan.parts))[index[0]]
+    out = None
+    for j, i in enumerate(layers):
+        piece = plan.transform(np.asarray(plan.parts[i]), cfg)[index[1:]]
+        if out is None:
+            out = np.empty((len(layers), *piece.shape), dtype)
+        out[j] = piece
+    return out if out is not None else np.empty((0, *plan.shape[1:]), dtype)
+
+
+def place_leaf(name: str, plan: LeafPlan, cfg: ModelConfig, dtype, mesh: Mesh | None) -> jax.Array:
+    """One leaf on its sharding, built shard by shard (``jax.make_array_from_callback``): host
+    memory holds only this leaf's distinct shards while it is placed."""
+    shards: dict = {}
+
+    def shard(index):
+        key = tuple((s.start, s.stop, s.step) for s in index)
+        if key not in shards:  # replicas of a shard are read once
+            shards[key] = read_slice(plan, cfg, index, dtype)
+        return shards[key]
+
+    array = jax.make_array_from_callback(plan.shape, leaf_sharding(name, plan.shape, mesh), shard)
+    array.block_until_ready()  # transferred: this leaf's host buffers go before the next leaf is read
+    shards.clear()
+    return array
+
+
+def build_params(tensors: dict, cfg: ModelConfig, dtype, mesh: Mesh | None = None, source: str = "") -> dict:
+    """Map HF-named tensors to the params pytree (cast to ``dtype``), asserting every shape; leaves
+    are placed one at a time, so host memory peaks at about one leaf, not the model."""
+    plans = plan_params(tensors, cfg, source)
+    np_dtype = np.dtype(dtype)
+    params = {k: place_leaf(k, p, cfg, np_dtype, mesh) for k, p in plans.items() if k != "layers"}
+    params["layers"] = {k: place_leaf(k, p, cfg, np_dtype, mesh) for k, p in plans["layers"].items()}
     return params
 
 
