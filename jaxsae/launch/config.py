@@ -102,10 +102,15 @@ class AutoInterpConfig:
 
 @dataclass
 class SteerConfig:
-    """Steering utility g(θ): the AxBench protocol on the SAE's CONCEPT100."""
+    """Steering utility g(θ): the AxBench protocol on the SAE's CONCEPT100 (or a concept file)."""
 
+    concepts: str = "concept100"
+    """What each SAE steers toward: "concept100" (its own CONCEPT100 with their AutoInterp
+    explanations, the paper's protocol) or a path to a concept file used for every SAE: an
+    AxBench metadata.jsonl or parquet set (train_data / latent_eval_data, latent ids from
+    ``ref`` / ``sae_id``) or a user JSONL of {"feature", "concept"}."""
     n_concepts: int = 100
-    """Concepts steered per SAE (the first of CONCEPT100)."""
+    """Concepts steered per SAE (the first of CONCEPT100 or of the concept file)."""
     n_instructions: int = 10
     """Instructions per concept, split half dev (factor choice) / half test (score)."""
     factors: tuple[float, ...] = (0.4, 0.8, 1.2, 1.6, 2.0, 3.0)
@@ -152,8 +157,12 @@ class SelectConfig:
     """C_k: number of top probabilities."""
     mode: str = "additive"
     """"additive" (Arad et al.'s hook, default) or "decoder" (x + α·m_f·v_f)."""
-    pool: str = "concepts"
-    """Candidate features: "concepts" (the SAE's CONCEPT100) or "all" (every latent)."""
+    pool: str = "all"
+    """Latents scored by ΔTC and output score: "all" (every latent; the default) or "concepts"
+    (only the steered concepts). Tiers are always formed over the steered concepts (only they
+    have steering scores): top-K among them; a tail-quantile tier takes its threshold from the
+    ΔTC distribution of every scored latent (with "all": the SAE's whole ΔTC distribution, so a
+    0.99 tier holds the steered concepts in the SAE's top 1 %), with "concepts" from theirs."""
     tier_choice: str = "dev"
     """"dev": tier chosen on dev instructions, reported on test; "eval": the paper's variant
     (best tier by the evaluation itself, optimistic)."""

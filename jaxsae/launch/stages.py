@@ -272,25 +272,36 @@ def stage_autointerp(run: Run) -> list[str]:
 
 
 def stage_select(run: Run) -> list[str]:
-    """ΔTC and output score for the candidate pool of every SAE (dtc.npz beside the SAE)."""
+    """ΔTC and output score of every latent (``select.pool = "all"``) or of the steered concepts
+    only (``"concepts"``: the concepts ``steer.concepts`` names, see :func:`concept_features`),
+    dtc.npz beside the SAE. In decoder mode a latent that never fired is scaled by the steering
+    fallback m_f (jaxsae.steer.DEAD_M_F), as it is steered."""
     import jaxsae.sae as S
     from jaxsae.select.dtc import feature_scores
+    from jaxsae.steer import DEAD_M_F, steering_scales
 
     c = run.cfg.select
+    if c.pool not in ("all", "concepts"):
+        raise UserError(f"select.pool must be 'all' (every latent) or 'concepts' (the steered concepts), got {c.pool!r}")
     outputs = []
     for spec in run.cfg.models:
         lm = load_lm(spec.source, spec.dtype)
         for entry in progress(sweep_entries(run, spec), f"ΔTC {spec.name}"):
             d = sae_path(run, spec, entry)
             sae = S.load(d)
-            feats = None  # every latent is scored (cheap); tiers are drawn from the steered concepts
+            feats = None
+            if c.pool == "concepts":
+                feats = np.asarray([x.feature for x in concept_features(run, d, sae.d_sae)], np.int64)
             max_acts = None
             if c.mode == "decoder":
                 from jaxsae.features import load as load_stats
 
-                max_acts = load_stats(d / "feature_stats").max_act
-            scores = feature_scores(lm, sae, spec.layer, prefix=c.prefix, alpha=c.alpha, k=c.k, features=feats,
-                                    mode=c.mode, max_acts=max_acts)
+                max_acts = steering_scales(load_stats(d / "feature_stats").max_act, DEAD_M_F)[0]
+            if feats is not None and not len(feats):  # no steered concept (every explanation failed)
+                scores = {"features": feats, "delta_tc": np.zeros(0, np.float32), "output_score": np.zeros(0, np.float32)}
+            else:
+                scores = feature_scores(lm, sae, spec.layer, prefix=c.prefix, alpha=c.alpha, k=c.k, features=feats,
+                                        mode=c.mode, max_acts=max_acts)
             out = d / "dtc.npz"
             if run.is_writer:
                 tmp = d / ".dtc.tmp.npz"
@@ -311,13 +322,17 @@ def _steer_settings(run: Run):
 
 
 def stage_steer(run: Run) -> list[str]:
-    """Steering utility g(θ) without selection: AxBench protocol on each SAE's CONCEPT100."""
+    """Steering utility g(θ) without selection: AxBench protocol on each SAE's steered concepts
+    (``steer.concepts``: its CONCEPT100, or a concept file); utility.json holds g and g_argmax,
+    the judge and model, and the judge's failure counts (``judge_stats``)."""
     import jaxsae.sae as S
     from jaxsae.features import load as load_stats
-    from jaxsae.steer import from_autointerp, instructions, run_utility
+    from jaxsae.steer import CONCEPT100, from_file, instructions, run_utility
 
     c = run.cfg
     st = _steer_settings(run)
+    if c.steer.concepts != CONCEPT100:
+        from_file(c.steer.concepts)  # a missing or malformed concept file fails before any model loads
     judge = make_rating_judge(run)
     if c.steer.instructions_dir and not Path(c.steer.instructions_dir).is_dir():
         raise UserError(f"steer.instructions_dir {c.steer.instructions_dir!r} is not a folder; pass a folder of AxBench parquet files or ''")
@@ -327,20 +342,26 @@ def stage_steer(run: Run) -> list[str]:
         lm = load_lm(spec.steer_source or spec.source, spec.dtype)
         for entry in progress(sweep_entries(run, spec), f"steer {spec.name}"):
             d = sae_path(run, spec, entry)
-            concepts = from_autointerp(d / "autointerp.json", c.steer.n_concepts)
+            sae = S.load(d)
+            concepts = concept_features(run, d, sae.d_sae)
             m_f = load_stats(d / "feature_stats").max_act
             if not run.resume_ok and run.is_writer:  # partial results of another configuration
                 (d / "steering" / "concepts.jsonl").unlink(missing_ok=True)
-            run_utility(lm, judge, S.load(d), spec.layer, concepts, m_f, pool, st, d / "steering")
+            run_utility(lm, judge, sae, spec.layer, concepts, m_f, pool, st, d / "steering")
             outputs.append(rel(run, d / "steering" / "utility.json"))
     return outputs
 
 
 def stage_steer_selected(run: Run) -> list[str]:
-    """Selection tiers by ΔTC and (size-matched) output score over the steered concepts; the tier
-    is chosen on dev instructions and scored on test (or the paper's variant, if configured)."""
-    from jaxsae.select import choose_tier, dtc_tiers, size_matched_tiers
+    """Selection tiers by ΔTC and (size-matched) output score over the steered concepts (the only
+    latents with steering scores): top-K among them, tail quantiles at the thresholds of every
+    scored latent's ΔTC (see ``select.pool``); the tier is chosen on dev instructions and scored
+    on test (or the paper's variant, ``select.tier_choice = "eval"``, labelled so)."""
+    from jaxsae.select import CHOICE_LABELS, choose_tier, dtc_tiers, size_matched_tiers
 
+    choice = run.cfg.select.tier_choice
+    if choice not in CHOICE_LABELS:
+        raise UserError(f"select.tier_choice must be 'dev' (chosen on dev, reported on test) or 'eval' (the paper's variant), got {choice!r}")
     outputs = []
     for spec in run.cfg.models:
         for entry in sweep_entries(run, spec):
@@ -352,14 +373,19 @@ def stage_steer_selected(run: Run) -> list[str]:
             with np.load(d / "dtc.npz") as z:
                 all_feats, dtc, outsc = z["features"], z["delta_tc"], z["output_score"]
             pos = {int(f): i for i, f in enumerate(all_feats)}
-            pool = np.asarray([f for f in dev if f in pos], np.int64)
-            sel = {"pool": [int(f) for f in pool]}
+            unscored = [f for f in dev if f not in pos]
+            if unscored:
+                raise UserError(f"{d / 'dtc.npz'} has no ΔTC for steered latent(s) {', '.join(map(str, unscored[:5]))} "
+                                "(the steered concepts changed since the select stage ran); use --redo select")
+            pool = np.asarray(list(dev), np.int64)
+            sel = {"pool": [int(f) for f in pool], "tier_choice": choice, "tier_choice_label": CHOICE_LABELS[choice],
+                   "quantile_reference": f"ΔTC of the {len(all_feats)} scored latents (select.pool = {run.cfg.select.pool!r})"}
             if len(pool):
                 idx = np.asarray([pos[int(f)] for f in pool])
-                t_dtc = dtc_tiers(dtc[idx], pool)
+                t_dtc = dtc_tiers(dtc[idx], pool, reference=dtc)
                 t_out = size_matched_tiers(outsc[idx], pool, {k: len(v) for k, v in t_dtc.items()})
-                r_dtc = choose_tier(t_dtc, dev, test, choice=run.cfg.select.tier_choice)
-                r_out = choose_tier(t_out, dev, test, choice=run.cfg.select.tier_choice)
+                r_dtc = choose_tier(t_dtc, dev, test, choice=choice)
+                r_out = choose_tier(t_out, dev, test, choice=choice)
                 sel.update(g_dtc=r_dtc["score"], tier_dtc=r_dtc["tier"], g_output=r_out["score"],
                            tier_output=r_out["tier"], dtc=r_dtc, output=r_out)
             if run.is_writer:
@@ -368,13 +394,19 @@ def stage_steer_selected(run: Run) -> list[str]:
     return outputs
 
 
-def concept_features(sae_dir: Path) -> np.ndarray:
-    """The SAE's CONCEPT100 latent ids, from its autointerp.json."""
-    path = sae_dir / "autointerp.json"
-    if not path.exists():
-        raise UserError(f"{path} is missing: run the autointerp stage first (select.pool = 'concepts' needs it)")
-    data = json.loads(path.read_text())
-    return np.asarray(data["concept100"], dtype=np.int64)
+def concept_features(run: Run, sae_dir: Path, d_sae: int) -> list:
+    """The concepts one SAE is steered toward (``steer.concepts``: its CONCEPT100 from
+    autointerp.json, or a concept file; the first ``steer.n_concepts``), each latent checked
+    against the SAE's width. Used by the steer stage and by ``select.pool = "concepts"``."""
+    from jaxsae.steer import from_source
+
+    c = run.cfg.steer
+    concepts = from_source(c.concepts, sae_dir / "autointerp.json", c.n_concepts)
+    wide = [x.feature for x in concepts if x.feature >= d_sae]
+    if wide:
+        raise UserError(f"steer.concepts {c.concepts!r} names latent {wide[0]} but the SAE {sae_dir.name} has {d_sae} "
+                        "latents; use a concept file of this SAE's latents or steer.concepts = 'concept100'")
+    return concepts
 
 
 
@@ -396,6 +428,7 @@ def collect_records(run: Run) -> list[dict]:
             ai = (_read_json(d / "autointerp.json") or {}).get("summary", {})
             util = _read_json(d / "steering" / "utility.json") or {}
             sel = _read_json(d / "steering" / "selected.json") or {}
+            judge_stats = {k: v for k, v in (util.get("judge_stats") or {}).items() if k != "this_run"}
             records.append({
                 "model": spec.name,
                 "layer": spec.layer,
@@ -410,10 +443,16 @@ def collect_records(run: Run) -> list[dict]:
                 "mu_all": ai.get("mean_all"),
                 "mu_all_se": ai.get("se_all"),
                 "g": util.get("g"),
+                "g_argmax": util.get("g_argmax"),
                 "g_output": sel.get("g_output"),
                 "g_dtc": sel.get("g_dtc"),
                 "tier_output": sel.get("tier_output"),
                 "tier_dtc": sel.get("tier_dtc"),
+                "tier_choice": sel.get("tier_choice"),
+                "tier_choice_label": sel.get("tier_choice_label"),
+                "judge": util.get("judge"),
+                "judge_stats": judge_stats or None,
+                "m_f_fallbacks": len(util["m_f_fallback"]) if "m_f_fallback" in util else None,
             })
     return records
 
