@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsae.features.stream import StreamSpec, finalize_iw, init_state, random_positions, update
+from jaxsae.features.stream import StreamSpec, _context_peaks, _row_peaks, finalize_iw, init_state, max_peaks, random_positions, update
 
 
 def make_acts(rng, N, T, F):
@@ -63,8 +63,10 @@ def run_stream(acts, counted, spec, batch, seed=0):
     return jax.tree.map(np.asarray, state), keys
 
 
-@pytest.fixture(scope="module")
-def case():
+@pytest.fixture(scope="module", params=[4, 10], ids=["batch4", "batch10"])
+def case(request):
+    """Batches of 4 contexts (every context scanned for peaks) or one of 10 (more than the 5 top
+    peaks: only the contexts with the 5 largest first peaks are)."""
     rng = np.random.default_rng(0)
     N, T, F = 10, 64, 6
     acts = make_acts(rng, N, T, F)
@@ -73,7 +75,7 @@ def case():
     counted[3, 20:30] = False  # some special tokens
     acts[:, 0, :] = 100.0  # huge BOS activations must be ignored everywhere
     spec = StreamSpec(context_len=T, n_top=5, buffer=4, n_iw=3, n_random=4)
-    state, keys = run_stream(acts, counted, spec, batch=4)
+    state, keys = run_stream(acts, counted, spec, batch=request.param)
     return acts, counted, spec, state, keys
 
 
@@ -111,7 +113,7 @@ def test_iw_reservoir_equals_brute_force(case):
     """The final IW draw equals Gumbel-top-n_iw over all positions below θ, with the same noise."""
     acts, counted, spec, st, keys = case
     N, T, F = acts.shape
-    b, B = spec.buffer, 4
+    b, B = spec.buffer, -(-N // len(keys))  # the batch size
     a = np.where(counted[..., None], acts, 0.0)
     g = np.concatenate([np.asarray(jax.random.gumbel(k, (B, T, F), jnp.float32)) for k in keys])[:N]
     val, pos, win = finalize_iw(st.iw_key, st.iw_val, st.iw_pos, st.iw_win, st.top_val, spec.n_iw)
@@ -154,6 +156,58 @@ def test_batching_does_not_change_top(case):
     np.testing.assert_array_equal(st1.top_pos, st.top_pos)
     np.testing.assert_array_equal(st1.top_win, st.top_win)
     np.testing.assert_array_equal(st1.count, st.count)
+
+
+def test_contexts_holding_fewer_peaks_than_kept():
+    """T = 24, buffer 4: a context holds at most 4 non-overlapping peaks, fewer than the 5 kept,
+    so the scan stops after 4 steps; the top windows still equal brute force."""
+    rng = np.random.default_rng(3)
+    N, T, F = 16, 24, 5
+    spec = StreamSpec(context_len=T, n_top=5, buffer=4, n_iw=2, n_random=2)
+    assert max_peaks(T, spec.buffer) == 4
+    acts = rng.exponential(1.0, (N, T, F)).astype(np.float32) * (rng.random((N, T, F)) < 0.6)
+    acts[3, [4, 9, 14, 19], 0] = [10.0, 9.0, 8.0, 7.0]  # one context holds 4 of latent 0's 5 top peaks
+    counted = np.ones((N, T), bool)
+    for batch in (1, 8):
+        st, _ = run_stream(acts, counted, spec, batch=batch)
+        for f in range(F):
+            ref = brute_top(acts[..., f], counted, spec.n_top, spec.buffer)
+            assert [(int(p) // T, int(p) % T) for p in st.top_pos[f] if p >= 0] == ref, (batch, f)
+        assert [int(p) // T for p in st.top_pos[0]].count(3) == 4
+
+
+def test_scanning_only_the_contexts_with_the_largest_first_peaks_is_exact_with_ties():
+    """Activations in {1, 2, 3} (ties everywhere): the K largest peaks found by scanning only the
+    K contexts with the largest first peaks are those of the scan over all contexts, in the same
+    order (value, then step, then context) and with the same positions."""
+    rng = np.random.default_rng(4)
+    B, T, F, K, b = 24, 40, 64, 5, 3
+    acts = rng.integers(1, 4, (B, T, F)).astype(np.float32) * (rng.random((B, T, F)) < 0.1)
+    acts[:, :, 0] = 0.0  # a dead latent
+    acts[:3, 10, 1] = 7.0  # three contexts tie on their first peak
+    # latent 2: the 5th largest peak is a tie between the second peaks of contexts 6 and 7, where
+    # the context with the smaller first peak (6) comes first: the scan keeps context order
+    acts[:, :, 2] = 0.0
+    acts[6, [5, 20], 2], acts[7, [5, 20], 2] = [3.0, 2.0], [4.0, 2.0]
+    acts[8, 5, 2] = acts[9, 5, 2] = 5.0
+    acts[10, 5, 2] = 1.0
+    cand = jnp.asarray(np.where(acts > 0, acts, -np.inf))
+
+    def k_largest(v, t, ctx_cf):
+        flat = lambda x: x.transpose(2, 0, 1).reshape(F, -1)  # noqa: E731
+        c = jnp.broadcast_to(ctx_cf[None], v.shape)
+        val, i = jax.lax.top_k(flat(v), K)
+        return np.asarray(val), np.asarray(jnp.take_along_axis(flat(t), i, 1)), np.asarray(jnp.take_along_axis(flat(c), i, 1))
+
+    got = k_largest(*_context_peaks(cand, K, b))
+    v, t = _row_peaks(cand, K, b)
+    want = k_largest(v, t, jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[:, None], (B, F)))
+    np.testing.assert_array_equal(got[0], want[0])
+    found = np.isfinite(want[0])
+    assert found.sum() > F and not found[0].any() and np.all(found[1:])
+    for g, w in zip(got[1:], want[1:]):
+        np.testing.assert_array_equal(np.where(found, g, -1), np.where(found, w, -1))
+    assert want[2][2].tolist() == [8, 9, 7, 6, 6] and want[1][2].tolist() == [5, 5, 5, 5, 20]
 
 
 def test_iw_first_draw_is_proportional_to_squared_activation():

@@ -133,16 +133,45 @@ def _row_peaks(cand_btf, k: int, buffer: int):
     """Greedy non-overlapping peaks of every context: (values f32[k, B, F], t i32[k, B, F]);
     value -inf once a context has no eligible position left."""
     T = cand_btf.shape[1]
-    t_ar = jnp.arange(T)[None, :, None]
+    t_ar = jnp.arange(T, dtype=jnp.int32)[None, :, None]
 
     def body(x, _):
-        t = jnp.argmax(x, axis=1)  # [B, F]
-        v = jnp.max(x, axis=1)
+        v = jnp.max(x, axis=1)  # [B, F]
+        # argmax as the first position holding the max: two plain reductions (XLA's CPU argmax is ~4x slower)
+        t = jnp.min(jnp.where(x == v[:, None, :], t_ar, T), axis=1)
         x = jnp.where(jnp.abs(t_ar - t[:, None, :]) <= buffer, -jnp.inf, x)
-        return x, (v, t.astype(jnp.int32))
+        return x, (v, t)
 
     _, (v, t) = jax.lax.scan(body, cand_btf, None, length=k)
     return v, t
+
+
+def max_peaks(context_len: int, buffer: int) -> int:
+    """The most non-overlapping peaks (more than ``buffer`` apart) one context's window region
+    ``buffer <= t < context_len - buffer`` holds: the greedy scan finds no more."""
+    return (context_len - 2 * buffer - 1) // (buffer + 1) + 1
+
+
+def _context_peaks(cand_btf, k: int, buffer: int):
+    """The greedy peaks of the batch's contexts that can be among its k largest, per latent:
+    (values f32[k', C, F], t i32[k', C, F], context i32[C, F]), k' = min(k, max peaks of a
+    context), C = min(k, B) contexts in ascending order.
+
+    Only the C contexts with the largest first peak (ties: the lower index) matter: each holds a
+    peak at least the C-th largest first peak, and every peak of another context is at most that
+    and, when equal, comes later in the (step, context) order ``lax.top_k`` breaks ties by. So the
+    k largest of these candidates are exactly the k largest of all contexts' peaks, found by a scan
+    over C of the B contexts."""
+    B, T, F = cand_btf.shape
+    steps, C = min(k, max_peaks(T, buffer)), min(k, B)
+    if C < B:
+        _, ctx_fc = jax.lax.top_k(jnp.max(cand_btf, axis=1).T, C)  # by first peak
+        ctx_cf = jnp.sort(ctx_fc, axis=1).T.astype(jnp.int32)
+        cand_btf = jnp.take_along_axis(cand_btf, ctx_cf[:, None, :], axis=0)  # [C, T, F]
+    else:
+        ctx_cf = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[:, None], (B, F))
+    v, t = _row_peaks(cand_btf, steps, buffer)
+    return v, t, ctx_cf
 
 
 def _merge(old_key, new_key, olds, news, k: int):
@@ -181,12 +210,11 @@ def update(state: StatsState, acts_btf, counted_bt, start_context, key, spec: St
     region = counted_bt & (t_bt >= b) & (t_bt < T - b)
     cand = jnp.where(region[..., None] & (a > 0), a, -jnp.inf)  # [B, T, F]
 
-    # --- top peaks: first K greedy peaks of every context, then the K largest overall
-    pv, pt = _row_peaks(cand, K, b)  # [K, B, F]
-    pb = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[None, :, None], pv.shape)
-    pv, pt, pb = (x.transpose(2, 0, 1).reshape(F, K * B) for x in (pv, pt, pb))
-    kk = min(K, K * B)
-    bv, bi = jax.lax.top_k(pv, kk)
+    # --- top peaks: the first greedy peaks of the contexts that can hold one, then the K largest
+    pv, pt, pc = _context_peaks(cand, K, b)  # [k', C, F], context [C, F]
+    pb = jnp.broadcast_to(pc[None], pv.shape)
+    pv, pt, pb = (x.transpose(2, 0, 1).reshape(F, -1) for x in (pv, pt, pb))
+    bv, bi = jax.lax.top_k(pv, min(K, pv.shape[1]))
     bt, bb = jnp.take_along_axis(pt, bi, 1), jnp.take_along_axis(pb, bi, 1)
     bpos = jnp.where(jnp.isfinite(bv), base + bb * T + bt, -1)
     bwin = _windows(a, bb, bt, b)
