@@ -3,7 +3,9 @@ and 8 fake CPU devices give the same numbers as one."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -44,6 +46,21 @@ def test_generation_equals_greedy_recompute(tiny_llama):
     for t in new:  # each generated token is the argmax of a full recompute over the prefix
         assert int(np.argmax(np.asarray(lm.logits(np.array([ids])))[0, -1])) == t
         ids.append(t)
+
+
+def test_generation_stops_at_generation_config_and_tokenizer_end_tokens(tiny_dirs, tiny_llama, tmp_path):
+    prompt = "Hello there, how"
+    free = tiny_llama.generate_ids([prompt], max_new_tokens=8, chat=False)[0]
+    k = next(i for i in range(1, len(free)) if free[i] not in free[:i])  # a token first produced at step k
+    path = tmp_path / "m"
+    shutil.copytree(tiny_dirs("llama"), path)
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, free[k]]}))  # as Gemma-2-it: [1, 107]
+    lm = load_model(str(path))
+    assert lm.config.eos_ids == (2, free[k])
+    assert lm.generate_ids([prompt], max_new_tokens=8, chat=False)[0] == free[:k]
+    tc = json.loads((path / "tokenizer_config.json").read_text())
+    (path / "tokenizer_config.json").write_text(json.dumps(tc | {"eos_token": "<|endoftext|>"}))  # id 0
+    assert load_model(str(path)).config.eos_ids == (2, free[k], 0)
 
 
 def test_zero_edit_is_identity(tiny_dirs):

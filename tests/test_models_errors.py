@@ -108,10 +108,33 @@ def test_unsupported_architecture_and_fields(tiny_dirs, tmp_path):
     cfg = json.loads((path / "config.json").read_text())
     for change, msg in [({"model_type": "mistral"}, "not supported"),
                         ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "RoPE scaling"),
-                        ({"mlp_bias": True}, "mlp_bias")]:
+                        ({"mlp_bias": True}, "mlp_bias"),
+                        ({"partial_rotary_factor": 0.5}, "partial_rotary_factor"),
+                        ({"rope_parameters": {"rope_type": "default", "rope_theta": 1e5, "partial_rotary_factor": 0.25}},
+                         "partial_rotary_factor"),
+                        ({"num_key_value_heads": 3}, "num_key_value_heads")]:
         (path / "config.json").write_text(json.dumps(cfg | change))
         with pytest.raises(UserError, match=msg):
             load_model(str(path))
+
+
+GGUF_META = {"general.architecture": "llama", "llama.attention.head_count": 4, "llama.embedding_length": 64,
+             "llama.block_count": 2, "llama.feed_forward_length": 128, "llama.vocab_size": 100}
+
+
+def test_gguf_head_dims_must_agree():
+    from jaxsae.models.config import from_gguf
+
+    assert from_gguf(GGUF_META, set()).head_dim == 16
+    assert from_gguf(GGUF_META | {"llama.rope.dimension_count": 16, "llama.attention.value_length": 16}, set()).head_dim == 16
+    wide = {"llama.attention.key_length": 32, "llama.attention.value_length": 32, "llama.rope.dimension_count": 32}
+    assert from_gguf(GGUF_META | wide, set()).head_dim == 32
+    for change, msg in [({"llama.rope.dimension_count": 8}, "rope.dimension_count is 8 but the head dim is 16"),
+                        ({"llama.attention.value_length": 32}, "value_length is 32 but the head dim is 16"),
+                        ({"llama.attention.key_length": 32, "llama.attention.value_length": 16},
+                         "value_length is 16 but the head dim is 32")]:
+        with pytest.raises(UserError, match=msg):
+            from_gguf(GGUF_META | change, set())
 
 
 def test_pickle_weights_are_refused(tiny_dirs, tmp_path):

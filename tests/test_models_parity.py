@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
+import transformers
 
 from jaxsae.models import load_model
+from jaxsae.models.config import HF_DEFAULTS, from_hf
 from tiny_models import load_torch
 
 CASES = [
@@ -29,6 +34,54 @@ def test_logits_and_residuals_match_transformers(tiny_dirs, family, over):
         np.testing.assert_allclose(
             np.asarray(lm.residual(tokens, layer)), out.hidden_states[layer + 1].numpy(), atol=1e-4, rtol=0
         )
+
+
+def _logits_match(path, tokens):
+    lm, ref = load_model(str(path)), load_torch(path)
+    with torch.no_grad():
+        theirs = ref(torch.tensor(tokens)).logits.numpy()
+    np.testing.assert_allclose(np.asarray(lm.logits(tokens)), theirs, atol=1e-4, rtol=0)
+    return lm
+
+
+OMITTED = [
+    ("gemma2", {}, "query_pre_attn_scalar"),  # transformers: 256, not head_dim (24 here)
+    ("gemma2", {}, "tie_word_embeddings"),  # tied
+    ("qwen2", {}, "tie_word_embeddings"),  # untied
+    ("llama", {"tie_word_embeddings": False, "vocab_size": 300}, "tie_word_embeddings"),  # untied
+]
+
+
+@pytest.mark.parametrize("family,over,field", OMITTED, ids=lambda x: str(x))
+def test_omitted_config_field_takes_transformers_default(tiny_dirs, tmp_path, family, over, field):
+    path = tmp_path / "m"
+    shutil.copytree(tiny_dirs(family, **over), path)
+    cfg = json.loads((path / "config.json").read_text())
+    del cfg[field]
+    (path / "config.json").write_text(json.dumps(cfg))
+    lm = _logits_match(path, np.random.RandomState(0).randint(3, cfg["vocab_size"], size=(2, 12)))
+    if field == "query_pre_attn_scalar":
+        assert lm.config.query_scale == 256**-0.5
+
+
+CONFIG_CLASSES = {"gemma2": transformers.Gemma2Config, "qwen2": transformers.Qwen2Config, "llama": transformers.LlamaConfig}
+
+
+@pytest.mark.parametrize("family", sorted(CONFIG_CLASSES))
+def test_defaults_are_the_installed_transformers_defaults(family):
+    ref = CONFIG_CLASSES[family]()
+    for key, value in HF_DEFAULTS[family].items():
+        assert (ref.rope_parameters["rope_theta"] if key == "rope_theta" else getattr(ref, key)) == value, key
+    minimal = dict(vocab_size=100, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2)
+    ours, ref = from_hf({"model_type": family, **minimal}), CONFIG_CLASSES[family](**minimal)
+    assert ours.tie_embeddings == ref.tie_word_embeddings
+    assert ours.head_dim == (getattr(ref, "head_dim", None) or 64 // 4)
+    assert (ours.rms_eps, ours.rope_theta) == (ref.rms_norm_eps, ref.rope_parameters["rope_theta"])
+    if family == "gemma2":
+        assert ours.query_scale == ref.query_pre_attn_scalar**-0.5
+        assert (ours.attn_softcap, ours.final_softcap) == (ref.attn_logit_softcapping, ref.final_logit_softcapping)
+        assert ours.windows == tuple(ref.sliding_window if t == "sliding_attention" else ours.windows[1] for t in ref.layer_types)
 
 
 def test_gemma2_config_is_read_not_preset(tiny_dirs):

@@ -9,7 +9,6 @@ and a jitted KV-cache generation loop.
 
 from __future__ import annotations
 
-import json
 import time
 
 import jax.numpy as jnp
@@ -38,15 +37,15 @@ def load_model(source: str, *, dtype=jnp.float32, mesh=None, verbose: bool = Fal
         meta, reader = weights.read_gguf(path)
         cfg = _config.from_gguf(meta, {t.name for t in reader.tensors}, name=hub.ALIASES.get(source.lower(), path.stem))
         tensors = weights.gguf_tensors(reader, meta)
+        generation = None
     else:
-        try:
-            raw = json.loads((path / "config.json").read_text())
-        except json.JSONDecodeError as e:
-            raise hub.UserError(f"{path / 'config.json'} is not valid JSON ({e}); fix or re-download it") from None
+        raw = hub.read_json(path / "config.json")
         cfg = _config.from_hf(raw, name=str(raw.get("_name_or_path") or path.name))
         tensors = weights.hf_tensors(path)
+        generation = hub.read_json(path / "generation_config.json")
     params = weights.build_params(tensors, cfg, jnp.dtype(dtype), mesh, source=str(path))
     tokenizer = hub.load_tokenizer(kind, path)
+    cfg = _config.with_end_tokens(cfg, generation, getattr(tokenizer, "eos_token_id", None))
     if verbose:
         print(f"loaded {_config.describe(cfg)} from {path} in {time.time() - t0:.1f}s")
     return LM(config=cfg, params=params, tokenizer=tokenizer, mesh=mesh, source=str(path))

@@ -18,6 +18,22 @@ GLOBAL_WINDOW = 1 << 30
 
 FAMILIES = ("gemma2", "qwen2", "llama")
 
+#: transformers' defaults (its Gemma2Config / Qwen2Config / LlamaConfig; a test checks them against
+#: the installed version) for the fields that change numerics, used where config.json omits them.
+#: Llama derives head_dim and num_key_value_heads from the heads, as the code below does by default.
+HF_DEFAULTS = {
+    "gemma2": dict(
+        tie_word_embeddings=True, head_dim=256, num_key_value_heads=4, query_pre_attn_scalar=256,
+        attn_logit_softcapping=50.0, final_logit_softcapping=30.0, sliding_window=4096, rms_norm_eps=1e-6,
+        rope_theta=10000.0, hidden_activation="gelu_pytorch_tanh", max_position_embeddings=8192,
+    ),
+    "qwen2": dict(
+        tie_word_embeddings=False, num_key_value_heads=32, rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act="silu",
+        use_sliding_window=False, max_window_layers=28, max_position_embeddings=32768,
+    ),
+    "llama": dict(tie_word_embeddings=False, rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act="silu", max_position_embeddings=2048),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -97,6 +113,12 @@ def _as_tuple(x) -> tuple[int, ...]:
 def _rope_theta(d: Mapping[str, Any], default: float) -> float:
     rp = d.get("rope_parameters") or {}
     scaling = d.get("rope_scaling")
+    partial = _get(rp, "partial_rotary_factor", default=_get(d, "partial_rotary_factor", default=1.0))
+    if float(partial) != 1.0:
+        raise UserError(
+            f"partial_rotary_factor {partial} is not supported by jaxsae's port (RoPE over the full head dim only); "
+            "use a checkpoint without partial rotary embeddings"
+        )
     rope_type = (rp.get("rope_type") or rp.get("type") or "default") if rp else "default"
     if scaling:
         rope_type = scaling.get("rope_type") or scaling.get("type") or "default"
@@ -149,6 +171,7 @@ def _from_hf(d: Mapping[str, Any], name: str) -> ModelConfig:
         raise UserError(
             f"model_type {model_type!r} is not supported; jaxsae ports gemma2, qwen2 and llama checkpoints"
         )
+    d = HF_DEFAULTS[family] | dict(d)  # an explicit null stays null, as in transformers
     if d.get("attention_bias") and family == "llama":
         raise UserError("llama configs with attention_bias=true are not supported by jaxsae's port")
     if d.get("mlp_bias"):
@@ -157,6 +180,12 @@ def _from_hf(d: Mapping[str, Any], name: str) -> ModelConfig:
     n_heads = int(d["num_attention_heads"])
     d_model = int(d["hidden_size"])
     head_dim = int(_get(d, "head_dim", default=d_model // n_heads))
+    n_kv_heads = int(_get(d, "num_key_value_heads", default=n_heads))
+    if n_heads % n_kv_heads:
+        raise UserError(
+            f"config.json: num_attention_heads {n_heads} is not a multiple of num_key_value_heads {n_kv_heads}; "
+            "set num_key_value_heads in the config"
+        )
     act = _get(d, "hidden_activation", "hidden_act", default="silu")
     activation = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh"}.get(act)
     if activation is None:
@@ -173,14 +202,14 @@ def _from_hf(d: Mapping[str, Any], name: str) -> ModelConfig:
         d_model=d_model,
         n_layers=n_layers,
         n_heads=n_heads,
-        n_kv_heads=int(_get(d, "num_key_value_heads", default=n_heads)),
+        n_kv_heads=n_kv_heads,
         head_dim=head_dim,
         d_ff=int(d["intermediate_size"]),
         rope_theta=_rope_theta(d, 10000.0),
         rms_eps=float(_get(d, "rms_norm_eps", default=1e-6)),
         query_scale=float(scalar) ** -0.5 if scalar else head_dim**-0.5,
         windows=_windows(d, n_layers, family),
-        tie_embeddings=bool(d.get("tie_word_embeddings", True)),
+        tie_embeddings=bool(d["tie_word_embeddings"]),
         qkv_bias=family == "qwen2",
         norm_plus_one=gemma,
         sandwich_norms=gemma,
@@ -210,6 +239,12 @@ def from_gguf(meta: Mapping[str, Any], tensor_names: set[str], name: str = "") -
     n_heads = int(g("attention.head_count"))
     d_model = int(g("embedding_length"))
     head_dim = int(g("attention.key_length", d_model // n_heads))
+    for key in ("attention.value_length", "rope.dimension_count"):
+        if g(key) is not None and int(g(key)) != head_dim:
+            raise UserError(
+                f"GGUF {arch}.{key} is {int(g(key))} but the head dim is {head_dim}; jaxsae's port needs equal "
+                "key/value head dims and RoPE over the full head dim (use another checkpoint)"
+            )
     vocab = int(g("vocab_size", 0) or len(meta.get("tokenizer.ggml.tokens", [])))
     eos = meta.get("tokenizer.ggml.eos_token_id")
     pad = meta.get("tokenizer.ggml.padding_token_id", eos)
@@ -235,6 +270,17 @@ def from_gguf(meta: Mapping[str, Any], tensor_names: set[str], name: str = "") -
         max_positions=int(g("context_length", 8192)),
         name=name or str(meta.get("general.name", "")),
     )
+
+
+def with_end_tokens(cfg: ModelConfig, generation_config: Mapping[str, Any] | None, tokenizer_eos: int | None) -> ModelConfig:
+    """``cfg`` whose end tokens also include generation_config.json's ``eos_token_id`` and the
+    tokenizer's EOS (e.g. Gemma-2-it ends a chat turn with <end_of_turn>, id 107, listed only in
+    generation_config.json), in that order after config.json's."""
+    ids = list(cfg.eos_ids)
+    for i in (*_as_tuple((generation_config or {}).get("eos_token_id")), *_as_tuple(tokenizer_eos)):
+        if i not in ids:
+            ids.append(i)
+    return dataclasses.replace(cfg, eos_ids=tuple(ids))
 
 
 def describe(cfg: ModelConfig) -> str:

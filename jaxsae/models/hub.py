@@ -124,7 +124,8 @@ def tokenizer_class(model_type: str | None, declared: str | None, folder: Path |
     return cls
 
 
-def _json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A JSON file of a checkpoint folder ({} when absent); malformed JSON is a UserError."""
     try:
         return json.loads(path.read_text()) if path.exists() else {}
     except json.JSONDecodeError as e:
@@ -133,7 +134,7 @@ def _json(path: Path) -> dict:
 
 def folder_tokenizer(path: Path):
     """The tokenizer of a checkpoint folder, as ``AutoTokenizer.from_pretrained(path)`` loads it."""
-    config, tok_config = _json(path / "config.json"), _json(path / "tokenizer_config.json")
+    config, tok_config = read_json(path / "config.json"), read_json(path / "tokenizer_config.json")
     declared = tok_config.get("tokenizer_class") or config.get("tokenizer_class")
     return tokenizer_class(config.get("model_type"), declared, path).from_pretrained(path)
 
