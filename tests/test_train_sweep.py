@@ -1,5 +1,6 @@
 """The sweep trainer: planted-feature recovery, vmapped == alone, 8 devices == 1, exact resume,
-export round trip, and bad input."""
+export round trip and normalisation folding, NaN stops, recorded settings, the data a sweep came
+from, and bad input."""
 
 from __future__ import annotations
 
@@ -40,22 +41,27 @@ def weights(out: Path, name: str) -> dict:
 
 
 def test_planted_features_recovered_near_target_l0(tmp_path):
-    x, dirs = planted()
+    from jaxsae.sae import ArchConfig
+
+    x, dirs = planted(f=32, p=0.09)  # 32 planted directions, 2.88 active per token
     specs = [SAESpec("topk", 0, 3.0), SAESpec("batchtopk", 0, 3.0), SAESpec("jumprelu", 0, 3.0),
-             SAESpec("relu", 0, 0.3), SAESpec("gated", 0, 0.3)]
-    st = TrainSettings(d_sae=96, batch=256, steps=2500, lr=3e-3, checkpoint_every=0)
-    res = train_sweep(specs, ActivationArray(x, 256), st, tmp_path / "s", progress=False)
+             SAESpec("matryoshka", 0, 3.0), SAESpec("relu", 0, 0.3), SAESpec("gated", 0, 0.3)]
+    st = TrainSettings(d_sae=64, batch=256, steps=1200, lr=5e-3, checkpoint_every=0)
+    # Matryoshka in two halves: the recipe's first groups (2, 4, 8 latents) are smaller than the 32
+    # independent planted features, so their nested reconstructions must mix them; a 32-latent
+    # prefix keeps the whole recipe (nested losses, BatchTopK, AuxK, threshold) on a solvable problem.
+    cfg = ArchConfig(matryoshka_fractions=(0.5, 0.5))
+    res = train_sweep(specs, ActivationArray(x, 256), st, tmp_path / "s", arch_cfg=cfg, progress=False)
     by = {e["architecture"]: e for e in res["saes"]}
-    for arch in ("topk", "batchtopk", "jumprelu"):
-        assert abs(by[arch]["l0"] - 3.0) < 1.2, (arch, by[arch]["l0"])
-        assert recovered(S.load(tmp_path / "s" / by[arch]["dir"]), dirs) > 0.8, arch
-    for arch in ("relu", "gated"):  # L1 recipes: sparse, good reconstructions, planted directions found
-        assert by[arch]["fvu"] < 0.15 and by[arch]["l0"] < 30, (arch, by[arch])
-        assert recovered(S.load(tmp_path / "s" / by[arch]["dir"]), dirs) > 0.5, arch
+    for arch, e in by.items():  # L1 recipes (relu, gated) near the planted L0, the others near k / target
+        target = 0.09 * 32 if arch in ("relu", "gated") else 3.0
+        assert abs(e["l0"] - target) < 1.2 and e["fvu"] < 0.1, (arch, e)
+        assert recovered(S.load(tmp_path / "s" / e["dir"]), dirs) > 0.75, arch
     sweep = json.loads((tmp_path / "s" / "sweep.json").read_text())
     assert {e["name"] for e in sweep["saes"]} == {s.name for s in specs}
     rows = [json.loads(ln) for ln in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
     assert {"loss", "mse", "l0", "fvu", "dead_frac", "lr", "sae", "step"} <= set(rows[-1])
+    assert not any(k.startswith("_") for k in rows[-1])
 
 
 SPECS = [SAESpec("topk", 0, 4.0), SAESpec("jumprelu", 1, 4.0), SAESpec("relu", 0, 0.03), SAESpec("gated", 0, 0.03),
@@ -65,8 +71,9 @@ SMALL = TrainSettings(d_sae=64, batch=128, steps=40, lr=1e-3, checkpoint_every=0
 
 def test_vmapped_sweep_equals_training_each_alone(tmp_path):
     x, _ = planted(n=4000, seed=1)
-    train_sweep(SPECS, ActivationArray(x, 128), SMALL, tmp_path / "all", progress=False)
-    for spec in SPECS[:4] + SPECS[-1:]:
+    pairs = [SAESpec("batchtopk", 1, 6.0), SAESpec("matryoshka", 1, 6.0)]  # 2 SAEs in each of these groups
+    train_sweep(SPECS + pairs, ActivationArray(x, 128), SMALL, tmp_path / "all", progress=False)
+    for spec in SPECS[:5] + SPECS[-1:] + pairs[1:]:
         train_sweep([spec], ActivationArray(x, 128), SMALL, tmp_path / spec.name, progress=False)
         a, b = weights(tmp_path / "all", spec.name), weights(tmp_path / spec.name, spec.name)
         for k in a:
@@ -127,16 +134,60 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
 
 def test_export_load_round_trip_is_exact(tmp_path):
     x, _ = planted(n=2000, seed=3)
-    train_sweep(SPECS[:3], ActivationArray(x, 128), SMALL, tmp_path / "s", progress=False)
-    for spec in SPECS[:3]:
+    train_sweep(SPECS, ActivationArray(x, 128), SMALL, tmp_path / "s", progress=False)
+    kinds = set()
+    for spec in SPECS:  # every architecture: gated, batchtopk and matryoshka (as jumprelu) included
         sae = S.load(tmp_path / "s" / spec.name)
         S.save(sae, tmp_path / "copy" / spec.name)
         again = S.load(tmp_path / "copy" / spec.name)
         assert again.cfg == sae.cfg
+        assert sae.params.keys() == again.params.keys()
         for k in sae.params:
             np.testing.assert_array_equal(np.asarray(sae.params[k]), np.asarray(again.params[k]))
         np.testing.assert_array_equal(np.asarray(sae.encode(x[:64])), np.asarray(again.encode(x[:64])))
+        np.testing.assert_array_equal(np.asarray(sae(x[:64])), np.asarray(again(x[:64])))
         assert int(sae.cfg["metadata"]["sae_lens_version"].split(".")[0]) >= 6
+        kinds.add(sae.arch)
+    assert kinds == {"standard", "topk", "jumprelu", "gated"}
+
+
+def test_export_folds_the_normalisation_exactly(tmp_path):
+    """exported encode(x) == trained encode(x / s) * s and exported decode(f) == trained decode(f / s) * s,
+    for every architecture, from the trainer's own state after a few steps."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxsae.sae import ARCHS, ArchConfig
+    from jaxsae.sae.arch import decode
+    from jaxsae.train.run import export_sweep
+    from jaxsae.train.trainer import groups_of, init_state, make_step
+
+    x, _ = planted(n=1280, seed=6)
+    scale = 2.5
+    xs = (x / scale).astype(np.float32)
+    cfg = ArchConfig(threshold_start_step=2, dead_tokens=256)
+    state = init_state(SPECS, x.shape[1], SMALL, xs[:128], cfg)
+    step = make_step(SPECS, SMALL, cfg)
+    for i in range(10):
+        state, _ = step(state, jnp.asarray(xs[128 * i:128 * (i + 1)]))
+    host = jax.device_get(state)
+    export_sweep(host, SPECS, SMALL, scale, x.shape[1], tmp_path, {}, cfg)
+    raw = x[:256]
+    for g in groups_of(SPECS):
+        arch = ARCHS[g.arch]
+        for i, name in enumerate(g.names):
+            p = jax.tree.map(lambda a: jnp.asarray(a[i]), host["groups"][g.arch]["params"])
+            aux = jax.tree.map(lambda a: jnp.asarray(a[i]), host["groups"][g.arch]["aux"])
+            if arch.has_threshold_ema:
+                assert float(aux["threshold"]) > 0, name  # the exported threshold is a learned one
+            sae = S.load(tmp_path / name)
+            f_want = np.asarray(arch.encode(p, aux, jnp.asarray(raw / scale), g.sparsity[i], cfg)) * scale
+            f_got = np.asarray(sae.encode(raw))
+            assert (f_got != 0).sum() > 0, name
+            np.testing.assert_array_equal(f_got != 0, f_want != 0, err_msg=name)
+            np.testing.assert_allclose(f_got, f_want, rtol=1e-5, atol=1e-5 * scale, err_msg=name)
+            x_want = np.asarray(decode(p, jnp.asarray(f_got / scale))) * scale
+            np.testing.assert_allclose(np.asarray(sae.decode(f_got)), x_want, rtol=1e-5, atol=1e-5 * scale, err_msg=name)
 
 
 _DEVICES = textwrap.dedent(
@@ -167,11 +218,116 @@ def test_8_fake_devices_equal_1_device(tmp_path):
             np.testing.assert_allclose(a[k], b[k], atol=1e-4, rtol=1e-3, err_msg=f"{spec.name}.{k}")
 
 
-def test_nan_stops_with_the_sae_and_step_named(tmp_path):
+class PoisonedAt(ActivationArray):
+    """Activations whose batch at one step holds a NaN (after the batches the scale is estimated on)."""
+
+    def __init__(self, acts, batch, step):
+        super().__init__(acts, batch)
+        self.bad_step = step
+
+    def batch_at(self, step, rows=None):
+        out = super().batch_at(step, rows)
+        if step == self.bad_step:
+            out[3] = np.nan
+        return out
+
+
+def test_nan_stops_with_the_sae_and_step_named_keeping_the_last_good_checkpoint(tmp_path):
+    import dataclasses
+
     x, _ = planted(n=2000, seed=4)
-    x[300] = np.nan  # a poisoned activation
-    with pytest.raises(UserError, match=r"non-finite loss at step \d+"):
-        train_sweep(SPECS[:2], ActivationArray(x, 128), SMALL, tmp_path / "s", progress=False)
+    st = dataclasses.replace(SMALL, checkpoint_every=10)
+    with pytest.raises(UserError) as e:
+        train_sweep(SPECS[:2], PoisonedAt(x, 128, 25), st, tmp_path / "s", progress=False)
+    msg = str(e.value)
+    assert f"SAE {SPECS[0].name} has a non-finite loss at step 25" in msg and "checkpoint (step 20)" in msg, msg
+    assert "\n" not in msg
+    assert (tmp_path / "s" / "checkpoints" / "20").is_dir() and not (tmp_path / "s" / "checkpoints" / "30").exists()
+    # the kept checkpoint is the good one: resuming on clean data gives the uninterrupted run
+    train_sweep(SPECS[:2], ActivationArray(x, 128), st, tmp_path / "s", progress=False)
+    train_sweep(SPECS[:2], ActivationArray(x, 128), st, tmp_path / "once", progress=False)
+    for spec in SPECS[:2]:
+        a, b = weights(tmp_path / "once", spec.name), weights(tmp_path / "s", spec.name)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{spec.name}.{k}")
+
+
+def test_non_finite_parameters_stop_training_without_checkpoints(tmp_path):
+    """An infinite LR: the loss of the first step is finite, the parameters after it are not; with
+    checkpoint_every=0 nothing was saved."""
+    import dataclasses
+
+    x, _ = planted(n=2000, seed=4)
+    st = dataclasses.replace(SMALL, lr=float("inf"), checkpoint_every=0)
+    with pytest.raises(UserError, match=rf"SAE {SPECS[0].name} has non-finite parameters after the update at step 0; "
+                                        "no checkpoint was saved"):
+        train_sweep(SPECS[:2], ActivationArray(x, 128), st, tmp_path / "s", progress=False)
+    assert not list((tmp_path / "s" / "checkpoints").glob("*"))
+
+
+def test_first_bad_names_the_sae_and_what_is_not_finite():
+    from jaxsae.train.trainer import first_bad
+
+    specs = [SAESpec("topk", 0, 4.0), SAESpec("topk", 1, 6.0), SAESpec("relu", 0, 0.1)]
+    ok = {"topk": {"loss": np.ones(2, np.float32), "_params_finite": np.ones(2, bool)},
+          "relu": {"loss": np.ones(1, np.float32), "_params_finite": np.ones(1, bool)}}
+    assert first_bad(ok, specs) is None
+    params = {**ok, "topk": {**ok["topk"], "_params_finite": np.array([True, False])}}
+    assert first_bad(params, specs) == ("topk-k6", "parameters")
+    loss = {**params, "relu": {**ok["relu"], "loss": np.array([np.inf], np.float32)}}
+    assert first_bad(loss, specs) == ("topk-k6", "parameters")  # the first SAE in sweep order
+    loss["topk"] = ok["topk"]
+    assert first_bad(loss, specs) == ("relu-l10.1", "loss")
+
+
+def test_a_nan_in_the_scale_batches_is_refused(tmp_path):
+    x, _ = planted(n=2000, seed=4)
+    x[300] = np.nan
+    with pytest.raises(UserError, match="NaN or inf values"):
+        train_sweep(SPECS[:1], ActivationArray(x, 128), SMALL, tmp_path / "s", progress=False)
+
+
+def test_short_runs_record_and_print_the_scaled_down_recipe(tmp_path, capsys):
+    import dataclasses
+
+    from jaxsae.sae import ArchConfig
+
+    x, _ = planted(n=2000, seed=5)
+    res = train_sweep(SPECS[:1], ActivationArray(x, 128), SMALL, tmp_path / "s", progress=False)
+    scaled = {"warmup_steps": [5, 4], "sparsity_warmup_steps": [10, 8], "dead_tokens": [10_000_000, 2560],
+              "threshold_start_step": [1000, 8]}
+    assert res["scaled_down"] == scaled
+    assert {k: res["settings"][k] for k in scaled} == {k: v[1] for k, v in scaled.items()}
+    assert json.loads((tmp_path / "s" / "sweep.json").read_text())["scaled_down"] == scaled
+    md = S.load(tmp_path / "s" / SPECS[0].name).metadata["jaxsae"]
+    assert md["scaled_down"] == scaled and md["settings"] == res["settings"]
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "scaled down" in ln]
+    assert len(lines) == 1 and all(w in lines[0] for w in ("LR warmup 5 -> 4", "sparsity warmup 10 -> 8",
+                                                            "dead window 10,000,000 -> 2,560", "threshold EMA start 1000 -> 8"))
+    fits = dataclasses.replace(SMALL, warmup_steps=2, sparsity_warmup_steps=4, dead_tokens=1000)
+    res = train_sweep(SPECS[:1], ActivationArray(x, 128), fits, tmp_path / "t", arch_cfg=ArchConfig(threshold_start_step=5),
+                      progress=False)
+    assert res["scaled_down"] == {} and "scaled down" not in capsys.readouterr().out
+    assert res["settings"]["warmup_steps"] == 2 and res["settings"]["threshold_start_step"] == 5
+
+
+def test_the_signature_holds_what_the_activations_came_from(tmp_path):
+    x, _ = planted(n=2000, seed=7)
+    md = {"model_name": "m", "hook_layer": 3, "dataset_path": "embedded", "context_size": 128}
+    res = train_sweep(SPECS[:1], ActivationArray(x, 128), SMALL, tmp_path / "s", metadata=md, progress=False)
+    data = res["signature"]["data"]
+    assert {k: data[k] for k in md} == md and data["n_tokens"] == 2000 and data["fingerprint"]
+    assert train_sweep(SPECS[:1], ActivationArray(x, 128), SMALL, tmp_path / "s", metadata=md, progress=False) == res
+    for change in ({"hook_layer": 4}, {"model_name": "other"}, {"dataset_path": "hf:x"}):
+        with pytest.raises(UserError, match=rf"different sweep \(data\.{list(change)[0]}: .* there, .* here\)"):
+            train_sweep(SPECS[:1], ActivationArray(x, 128), SMALL, tmp_path / "s", metadata={**md, **change},
+                        progress=False)
+    with pytest.raises(UserError, match=r"data\.n_tokens: 2000 there, 1900 here"):  # fewer tokens
+        train_sweep(SPECS[:1], ActivationArray(x[:1900], 128), SMALL, tmp_path / "s", metadata=md, progress=False)
+    other = x.copy()
+    other[0] += 1.0
+    with pytest.raises(UserError, match=r"data\.fingerprint"):  # same shape, other values
+        train_sweep(SPECS[:1], ActivationArray(other, 128), SMALL, tmp_path / "s", metadata=md, progress=False)
 
 
 def test_bad_input(tmp_path):
@@ -198,17 +354,104 @@ def _cli(*args):
 def test_cli_on_npy_and_errors(tmp_path):
     x, _ = planted(n=3000)
     np.save(tmp_path / "acts.npy", x)
-    r = _cli("--activations", str(tmp_path / "acts.npy"), "--archs", "relu,topk", "--l0", "4,6", "--d-sae", "64",
-             "--batch", "128", "--steps", "20", "--out", str(tmp_path / "out"))
+    r = _cli("--activations", str(tmp_path / "acts.npy"), "--archs", "relu,topk,gated", "--l0", "4,6", "--l1", "0.05,0.1",
+             "--d-sae", "64", "--batch", "128", "--steps", "20", "--out", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr[-2000:]
     sweep = json.loads((tmp_path / "out" / "sweep.json").read_text())
-    assert len(sweep["saes"]) == 4 and all("l0" in e and "fvu" in e for e in sweep["saes"])
+    assert [e["name"] for e in sweep["saes"]] == ["relu-l10.05", "relu-l10.1", "topk-k4", "topk-k6",
+                                                   "gated-l10.05", "gated-l10.1"]
+    assert all("l0" in e and "fvu" in e for e in sweep["saes"]) and sweep["scaled_down"]
+    assert sum("scaled down" in ln for ln in r.stdout.splitlines()) == 1
     bad = _cli("--activations", str(tmp_path / "acts.npy"), "--archs", "topk,wat", "--out", str(tmp_path / "o2"))
     assert bad.returncode == 2 and "unknown architecture" in bad.stderr
     missing = _cli("--activations", str(tmp_path / "none.npy"), "--out", str(tmp_path / "o3"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    width = _cli("--activations", str(tmp_path / "acts.npy"), "--model", "tiny-random-llama", "--layer", "1",
+                 "--out", str(tmp_path / "o4"))  # a fresh run: 32-wide activations for a d_model-64 model
+    assert width.returncode == 2 and "width 32" in width.stderr and "d_model 64" in width.stderr, width.stderr
+    assert len(width.stderr.strip().splitlines()) == 1
+
+
+def test_cli_l1_and_levels_parsing():
+    from jaxsae.train.__main__ import Args, sweep_specs
+
+    def names(**kw):
+        return [s.name for s in sweep_specs(Args(out=Path("o"), **kw))]
+
+    assert names(archs="relu,gated,topk", l0="80,160", l1="0.01,0.03") == [
+        "relu-l10.01", "relu-l10.03", "gated-l10.01", "gated-l10.03", "topk-k80", "topk-k160"]
+    assert names(archs="relu,gated", l1="relu=0.01,0.02,0.05;gated=0.07") == [  # L1-only: levels from --l1
+        "relu-l10.01", "relu-l10.02", "relu-l10.05", "gated-l10.07"]
+    assert names(archs="relu,gated") == ["relu-l10.015", "relu-l10.02", "gated-l10.018", "gated-l10.024"]  # paper's
+    assert names(archs="relu,topk", levels="0,5", l1="relu=0.5,0.6") == ["relu-l10.5", "relu-l10.6", "topk-k50", "topk-k820"]
+    for kw, match in (({"archs": "relu,topk", "l1": "0.05"}, "gives 1 coefficient"),
+                      ({"archs": "relu", "l1": "topk=0.1"}, "not 'topk'"),
+                      ({"archs": "relu", "l1": "0.1,x"}, "comma-separated numbers"),
+                      ({"archs": "relu", "l0": "8a"}, "--l0 takes comma-separated integers")):
+        with pytest.raises(UserError, match=match):
+            names(**kw)
+
+
+def test_cli_help_explains_every_option():
+    import dataclasses
+    import re
+
+    from jaxsae.train.__main__ import Args
+
+    r = subprocess.run([sys.executable, "-m", "jaxsae.train", "--help"], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200"), timeout=120)
+    assert r.returncode == 0, r.stderr
+    flat = re.sub(r"[\s│]+", " ", r.stdout)
+    docs = {m.group(1): " ".join(m.group(2).split()) for m in
+            re.finditer(r'^    (\w+): [^\n]*\n    """(.*?)"""', Path(ROOT / "jaxsae/train/__main__.py").read_text(), re.M | re.S)}
+    for f in dataclasses.fields(Args):
+        assert f"--{f.name.replace('_', '-')}" in flat, f.name
+        assert docs.get(f.name), f"{f.name} has no docstring"
+        assert " ".join(docs[f.name].split()[:6]) in flat, f.name
 
 
 def test_cli_harvest_layer_out_of_range(tmp_path):
     r = _cli("--model", "tiny-random-llama", "--layer", "9", "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "out of range" in r.stderr
+
+
+def test_cli_harvest_cache_is_checked_and_carries_model_metadata(tmp_path):
+    run = ("--model", "tiny-random-llama", "--layer", "1", "--tokens", "900", "--context", "32", "--shard-tokens", "400",
+           "--archs", "topk", "--l0", "4", "--d-sae", "32", "--batch", "128", "--steps", "4")
+    r = _cli(*run, "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    index = json.loads((tmp_path / "o" / "activations" / "index.json").read_text())
+    assert [s["tokens"] for s in index["shards"]] == [400, 400, 100] and index["shape"] == [900, 64]
+    src = index["source"]
+    assert (src["hook_layer"], src["dataset_path"], src["context_size"], src["tokens_requested"]) == (1, "embedded", 32, 900)
+    md = S.load(tmp_path / "o" / "topk-k4").metadata
+    assert md["model_name"] == src["model_name"] and md["hook_name"] == "blocks.1.hook_resid_post"
+    # the same --out with another layer, text, context or token count: the cache is refused, in one line
+    for flag, value, what in (("--layer", "0", "hook_layer 1 (this run: 0)"), ("--text", "notes.txt", "dataset_path"),
+                              ("--tokens", "800", "tokens_requested 900 (this run: 800)")):
+        args = [*run, "--text", "embedded"]
+        args[args.index(flag) + 1] = value
+        bad = _cli(*args, "--out", str(tmp_path / "o"))
+        assert bad.returncode == 2 and what in bad.stderr and "new --out" in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+    # training again from the shards (no model needed): the record supplies model_name / hook_layer
+    r = _cli("--activations", str(tmp_path / "o" / "activations"), "--archs", "topk", "--l0", "4", "--d-sae", "32",
+             "--batch", "128", "--steps", "4", "--out", str(tmp_path / "again"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = S.load(tmp_path / "again" / "topk-k4")
+    assert again.metadata["model_name"] == src["model_name"] and again.metadata["hook_layer"] == 1
+    np.testing.assert_array_equal(np.asarray(again.params["W_enc"]), np.asarray(S.load(tmp_path / "o" / "topk-k4").params["W_enc"]))
+    wrong = _cli("--activations", str(tmp_path / "o" / "activations"), "--layer", "2", "--out", str(tmp_path / "w"))
+    assert wrong.returncode == 2 and "layer 1, not --layer 2" in wrong.stderr
+    # a cached harvest of the wrong width (with a matching record) is refused too
+    from jaxsae.train.shards import record, sidecar_path
+
+    (tmp_path / "n").mkdir()
+    np.save(tmp_path / "n" / "activations.npy", np.zeros((900, 16), np.float32))
+    sidecar_path(tmp_path / "n" / "activations.npy").write_text(json.dumps(record((900, 16), src)))
+    bad = _cli(*run, "--out", str(tmp_path / "n"))
+    assert bad.returncode == 2 and "width 16" in bad.stderr and "d_model 64" in bad.stderr, bad.stderr
+    np.save(tmp_path / "n" / "activations.npy", np.zeros((900, 64), np.float32))
+    sidecar_path(tmp_path / "n" / "activations.npy").unlink()  # and one that says nothing of its source
+    bad = _cli(*run, "--out", str(tmp_path / "n"))
+    assert bad.returncode == 2 and "no record of what it was harvested from" in bad.stderr, bad.stderr

@@ -4,6 +4,9 @@ An architecture is a set of pure functions over one SAE's parameter pytree (the 
 over a stack of SAEs). Parameters use the SAELens layout from the start (W_enc f32[D, F],
 W_dec f32[F, D], ...), so export only folds the activation scale back in.
 
+Inference (what the exported SAELens SAE computes, in training units): ``encode(params, aux, x_bd,
+sparsity, cfg) -> f_bf`` and the shared :func:`decode`.
+
 Loss signature (one SAE, one batch)::
 
     loss(params, aux, x_bd, sparsity, ctx, cfg, with_auxk) -> (total, (terms, new_aux, f_bf))
@@ -70,6 +73,8 @@ class Arch:
     init: Callable  # (key, d_in, d_sae, cfg) -> params
     loss: Callable  # see module docstring
     export: Callable  # (params, aux, sparsity, cfg, scale) -> (sae_lens_arch, tensors, cfg_extra)
+    encode: Callable  # (params, aux, x_bd, sparsity, cfg) -> f_bf: the codes the exported SAE computes,
+    #                   in training units (exported encode(x) == encode(x / scale) * scale)
     betas: tuple[float, float]  # Adam (beta1, beta2)
     clip_norm: float | None  # global gradient-norm clip, None = no clipping
     decoder: str  # "free" | "unit" (set_decoder_norm_to_unit_norm, eps) | "unit_bare" (ConstrainedAdam)
@@ -94,6 +99,11 @@ def update_since_fired(since_f, fired_f, n_tokens: int):
     """Tokens since each latent last fired: reset where it fired this batch, else add the batch."""
     grown = jnp.minimum(since_f + n_tokens, _SATURATE)
     return jnp.where(fired_f, 0, grown).astype(jnp.int32)
+
+
+def decode(params, f_bf):
+    """x_hat f32[B, D] = f W_dec + b_dec (every architecture; exported decode(f) == decode(f / scale) * scale)."""
+    return f_bf @ params["W_dec"] + params["b_dec"]
 
 
 def mse(x_bd, x_hat_bd):

@@ -42,6 +42,11 @@ def gate_and_codes(params, x_bd):
     return pi_gate, f
 
 
+def infer(params, aux, x_bd, sparsity, cfg):
+    """Inference codes (SAELens "gated")."""
+    return gate_and_codes(params, x_bd)[1]
+
+
 def loss(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=False):
     pi_gate, f = gate_and_codes(params, x_bd)
     x_hat = f @ params["W_dec"] + params["b_dec"]
@@ -61,6 +66,6 @@ def export(params, aux, sparsity, cfg, scale):
 
 
 ARCH = Arch(
-    name="gated", init=init, loss=loss, export=export, betas=(0.0, 0.999), clip_norm=None,
+    name="gated", init=init, loss=loss, export=export, encode=infer, betas=(0.0, 0.999), clip_norm=None,
     decoder="unit_bare", sparsity_kind="l1",
 )

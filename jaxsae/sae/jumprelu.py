@@ -61,6 +61,12 @@ def init(key, d_in: int, d_sae: int, cfg) -> dict:
     }
 
 
+def infer(params, aux, x_bd, sparsity, cfg):
+    """Inference codes z * H(z - theta) (SAELens "jumprelu" without b_dec subtraction)."""
+    z = x_bd @ params["W_enc"] + params["b_enc"]
+    return jnp.where(z > params["threshold"], z, 0.0)
+
+
 def loss(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=False):
     eps = cfg.jumprelu_bandwidth
     z = x_bd @ params["W_enc"] + params["b_enc"]
@@ -80,6 +86,6 @@ def export(params, aux, sparsity, cfg, scale):
 
 
 ARCH = Arch(
-    name="jumprelu", init=init, loss=loss, export=export, betas=(0.0, 0.999), clip_norm=1.0,
+    name="jumprelu", init=init, loss=loss, export=export, encode=infer, betas=(0.0, 0.999), clip_norm=1.0,
     decoder="unit", sparsity_kind="target_l0",
 )

@@ -34,6 +34,11 @@ def encode(params, x_bd):
     return jax.nn.relu((x_bd - params["b_dec"]) @ params["W_enc"] + params["b_enc"])
 
 
+def infer(params, aux, x_bd, sparsity, cfg):
+    """Inference codes (SAELens "standard")."""
+    return encode(params, x_bd)
+
+
 def loss(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=False):
     f_bf = encode(params, x_bd)
     x_hat = f_bf @ params["W_dec"] + params["b_dec"]
@@ -51,6 +56,6 @@ def export(params, aux, sparsity, cfg, scale):
 
 
 ARCH = Arch(
-    name="relu", init=init, loss=loss, export=export, betas=(0.9, 0.999), clip_norm=1.0,
+    name="relu", init=init, loss=loss, export=export, encode=infer, betas=(0.9, 0.999), clip_norm=1.0,
     decoder="free", sparsity_kind="l1",
 )

@@ -154,6 +154,18 @@ def loss_matryoshka(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=True):
     return total, (terms, new_aux, f)
 
 
+def infer_topk(params, aux, x_bd, sparsity, cfg):
+    """Inference codes of TopK: the k largest per token (SAELens "topk"; the threshold is not used)."""
+    return select_topk(pre_acts(params, x_bd), sparsity)
+
+
+def infer_threshold(params, aux, x_bd, sparsity, cfg):
+    """Inference codes of BatchTopK / Matryoshka: pre-activations above the learned global threshold
+    (0 before it was first set), as the exported JumpReLU SAE computes them."""
+    pre = pre_acts(params, x_bd)
+    return jnp.where(pre > jnp.maximum(aux["threshold"], 0.0), pre, 0.0)
+
+
 def export_topk(params, aux, sparsity, cfg, scale):
     tensors = fold_scale(params, ("b_enc", "b_dec"), scale)
     thr = float(aux["threshold"])
@@ -173,6 +185,8 @@ def export_as_jumprelu(params, aux, sparsity, cfg, scale):
 
 _COMMON = dict(betas=(0.9, 0.999), clip_norm=1.0, decoder="unit", sparsity_kind="k", gm_init=True,
                has_threshold_ema=True, has_auxk=True)
-TOPK = Arch(name="topk", init=init, loss=loss_topk, export=export_topk, **_COMMON)
-BATCHTOPK = Arch(name="batchtopk", init=init, loss=loss_batchtopk, export=export_as_jumprelu, **_COMMON)
-MATRYOSHKA = Arch(name="matryoshka", init=init, loss=loss_matryoshka, export=export_as_jumprelu, **_COMMON)
+TOPK = Arch(name="topk", init=init, loss=loss_topk, export=export_topk, encode=infer_topk, **_COMMON)
+BATCHTOPK = Arch(name="batchtopk", init=init, loss=loss_batchtopk, export=export_as_jumprelu, encode=infer_threshold,
+                 **_COMMON)
+MATRYOSHKA = Arch(name="matryoshka", init=init, loss=loss_matryoshka, export=export_as_jumprelu,
+                  encode=infer_threshold, **_COMMON)

@@ -7,8 +7,9 @@ Hugging Face dataset streamed with ``datasets`` (``hf:NAME[:CONFIG]``; its held-
 statistics pass and core metrics, is a part training never reads: :func:`held_out_texts`).
 
 Harvesting runs the model with early exit, drops BOS / special / pad positions, and writes the
-activations to a float32 ``.npy`` (memory-mapped), from which training batches are drawn in a
-seeded shuffled order. A batch is a pure function of (seed, step), so a resumed run sees exactly
+activations to a float32 ``.npy`` or a folder of ``.npy`` shards (memory-mapped, with a record of
+the model, layer and text they came from: :mod:`jaxsae.train.shards`), from which training batches
+are drawn in a seeded shuffled order. A batch is a pure function of (seed, step), so a resumed run sees exactly
 the data the uninterrupted run would have, and a sweep can be re-run without the LLM
 (``--activations``).
 """
@@ -126,13 +127,24 @@ def iter_texts(source: str) -> Iterator[str]:
         yield from texts_from(source, max_chars=10**12)
 
 
+def harvest_source(lm, layer: int, *, text: str | None, context: int, n_tokens: int) -> dict:
+    """The record of what a harvest comes from (see :data:`jaxsae.train.shards.SOURCE_KEYS`)."""
+    return {"model_name": lm.config.name or lm.source, "model_source": lm.source, "hook_layer": int(layer),
+            "dataset_path": text, "context_size": int(context), "tokens_requested": int(n_tokens)}
+
+
 def harvest(lm, layer: int, texts: Sequence[str], n_tokens: int, out_path: Path, *, context: int = 128,
-            llm_batch: int = 16, progress: bool = True) -> np.ndarray:
-    """Residuals after block ``layer`` for ``n_tokens`` non-special tokens of ``texts``, written to
-    ``out_path`` (float32 .npy [n_tokens, D], memory-mapped). Fewer when the text runs out."""
+            llm_batch: int = 16, progress: bool = True, text: str | None = None, shard_tokens: int | None = None):
+    """Residuals after block ``layer`` for ``n_tokens`` non-special tokens of ``texts`` (fewer when
+    the text runs out), written atomically to ``out_path`` with a record of their source (``text``:
+    the text source's name): a float32 .npy [n_tokens, D] (+ ``.npy.json``), or with
+    ``shard_tokens`` a folder of .npy shards of that many tokens (+ ``index.json``). Returns the
+    stored activations, memory-mapped (see :func:`load_activations`)."""
     from numpy.lib.format import open_memmap
 
     from jaxsae.features.corpus import counted_mask, pack_contexts, tokenizer_adds_bos
+    from jaxsae.io import atomic_dir, atomic_write_json
+    from jaxsae.train.shards import ShardWriter, record, sidecar_path
 
     if lm.tokenizer is None:
         raise UserError(f"{lm.source} has no tokenizer; harvesting needs one")
@@ -144,12 +156,32 @@ def harvest(lm, layer: int, texts: Sequence[str], n_tokens: int, out_path: Path,
                         bos_id=bos, sep_id=sep)
     special = [t for t in (cfg.bos_id, cfg.pad_id, *cfg.eos_ids) if t is not None]
     counted = counted_mask(ctx, special, mask_first=bos is None)
-    n_avail = int(counted.sum())
-    n = min(n_tokens, n_avail)
+    n = min(n_tokens, int(counted.sum()))
+    source = harvest_source(lm, layer, text=text, context=context, n_tokens=n_tokens)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    if shard_tokens:
+        with atomic_dir(out_path) as tmp:
+            sink = ShardWriter(tmp, n, cfg.d_model, shard_tokens)
+            _harvest_into(lm, layer, ctx, counted, n, sink.write, llm_batch, progress)
+            sink.close(source)
+        return load_activations(out_path)
     tmp = out_path.with_name(out_path.name + ".partial.npy")
     arr = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, cfg.d_model))
+
+    def write(start, rows):
+        arr[start : start + len(rows)] = rows
+
+    _harvest_into(lm, layer, ctx, counted, n, write, llm_batch, progress)
+    arr.flush()
+    del arr
+    atomic_write_json(sidecar_path(out_path), record((n, cfg.d_model), source))  # before the array appears
+    tmp.replace(out_path)
+    return load_activations(out_path)
+
+
+def _harvest_into(lm, layer, ctx, counted, n, write, llm_batch, progress) -> None:
+    """Run the model over the contexts ``ctx`` and ``write(start, rows)`` the first ``n`` counted residuals."""
     filled = 0
     batches = range(0, len(ctx), llm_batch)
     if progress:
@@ -166,16 +198,13 @@ def harvest(lm, layer: int, texts: Sequence[str], n_tokens: int, out_path: Path,
         resid = np.asarray(lm.residual(toks, layer))[: llm_batch - pad]
         keep = resid[counted[s : s + llm_batch]]
         take = min(len(keep), n - filled)
-        arr[filled : filled + take] = keep[:take]
+        write(filled, keep[:take])
         filled += take
-    arr.flush()
-    del arr
-    tmp.replace(out_path)
-    return np.load(out_path, mmap_mode="r")
 
 
 class ActivationArray:
-    """Training batches from a float32 [N, D] array, in a seeded shuffled order per epoch.
+    """Training batches from a float32 [N, D] array (or a :class:`~jaxsae.train.shards.ShardedActivations`
+    folder, read the same way), in a seeded shuffled order per epoch.
 
     ``batch(step)`` depends only on (seed, step): resuming at any step is exact."""
 
@@ -194,6 +223,21 @@ class ActivationArray:
     def d_in(self) -> int:
         return int(self.acts.shape[1])
 
+    @property
+    def n_tokens(self) -> int:
+        return int(len(self.acts))
+
+    def fingerprint(self, n_rows: int = 64) -> str:
+        """A short hash of the shape and ``n_rows`` evenly spaced rows: tells one activation set
+        from another without reading it all."""
+        import hashlib
+
+        rows = np.unique(np.linspace(0, len(self.acts) - 1, n_rows).astype(np.int64))
+        h = hashlib.blake2b(digest_size=12)
+        h.update(np.asarray(self.acts.shape, np.int64).tobytes())
+        h.update(np.ascontiguousarray(np.asarray(self.acts[rows], np.float32)).tobytes())
+        return h.hexdigest()
+
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._perm_epoch:
             self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.acts))
@@ -210,11 +254,17 @@ class ActivationArray:
         return np.asarray(self.acts[idx], np.float32)
 
 
-def load_activations(path: str | Path) -> np.ndarray:
-    """A float32 [n_tokens, d_model] .npy, memory-mapped (no pickle)."""
+def load_activations(path: str | Path):
+    """Stored activations, memory-mapped (no pickle): a float32 [n_tokens, d_model] .npy (an
+    ``np.ndarray``), or a shard folder (a :class:`~jaxsae.train.shards.ShardedActivations`)."""
+    from jaxsae.train.shards import ShardedActivations
+
     path = Path(path)
+    if path.is_dir():
+        return ShardedActivations(path)
     if not path.is_file():
-        raise UserError(f"activations file {path} does not exist; pass a float32 .npy of shape [n_tokens, d_model]")
+        raise UserError(f"activations file {path} does not exist; pass a float32 .npy of shape [n_tokens, d_model] "
+                        "or a shard folder")
     try:
         acts = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as e:
@@ -229,4 +279,7 @@ def load_activations(path: str | Path) -> np.ndarray:
 def norm_scale(acts: ActivationArray, n_batches: int = 100) -> float:
     """One scalar s with E||x / s||^2 = 1, estimated on up to ``n_batches`` batches (dictionary_learning)."""
     sq = [np.mean(np.sum(np.square(acts.batch_at(i)), axis=-1)) for i in range(min(n_batches, acts.per_epoch))]
+    bad = [i for i, v in enumerate(sq) if not np.isfinite(v)]
+    if bad:
+        raise UserError(f"the activations hold NaN or inf values (training batch {bad[0]}); harvest them again or drop those rows")
     return float(np.sqrt(np.mean(sq)))

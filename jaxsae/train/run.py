@@ -10,6 +10,7 @@ Output folder::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -26,7 +27,7 @@ from jaxsae.errors import UserError
 from jaxsae.io import atomic_write_json, atomic_write_text
 from jaxsae.sae import ARCHS, ArchConfig
 from jaxsae.train.data import ActivationArray, norm_scale
-from jaxsae.train.spec import SAESpec, TrainSettings, check_sweep
+from jaxsae.train.spec import SAESpec, TrainSettings, check_sweep, describe_scaled, scaled_down
 from jaxsae.train.trainer import first_bad, groups_of, init_state, make_step, metrics_rows, shard_state, state_shardings
 
 
@@ -42,9 +43,56 @@ def make_mesh(sweep: int = 1, data: int | None = None) -> Mesh | None:
     return Mesh(devices, ("sweep", "data"))
 
 
-def sweep_signature(specs: list[SAESpec], st: TrainSettings, d_in: int) -> dict:
-    return {"saes": [s.name for s in specs], "d_in": d_in, "d_sae": st.d_sae, "batch": st.batch,
-            "steps": st.steps, "lr": st.lr, "seed": st.seed}
+SOURCE_KEYS = ("model_name", "hook_layer", "dataset_path", "context_size")
+"""Metadata keys that say what the activations came from (part of the sweep's signature)."""
+
+
+def data_source(acts, metadata: dict | None) -> dict:
+    """What the training activations are: their provenance from ``metadata`` (model, layer, text,
+    context), how many tokens, and a fingerprint of the stored rows where they are stored."""
+    md = metadata or {}
+    src = {k: md[k] for k in SOURCE_KEYS if md.get(k) is not None}
+    src["n_tokens"] = int(getattr(acts, "n_tokens", acts.per_epoch * acts.batch))
+    if hasattr(acts, "fingerprint"):
+        src["fingerprint"] = acts.fingerprint()
+    return src
+
+
+def sweep_signature(specs: list[SAESpec], st: TrainSettings, d_in: int, source: dict | None = None,
+                    arch_cfg: ArchConfig | None = None) -> dict:
+    """What a sweep folder holds: the SAEs, the settings that shape them (effective ones) and, with
+    ``source``, what the activations came from (see :func:`data_source`)."""
+    sig = {"saes": [s.name for s in specs], "d_in": d_in, "d_sae": st.d_sae, "batch": st.batch,
+           "steps": st.steps, "lr": st.lr, "seed": st.seed, "recipe": st.recipe()}
+    if arch_cfg is not None:
+        sig["recipe"]["threshold_start_step"] = arch_cfg.threshold_start_step
+    if source is not None:
+        sig["data"] = source
+    return sig
+
+
+def effective_recipe(st: TrainSettings, arch_cfg: ArchConfig) -> tuple[TrainSettings, ArchConfig, dict]:
+    """The settings a run of ``st.steps`` steps actually uses (warmups, dead window and threshold
+    EMA start capped for short runs) and {name: [asked, used]} of what was scaled down."""
+    used = st.effective()
+    cfg = arch_cfg.replace(dead_tokens=used.dead_tokens,
+                           threshold_start_step=min(arch_cfg.threshold_start_step, st.steps // 5))
+    asked = {**st.recipe(), "threshold_start_step": arch_cfg.threshold_start_step}
+    scaled = scaled_down(asked, {**used.recipe(), "threshold_start_step": cfg.threshold_start_step})
+    return used, cfg, scaled
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'key: old -> new' for the leaves that differ (nested dicts flattened with dots)."""
+    out = []
+    for k in dict.fromkeys([*old, *new]):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(_differences(a, b, f"{prefix}{k}."))
+        elif a != b:
+            short = (lambda v: f"{len(v)} SAEs" if isinstance(v, list) and len(v) > 3 else v)
+            out.append(f"{prefix}{k}: {short(a)} there, {short(b)} here")
+    return out
 
 
 def _check_out(out: Path, signature: dict) -> dict | None:
@@ -58,9 +106,10 @@ def _check_out(out: Path, signature: dict) -> dict | None:
                 continue
             sig = old.get("signature", old)
             if sig != signature:
+                diff = _differences(sig, signature)
                 raise UserError(
-                    f"{out} already holds a different sweep ({', '.join(sig.get('saes', [])[:3])}...); "
-                    "pass a new --out folder"
+                    f"{out} already holds a different sweep ({'; '.join(diff[:3]) or 'other settings'}); "
+                    "pass a new --out folder (or delete that one)"
                 )
             if name == "sweep.json":
                 return old
@@ -74,9 +123,10 @@ def _checkpointer(path: Path):
 
 
 def export_sweep(state, specs: list[SAESpec], st: TrainSettings, scale: float, d_in: int, out: Path,
-                 metadata: dict, arch_cfg: ArchConfig) -> dict[str, Path]:
+                 metadata: dict, arch_cfg: ArchConfig, scaled: dict | None = None) -> dict[str, Path]:
     """Write every SAE of the sweep as a SAELens-v6 folder with the normalisation folded in
-    (``state`` on the host, see :func:`jaxsae.distributed.to_host`)."""
+    (``state`` on the host, see :func:`jaxsae.distributed.to_host`); ``metadata.jaxsae`` records the
+    effective training settings (``st``, ``arch_cfg``) and what a short run ``scaled`` down."""
     host = to_host(state)
     paths = {}
     by_name = {s.name: s for s in specs}
@@ -93,11 +143,17 @@ def export_sweep(state, specs: list[SAESpec], st: TrainSettings, scale: float, d
             public = {k: v for k, v in extra.items() if not k.startswith("_")}
             spec = by_name[name]
             md = {**metadata, "jaxsae": {"trained_architecture": g.arch, "sparsity": g.sparsity[i], "level": spec.level,
-                                         "activation_scale": scale, "steps": st.steps, "batch": st.batch, **private}}
+                                         "activation_scale": scale, "steps": st.steps, "batch": st.batch,
+                                         "settings": run_settings(st, arch_cfg), "scaled_down": scaled or {}, **private}}
             cfg = S.make_cfg(sae_arch, d_in, st.d_sae, apply_b_dec_to_input=apply_b_dec, metadata=md, **public)
             sae = S.SAE(cfg=cfg, params={k: jnp.asarray(v, jnp.float32) for k, v in tensors.items()})
             paths[name] = S.save(sae, out / name)
     return paths
+
+
+def run_settings(st: TrainSettings, arch_cfg: ArchConfig) -> dict:
+    """The effective settings a sweep trained with (JSON-able)."""
+    return {**dataclasses.asdict(st), "threshold_start_step": arch_cfg.threshold_start_step}
 
 
 def evaluate(sae, acts: ActivationArray, n_batches: int = 8, start: int = 0) -> dict:
@@ -113,6 +169,15 @@ def evaluate(sae, acts: ActivationArray, n_batches: int = 8, start: int = 0) -> 
         var += float(np.sum((x - mean) ** 2))
         n += len(x)
     return {"l0": l0 / n, "fvu": err / var}
+
+
+def diverged_message(name: str, what: str, step: int, last_ckpt: int | None, ckpt_dir: Path) -> str:
+    """The one-line error of a NaN / inf stop, naming the SAE, the step and what is kept."""
+    kept = (f"the last good checkpoint (step {last_ckpt}) is kept in {ckpt_dir}" if last_ckpt is not None
+            else "no checkpoint was saved before it")
+    bad = "a non-finite loss" if what == "loss" else "non-finite parameters after the update"
+    return (f"training diverged: SAE {name} has {bad} at step {step}; {kept} — "
+            "lower the learning rate (or check the activations) and re-run")
 
 
 def train_sweep(
@@ -138,11 +203,8 @@ def train_sweep(
     out = Path(out)
     d_in = acts.d_in
     check_sweep(specs, d_in, st.d_sae)
-    st = st.effective()
-    arch_cfg = arch_cfg or ArchConfig()
-    arch_cfg = arch_cfg.replace(dead_tokens=st.dead_tokens,
-                                threshold_start_step=min(arch_cfg.threshold_start_step, st.steps // 5))
-    signature = sweep_signature(specs, st, d_in)
+    st, arch_cfg, scaled = effective_recipe(st, arch_cfg or ArchConfig())
+    signature = sweep_signature(specs, st, d_in, data_source(acts, metadata), arch_cfg)
     writer = jax.process_index() == 0
     done = _check_out(out, signature)
     barrier("train_sweep: checked the output folder")  # before process 0 writes into it
@@ -151,6 +213,9 @@ def train_sweep(
     if writer:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "signature.json", signature)
+        note = describe_scaled(scaled, st.steps)
+        if note:
+            print(note, flush=True)
     scale = norm_scale(acts)
     ckpt_dir = out / "checkpoints"
     mngr = _checkpointer(ckpt_dir)
@@ -201,10 +266,7 @@ def train_sweep(
             state, met = step_fn(state, x)
             bad = first_bad(met, specs)
             if bad is not None:
-                raise UserError(
-                    f"training diverged: SAE {bad} has a non-finite loss at step {step}; the last good checkpoint "
-                    f"(step {mngr.latest_step()}) is kept in {ckpt_dir} — lower the learning rate and re-run"
-                )
+                raise UserError(diverged_message(*bad, step, mngr.latest_step(), ckpt_dir))
             done_steps = step + 1
             if done_steps % st.log_every == 0 or done_steps == st.steps:
                 rows = metrics_rows(met, specs, step)  # every process: may be a collective
@@ -232,13 +294,14 @@ def train_sweep(
     host = to_host(state)  # every process: a collective when the state spans processes
     if writer:
         md = {"d_sae_width": st.d_sae, **(metadata or {})}
-        paths = export_sweep(host, specs, st, scale, d_in, out, md, arch_cfg)
+        paths = export_sweep(host, specs, st, scale, d_in, out, md, arch_cfg, scaled)
         entries = []
         for s in specs:
             ev = evaluate(S.load(paths[s.name]), acts, start=max(0, acts.per_epoch - 8))
             entries.append({"name": s.name, "dir": s.name, "architecture": s.arch, "level": s.level,
                             "level_label": s.level_label, "sparsity": s.sparsity, **ev})
-        result = {"signature": signature, "activation_scale": scale, "saes": entries}
+        result = {"signature": signature, "activation_scale": scale, "settings": run_settings(st, arch_cfg),
+                  "scaled_down": scaled, "saes": entries}
         atomic_write_json(out / "sweep.json", result)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     barrier("train_sweep: exported")  # the others read what process 0 wrote

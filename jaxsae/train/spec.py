@@ -47,17 +47,18 @@ class TrainSettings:
     lr: float = 3e-4
     """Peak Adam learning rate."""
     warmup_steps: int = 1000
-    """Linear LR warmup from 0 (capped at 10% of the run for short runs)."""
+    """Linear LR warmup from 0 over this many steps (0: none; capped at 10% of the run for short runs)."""
     decay_start: float = 0.8
-    """Fraction of the run after which the LR decays linearly to 0."""
+    """Fraction of the run after which the LR decays linearly to 0 (from step int(decay_start * steps);
+    1.0: no decay)."""
     sparsity_warmup_steps: int = 5000
-    """Linear warmup of the sparsity coefficient from 0 (capped at 20% of the run for short runs)."""
+    """Linear warmup of the sparsity coefficient from 0 (0: none; capped at 20% of the run for short runs)."""
     dead_tokens: int = 10_000_000
     """A latent is dead after this many tokens without firing (capped at half the run's tokens)."""
     seed: int = 0
     """Seed of initialisation and data order."""
     checkpoint_every: int = 1000
-    """Steps between Orbax checkpoints (0: only at the end)."""
+    """Steps between Orbax checkpoints (0: none, so an interrupted run starts again from step 0)."""
     log_every: int = 10
     """Steps between metric log lines."""
 
@@ -69,6 +70,26 @@ class TrainSettings:
             sparsity_warmup_steps=min(self.sparsity_warmup_steps, max(1, self.steps // 5)),
             dead_tokens=min(self.dead_tokens, max(self.batch, self.steps * self.batch // 2)),
         )
+
+    def recipe(self) -> dict:
+        """The schedule and dead-window values (what :meth:`effective` may scale down)."""
+        return {"warmup_steps": self.warmup_steps, "decay_start": self.decay_start,
+                "sparsity_warmup_steps": self.sparsity_warmup_steps, "dead_tokens": self.dead_tokens}
+
+
+def scaled_down(asked: dict, used: dict) -> dict[str, list]:
+    """{name: [asked, used]} of the values that differ between two recipe dicts."""
+    return {k: [asked[k], used[k]] for k in asked if asked[k] != used.get(k)}
+
+
+def describe_scaled(scaled: dict[str, list], steps: int) -> str | None:
+    """One line naming what a short run scaled down, or None when nothing was."""
+    if not scaled:
+        return None
+    labels = {"warmup_steps": "LR warmup {} -> {} steps", "sparsity_warmup_steps": "sparsity warmup {} -> {} steps",
+              "dead_tokens": "dead window {:,} -> {:,} tokens", "threshold_start_step": "threshold EMA start {} -> {} steps"}
+    parts = [labels.get(k, k + " {} -> {}").format(*v) for k, v in scaled.items()]
+    return f"short run ({steps} steps), recipe scaled down: {', '.join(parts)} (recorded in sweep.json)"
 
 
 def paper_sparsity(arch: str, level: int) -> float:
@@ -85,26 +106,71 @@ def check_arch(arch: str) -> str:
     return arch
 
 
-def sweep_from_levels(archs, levels) -> list[SAESpec]:
-    """Every architecture at every paper level index."""
-    return [SAESpec(check_arch(a), int(lv), paper_sparsity(a, int(lv))) for a in archs for lv in levels]
+def l1_archs() -> list[str]:
+    """The architectures whose sparsity setting is an L1 coefficient (relu, gated)."""
+    return [a for a, arch in ARCHS.items() if arch.sparsity_kind == "l1"]
+
+
+def parse_l1(text: str) -> dict[str, list[float]]:
+    """``--l1`` values: "0.012,0.02" sets relu's and gated's coefficients per level;
+    "relu=0.012,0.02;gated=0.012,0.018" sets each separately."""
+    out: dict[str, list[float]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, sep, values = part.rpartition("=")
+        names = [name.strip()] if sep else l1_archs()
+        for n in names:
+            if n not in l1_archs():
+                raise UserError(f"--l1 sets the L1 coefficients of {' and '.join(l1_archs())}, not {n!r}; e.g. --l1 relu=0.012,0.02")
+        try:
+            coefs = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            coefs = []
+        if not coefs:
+            raise UserError(f"--l1 takes comma-separated numbers, e.g. --l1 0.012,0.02 (or relu=0.012;gated=0.018), not {part!r}")
+        out.update({n: coefs for n in names})
+    return out
+
+
+def _explicit_l1(arch: str, l1: dict[str, list[float]] | None, n_levels: int | None) -> list[float] | None:
+    """``l1[arch]`` checked to give one coefficient per level (``n_levels``; None: any number)."""
+    if not l1 or arch not in l1:
+        return None
+    coefs = [float(c) for c in l1[arch]]
+    if n_levels is not None and len(coefs) != n_levels:
+        raise UserError(f"--l1 gives {len(coefs)} coefficient(s) for {arch} but the sweep has {n_levels} level(s); "
+                        "give one per --l0 / --levels value")
+    return coefs
+
+
+def sweep_from_levels(archs, levels, l1: dict[str, list[float]] | None = None) -> list[SAESpec]:
+    """Every architecture at every paper level index (L1 architectures at ``l1[arch][i]`` for the
+    i-th level instead of the paper's coefficient, when given)."""
+    levels = [int(lv) for lv in levels]
+    out = []
+    for a in map(check_arch, archs):
+        coefs = _explicit_l1(a, l1, len(levels))
+        out.extend(SAESpec(a, lv, coefs[i] if coefs else paper_sparsity(a, lv)) for i, lv in enumerate(levels))
+    return out
 
 
 def sweep_from_l0(archs, l0s, l1: dict[str, list[float]] | None = None) -> list[SAESpec]:
     """Every architecture at each target L0. L0-targeted architectures use the value itself;
     L1 architectures (relu, gated) use the paper's coefficient at the same level index (or the
-    explicit ``l1[arch]`` list)."""
+    explicit ``l1[arch]`` list: one per L0 when the sweep has L0 architectures too, else it sets
+    the levels itself)."""
+    archs = [check_arch(a) for a in archs]
+    n_levels = len(l0s) if any(ARCHS[a].sparsity_kind != "l1" for a in archs) else None
     out = []
-    for a in map(check_arch, archs):
+    for a in archs:
         kind = ARCHS[a].sparsity_kind
+        coefs = _explicit_l1(a, l1, n_levels) if kind == "l1" else None
+        if coefs is not None:
+            out.extend(SAESpec(a, i, c) for i, c in enumerate(coefs))
+            continue
         for i, l0 in enumerate(l0s):
             if kind == "l1":
-                if l1 and a in l1:
-                    coef = float(l1[a][i])
-                else:
-                    idx = PAPER_L0.index(int(l0)) if int(l0) in PAPER_L0 else min(i, len(PAPER_L0) - 1)
-                    coef = float(PAPER_L1[a][idx])
-                out.append(SAESpec(a, i, coef))
+                idx = PAPER_L0.index(int(l0)) if int(l0) in PAPER_L0 else min(i, len(PAPER_L0) - 1)
+                out.append(SAESpec(a, i, float(PAPER_L1[a][idx])))
             else:
                 out.append(SAESpec(a, i, float(l0)))
     return out

@@ -5,8 +5,9 @@ decoder constraint are ``vmap``ped; all architectures update in the same jitted 
 with axes ("sweep", "data") the stacked axis is sharded over "sweep" (where it divides) and the
 batch over "data"; the same code runs on 1 device, 8 fake CPU devices, a GPU or a TPU pod slice.
 
-Schedules (dictionary_learning): LR linear warmup from 0, constant, linear decay to 0 from
-``decay_start`` of the run; sparsity coefficient linear warmup from 0. Optimiser: Adam with the
+Schedules (dictionary_learning's ``get_lr_schedule`` / ``get_sparsity_warmup_fn``, step for step):
+LR linear warmup from 0 (0 at step 0), constant, linear decay to 0 from ``int(decay_start * steps)``;
+sparsity coefficient linear warmup from 0. Optimiser: Adam with the
 architecture's betas, global-norm clipping per SAE where the recipe clips; unit-norm decoders get
 the gradient component along each row removed before the step and rows renormalised after it.
 """
@@ -45,16 +46,28 @@ def groups_of(specs: list[SAESpec]) -> tuple[Group, ...]:
     return tuple(out)
 
 
-def lr_at(step, st: TrainSettings):
-    """LR schedule value at ``step`` (0-based): warmup, constant, linear decay to 0."""
+def lr_scale_at(step, st: TrainSettings):
+    """dictionary_learning's ``get_lr_schedule`` at ``step`` (0-based, the step whose update uses it:
+    its ``LambdaLR`` is stepped after each update): ``step / warmup_steps`` while
+    ``step < warmup_steps`` (0 at step 0), then ``(steps - step) / (steps - decay)`` from
+    ``decay = int(decay_start * steps)`` on, 1 in between."""
     step = jnp.asarray(step, jnp.float32)
-    warm = jnp.minimum(1.0, (step + 1) / st.warmup_steps)
-    start = st.decay_start * st.steps
-    decay = jnp.clip((st.steps - step) / jnp.maximum(st.steps - start, 1.0), 0.0, 1.0)
-    return st.lr * warm * jnp.where(step >= start, decay, 1.0)
+    decay = int(st.decay_start * st.steps)
+    warm = step / max(st.warmup_steps, 1)
+    down = (st.steps - step) / max(st.steps - decay, 1)
+    return jnp.where(step < st.warmup_steps, warm, jnp.where(step >= decay, down, 1.0))
+
+
+def lr_at(step, st: TrainSettings):
+    """The learning rate of ``step``'s update: ``st.lr`` times :func:`lr_scale_at`."""
+    return st.lr * lr_scale_at(step, st)
 
 
 def sparsity_scale_at(step, st: TrainSettings):
+    """dictionary_learning's ``get_sparsity_warmup_fn``: ``min(step / sparsity_warmup_steps, 1)``
+    (1 throughout when the warmup is 0)."""
+    if not st.sparsity_warmup_steps:
+        return jnp.float32(1.0)
     return jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / st.sparsity_warmup_steps)
 
 
@@ -134,14 +147,12 @@ def _one_sae(arch, arch_cfg, st, params, aux, m, v, sparsity, x_bd, step, with_a
         params = {**params, "W_dec": ops.unit_norm_rows(params["W_dec"], eps=float(jnp.finfo(jnp.float32).eps))}
     elif arch.decoder == "unit_bare":
         params = {**params, "W_dec": ops.unit_norm_rows(params["W_dec"])}
-    x_hat = None
     l0 = jnp.mean(jnp.sum(f_bf > 0, axis=-1).astype(jnp.float32))
     resid = terms.get("mse")
     var = jnp.mean(jnp.sum(jnp.square(x_bd - jnp.mean(x_bd, axis=0)), axis=-1))
     metrics = {"loss": total, **terms, "l0": l0, "fvu": resid / var if resid is not None else jnp.nan,
                "dead_frac": jnp.mean((new_aux["since_fired"] >= arch_cfg.dead_tokens).astype(jnp.float32)),
-               "grad_norm": gnorm, "lr": lr}
-    del x_hat
+               "grad_norm": gnorm, "lr": lr, "_params_finite": all_finite(params)}
     return params, new_aux, m, v, metrics
 
 
@@ -183,24 +194,34 @@ def make_step(specs: list[SAESpec], st: TrainSettings, arch_cfg: ArchConfig):
 
 
 def metrics_rows(metrics: dict, specs: list[SAESpec], step: int) -> list[dict[str, Any]]:
-    """Per-SAE JSON-able rows of one step's metrics (a collective when the mesh spans processes)."""
+    """Per-SAE JSON-able rows of one step's metrics (a collective when the mesh spans processes);
+    internal entries (``_``-prefixed) are left out."""
     rows = []
     host = to_host(metrics)
     for g in groups_of(specs):
         met = host[g.arch]
         for i, name in enumerate(g.names):
             row = {"step": step, "sae": name}
-            row.update({k: float(np.asarray(v)[i]) for k, v in met.items()})
+            row.update({k: float(np.asarray(v)[i]) for k, v in met.items() if not k.startswith("_")})
             rows.append(row)
     return rows
 
 
-def first_bad(metrics: dict, specs: list[SAESpec]) -> str | None:
-    """Name of the first SAE whose loss is NaN or inf, or None (the same on every process)."""
-    host = to_host({g.arch: {"loss": metrics[g.arch]["loss"]} for g in groups_of(specs)})
+def all_finite(tree) -> jax.Array:
+    """bool[]: every entry of every leaf is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+
+
+def first_bad(metrics: dict, specs: list[SAESpec]) -> tuple[str, str] | None:
+    """(name, what) of the first SAE whose loss is NaN or inf (what = "loss") or whose parameters
+    hold one after the update (what = "parameters"), or None (the same on every process)."""
+    host = to_host({g.arch: {k: metrics[g.arch][k] for k in ("loss", "_params_finite") if k in metrics[g.arch]}
+                    for g in groups_of(specs)})
     for g in groups_of(specs):
-        loss = np.asarray(host[g.arch]["loss"])
-        bad = ~np.isfinite(loss)
-        if bad.any():
-            return g.names[int(np.argmax(bad))]
+        met = host[g.arch]
+        bad_loss = ~np.isfinite(np.asarray(met["loss"]))
+        bad_params = ~np.asarray(met.get("_params_finite", np.ones_like(bad_loss)), bool)
+        for i in range(len(g.names)):
+            if bad_loss[i] or bad_params[i]:
+                return g.names[i], "loss" if bad_loss[i] else "parameters"
     return None
