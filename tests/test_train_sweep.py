@@ -443,6 +443,15 @@ def test_cli_harvest_cache_is_checked_and_carries_model_metadata(tmp_path):
     np.testing.assert_array_equal(np.asarray(again.params["W_enc"]), np.asarray(S.load(tmp_path / "o" / "topk-k4").params["W_enc"]))
     wrong = _cli("--activations", str(tmp_path / "o" / "activations"), "--layer", "2", "--out", str(tmp_path / "w"))
     assert wrong.returncode == 2 and "layer 1, not --layer 2" in wrong.stderr
+    # a bare .npy says nothing of its source: --model / --layer name it in cfg.json (as SAELens expects)
+    from jaxsae.train import load_activations
+
+    np.save(tmp_path / "bare.npy", np.asarray(load_activations(tmp_path / "o" / "activations")))
+    r = _cli("--activations", str(tmp_path / "bare.npy"), "--model", "tiny-random-llama", "--layer", "1", "--archs", "topk",
+             "--l0", "4", "--d-sae", "32", "--batch", "128", "--steps", "4", "--out", str(tmp_path / "bare"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    md = S.load(tmp_path / "bare" / "topk-k4").metadata
+    assert (md["model_name"], md["hook_layer"], md["hook_name"]) == (src["model_name"], 1, "blocks.1.hook_resid_post")
     # a cached harvest of the wrong width (with a matching record) is refused too
     from jaxsae.train.shards import record, sidecar_path
 

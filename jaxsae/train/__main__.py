@@ -168,9 +168,9 @@ def given(args: Args):
                             "drop --layer or pass the right one")
         md["hook_layer"] = args.layer
     if args.model is not None:
-        lm = _load_lm(args.model)
         if "hook_layer" not in md:
             raise UserError("--model with --activations needs --layer (the layer they were harvested at)")
+        lm = _load_lm(args.model)
         lm._check_layer(md["hook_layer"])
         _check_width(args.activations, acts, lm)
         name = lm.config.name or args.model
