@@ -13,8 +13,8 @@ Which chips each component runs on is what the launcher does (README, "Scaling o
     v5e-64: `launch/tpu_pod.sh`, one process per host (16 processes of 4 chips, the model's
     weights split over a host's chips in the per-SAE stages);
   * SAE training: one computation sharded over every chip;
-  * harvesting (streaming mode): every process harvests the whole stream and keeps its rows of
-    each batch, so it runs at one process's speed (the lever: shard the harvest over processes);
+  * harvesting (streaming mode): each process runs the model only on the contexts of the batch
+    rows it trains on (``data.harvest_shards`` = 16 row blocks in full.toml), so over every chip;
   * per-SAE stages (core metrics, statistics pass, AutoInterp, steering, ΔTC): each process takes
     every P-th SAE of a model, so a model's 30 SAEs take ceil(30 / P) rounds on one process's chips;
   * the judge rows count a local judge (judge.kind = "local", Gemma-2-9B-it); with full.toml's API
@@ -105,10 +105,8 @@ def components(a) -> dict[str, list[tuple[str, float, float]]]:
 def chips_for(name: str, hw: str) -> tuple[int, float]:
     """(chips the component runs on at once, rounds of that work): see the module docstring."""
     _, _, _, procs, per_proc = HW[hw]
-    if name.startswith("SAE training"):
+    if name.startswith(("SAE training", "harvest")):
         return procs * per_proc, 1.0
-    if name.startswith("harvest"):
-        return per_proc, 1.0
     return per_proc, -(-N_SAE // procs) / N_SAE  # per-SAE stages: ceil(30 / P) of the 30 SAEs each
 
 
@@ -136,8 +134,8 @@ def main() -> None:
     e_tr, e_fw = min(a.measured_train, a.mfu_cap), min(a.measured_fwd, a.mfu_cap)
     print(f"efficiency assumed: SAE training {e_tr:.2f}, forwards {e_fw:.2f} of peak; decode {a.bw_eff:.2f} of HBM bandwidth")
     for hw, (_, _, _, procs, per_proc) in HW.items():
-        print(f"{hw}: {procs} processes x {per_proc} chip(s); training on all {procs * per_proc} chips, harvesting on "
-              f"{per_proc}, per-SAE stages on {procs} processes at once")
+        print(f"{hw}: {procs} processes x {per_proc} chip(s); training and harvesting on all {procs * per_proc} "
+              f"chips, per-SAE stages on {procs} processes at once")
     print()
     comp = components(a)
     totals = {hw: 0.0 for hw in HW}

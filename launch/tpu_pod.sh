@@ -9,8 +9,9 @@
 #   launch/tpu_pod.sh delete
 #
 # Environment: TPU_NAME (default jaxsae), ZONE (us-west4-a), ACCELERATOR (v5litepod-64),
-# VERSION (v2-alpha-tpuv5-lite), PROJECT (gcloud default), OUT (run folder on the workers; put it
-# on a shared/persistent disk or bucket-backed mount for long runs, so a preempted slice resumes).
+# VERSION (v2-alpha-tpuv5-lite), PROJECT (gcloud default), OUT (run folder on the workers: storage
+# every worker sees, e.g. a Filestore NFS or bucket-backed mount, since each worker writes the files
+# of its share of the SAEs and its checkpoint shards; persistent, so a preempted slice resumes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TPU_NAME="${TPU_NAME:-jaxsae}"

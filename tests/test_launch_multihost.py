@@ -26,8 +26,8 @@ def env(devices: int, **extra) -> dict:
                 XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra)
 
 
-def command(out: Path) -> list[str]:
-    return [sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), "--stages", STAGES]
+def command(out: Path, stages: str = STAGES, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), "--stages", stages, *extra]
 
 
 def free_port() -> int:
@@ -36,15 +36,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("multihost")
+def one_and_two_processes(root: Path, *args: str):
+    """The same launch as one process and as two joined processes: (run one, run two, stdouts of two)."""
     one, two = root / "one", root / "two"
-    r = subprocess.run(command(one), capture_output=True, text=True, cwd=ROOT, env=env(1), timeout=TIMEOUT)
+    r = subprocess.run(command(one, *args), capture_output=True, text=True, cwd=ROOT, env=env(1), timeout=TIMEOUT)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     port = free_port()
     procs = [
-        subprocess.Popen(command(two), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        subprocess.Popen(command(two, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                          env=env(2, JAXSAE_COORDINATOR=f"localhost:{port}", JAXSAE_NUM_PROCESSES="2",
                                  JAXSAE_PROCESS_ID=str(i)))
         for i in range(2)
@@ -63,6 +62,22 @@ def runs(tmp_path_factory):
     return one, two, [out for out, _ in logs]
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return one_and_two_processes(tmp_path_factory.mktemp("multihost"))
+
+
+def same_weights(one: Path, two: Path) -> None:
+    a, b = sweep(one), sweep(two)
+    assert [e["name"] for e in a["saes"]] == [e["name"] for e in b["saes"]] and len(a["saes"]) == 4
+    for ea, eb in zip(a["saes"], b["saes"]):
+        wa = load_file(one / "tiny-random-llama" / "sweep" / ea["dir"] / "sae_weights.safetensors")
+        wb = load_file(two / "tiny-random-llama" / "sweep" / eb["dir"] / "sae_weights.safetensors")
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            np.testing.assert_allclose(wb[k], wa[k], atol=1e-5, rtol=1e-4, err_msg=f"{ea['name']}.{k}")
+
+
 def sweep(run: Path) -> dict:
     return json.loads((run / "tiny-random-llama" / "sweep" / "sweep.json").read_text())
 
@@ -71,7 +86,12 @@ def test_two_processes_form_one_mesh_and_only_process_0_writes(runs):
     one, two, stdouts = runs
     assert "process 0 of 2: 2 local of 4 devices (writes the run folder)" in stdouts[0]
     assert "process 1 of 2: 2 local of 4 devices" in stdouts[1]
-    assert "metrics: running on process 0" in stdouts[1] and "running on process 0" not in stdouts[0]
+    for stage in ("metrics", "autointerp", "steer", "select"):  # each process takes its share of the SAEs
+        for i in (0, 1):
+            assert f"{stage}: process {i} of 2 takes its share of the SAEs" in stdouts[i], (i, stage)
+    for stage in ("steer_selected", "analysis", "report"):  # process 0 alone
+        assert f"{stage}: running on process 0" in stdouts[1]
+    assert "running on process 0" not in stdouts[0]
     for stage in STAGES.split(","):
         assert json.loads((two / "manifests" / f"{stage}.json").read_text())["stage"] == stage
     # same files as the single-process run (no per-process leftovers, no checkpoints left behind)
@@ -84,12 +104,8 @@ def test_same_saes_as_one_process(runs):
     a, b = sweep(one), sweep(two)
     assert [e["name"] for e in a["saes"]] == [e["name"] for e in b["saes"]] and len(a["saes"]) == 4
     assert b["activation_scale"] == pytest.approx(a["activation_scale"], rel=1e-6)
+    same_weights(one, two)
     for ea, eb in zip(a["saes"], b["saes"]):
-        wa = load_file(one / "tiny-random-llama" / "sweep" / ea["dir"] / "sae_weights.safetensors")
-        wb = load_file(two / "tiny-random-llama" / "sweep" / eb["dir"] / "sae_weights.safetensors")
-        assert wa.keys() == wb.keys()
-        for k in wa:
-            np.testing.assert_allclose(wb[k], wa[k], atol=1e-5, rtol=1e-4, err_msg=f"{ea['name']}.{k}")
         assert eb["l0"] == pytest.approx(ea["l0"], rel=1e-5, abs=1e-4), ea["name"]
         assert eb["fvu"] == pytest.approx(ea["fvu"], rel=1e-5), ea["name"]
     np.testing.assert_array_equal(np.load(two / "tiny-random-llama" / "activations.npy"),
@@ -114,3 +130,10 @@ def test_same_results_as_one_process(runs):
         mx = json.loads((one / x["sae_dir"] / "metrics.json").read_text())
         my = json.loads((two / y["sae_dir"] / "metrics.json").read_text())
         assert mx.keys() == my.keys()
+
+
+def test_streamed_harvest_split_over_processes_trains_the_same_saes(tmp_path):
+    """Streaming (no stored activations): each process harvests only its rows' contexts."""
+    one, two, _ = one_and_two_processes(tmp_path, "train", "--data.store-activations", "false")
+    same_weights(one, two)
+    assert not (two / "tiny-random-llama" / "activations.npy").exists()

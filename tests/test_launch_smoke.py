@@ -103,12 +103,17 @@ def test_changed_config_is_refused(run_dir):
 def test_redo_train_after_a_config_change_starts_afresh(run_dir, tmp_path):
     out = tmp_path / "redo"
     shutil.copytree(run_dir, out)
-    stdout = launch(out, "--train.d-sae", "64", "--redo", "train")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), "--train.d-sae", "32",
+                        "--redo", "train"], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=120)
+    assert r.returncode == 2 and "must be between 1 and d_sae = 32" in r.stderr  # a bad redo leaves the run intact
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    stdout = launch(out, "--train.d-sae", "96", "--redo", "train")
     assert ran(stdout) == STAGES
     res = json.loads((out / "results.json").read_text())
     assert len(res["records"]) == 4
     for r in res["records"]:
-        assert S.load(out / r["sae_dir"]).cfg["d_sae"] == 64
+        assert S.load(out / r["sae_dir"]).cfg["d_sae"] == 96
     assert not list(out.rglob("checkpoints"))
     shutil.rmtree(out)
 

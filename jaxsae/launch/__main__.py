@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"process {index} of {count}: {jax.local_device_count()} local of {jax.device_count()} devices"
               + (" (writes the run folder)" if index == 0 else ""), flush=True)
-    run = Run(out, cfg, STAGES, is_writer=index == 0)
+    run = Run(out, cfg, STAGES, process_index=index, process_count=count)
     try:
         run.execute([n for n in names if n in todo or n in redo], redo)
     except BaseException as e:

@@ -30,6 +30,10 @@ class ModelSpec:
     """Model to steer and generate with (e.g. the -it variant); empty: the same as ``source``."""
     dtype: str = "float32"
     """Parameter/activation dtype: float32 or bfloat16."""
+    tensor_parallel: int = 0
+    """How many of each process's local devices hold the model's weights (split over heads,
+    feed-forward and vocabulary): 0 = all of them on GPUs/TPUs (e.g. a TPU host's 4 chips, so
+    Gemma-2-9B fits 16 GB v5e chips) and one on CPUs; 1 = one device."""
 
 
 @dataclass
@@ -47,6 +51,11 @@ class DataConfig:
     """Harvest the activations once to <out>/<model>/activations.npy and train from that file
     (re-runs need no model); false streams them from the model during training, chunk by chunk,
     for token budgets that do not fit on disk (the full study: 5e8 tokens x d_model floats)."""
+    harvest_shards: int = 8
+    """When streaming: row blocks per SAE batch, block h of every batch harvested from its own
+    contexts, so that each of P processes (P dividing it) runs the model only on the contexts of
+    the rows it trains on. The data order depends on this number, not on how many processes run;
+    train.batch must be a multiple of it."""
 
 
 @dataclass

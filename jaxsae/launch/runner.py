@@ -38,8 +38,15 @@ class Stage:
     help: str = ""
     """One line for --help."""
     collective: bool = False
-    """Whether every process of a multi-process run takes part (training sharded over all their
-    devices); other stages run on process 0 alone while the others wait."""
+    """Whether every process of a multi-process run takes part in one computation (training
+    sharded over all their devices)."""
+    validate: Callable | None = None
+    """``validate(run)``: cheap checks of the stage's settings (raising UserError), run before
+    anything of the stage is touched, so a bad redo leaves the finished stage as it was."""
+    split: bool = False
+    """Whether every process of a multi-process run takes its share of the SAEs (:meth:`Run.share`)
+    and writes that share's per-SAE files; stages neither collective nor split run on process 0
+    alone while the others wait."""
 
 
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "transformers", "tokenizers", "safetensors")
@@ -63,16 +70,24 @@ def versions() -> dict:
 class Run:
     """A run folder and the stages to execute in it."""
 
-    def __init__(self, out: Path, cfg: SweepConfig, stages: Sequence[Stage], *, is_writer: bool = True):
+    def __init__(self, out: Path, cfg: SweepConfig, stages: Sequence[Stage], *, process_index: int = 0,
+                 process_count: int = 1):
         self.out = Path(out)
         self.cfg = cfg
         self.stages = {s.name: s for s in stages}
         self.order = [s.name for s in stages]
-        self.is_writer = is_writer
+        self.process_index, self.process_count = process_index, process_count
+        self.is_writer = process_index == 0
+        """Whether this process writes the run-level files (manifests, results, report)."""
         self.timings: dict[str, float] = {}
         self.resume_ok = True
         """Whether the running stage may keep partial outputs of an interrupted attempt (False when
         it is redone, or the interrupted attempt ran with a different configuration)."""
+
+    def share(self, items: Sequence) -> list:
+        """This process's share of ``items`` (every ``process_count``-th, from ``process_index``):
+        a split stage computes and writes only these."""
+        return list(items)[self.process_index :: self.process_count]
 
     # ------------------------------------------------------------------------------- hashes
 
@@ -188,6 +203,8 @@ class Run:
             if n in redo and st == "done":
                 reason = " (redo requested)"
             print(f"[{i}/{total}] {n}: {self.stages[n].help}{reason}", flush=True)
+            if self.stages[n].validate is not None:
+                self.stages[n].validate(self)
             if self.is_writer and (n in redo or st in ("changed", "missing-outputs")):
                 self.manifest_path(n).unlink(missing_ok=True)
             self.resume_ok = not (n in redo or st == "changed")
@@ -195,11 +212,17 @@ class Run:
             if self.is_writer:
                 atomic_write_json(self.started_path(n), {"stage": n, "config_hash": self.stage_hash(n), "sections": sections})
             t0 = time.time()
-            if self.is_writer or self.stages[n].collective:
-                outputs = self.stages[n].fn(self)
+            stage = self.stages[n]
+            if self.process_count > 1 and stage.split:
+                print(f"[{i}/{total}] {n}: process {self.process_index} of {self.process_count} takes its share "
+                      "of the SAEs", flush=True)
+            if self.is_writer or stage.collective or stage.split:
+                outputs = stage.fn(self)
             else:
                 outputs = []
                 print(f"[{i}/{total}] {n}: running on process 0", flush=True)
+            if stage.split:
+                barrier(f"stage {n}: every share done")  # process 0 writes the manifest after all shares
             seconds = time.time() - t0
             self.timings[n] = seconds
             if self.is_writer:

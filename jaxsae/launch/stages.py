@@ -41,16 +41,48 @@ def sweep_dir(run: Run, spec) -> Path:
     return model_dir(run, spec) / "sweep"
 
 
-def load_lm(source: str, dtype: str = "float32"):
-    """Models are loaded once per process and shared by the stages."""
+def local_mesh(tensor_parallel: int = 0):
+    """A ("data", "model") mesh over this process's first ``tensor_parallel`` local devices for the
+    model's weights (0: all of them on GPUs/TPUs, none on CPUs); None for one device."""
+    import jax
+    from jax.sharding import Mesh
+
+    devices = jax.local_devices()
+    n = (1 if devices[0].platform == "cpu" else len(devices)) if tensor_parallel == 0 else tensor_parallel
+    if not 1 <= n <= len(devices):
+        raise UserError(f"models.tensor_parallel = {tensor_parallel} but this process has {len(devices)} local "
+                        "device(s); use 0 (auto), 1, or at most that many")
+    return None if n == 1 else Mesh(np.asarray(devices[:n]).reshape(1, n), ("data", "model"))
+
+
+def load_lm(source: str, dtype: str = "float32", tensor_parallel: int = 0):
+    """Models are loaded once per process and shared by the stages (weights split over
+    :func:`local_mesh`'s devices)."""
     import jax.numpy as jnp
 
     from jaxsae.models import load_model
 
-    key = (source, dtype)
+    key = (source, dtype, tensor_parallel)
     if key not in _LM_CACHE:
-        _LM_CACHE[key] = load_model(source, dtype=getattr(jnp, dtype))
+        _LM_CACHE[key] = load_model(source, dtype=getattr(jnp, dtype), mesh=local_mesh(tensor_parallel))
     return _LM_CACHE[key]
+
+
+def shared_lm(run: Run, source: str, dtype: str = "float32", tensor_parallel: int = 0):
+    """:func:`load_lm` in a stage every process runs: process 0 loads first (it may fetch or
+    convert the checkpoint into a cache), the others after it. Every process must call it."""
+    from jaxsae.distributed import barrier
+
+    if run.is_writer:
+        load_lm(source, dtype, tensor_parallel)
+    barrier(f"model {source} ({dtype}) loaded by process 0")
+    return load_lm(source, dtype, tensor_parallel)
+
+
+def spec_lm(run: Run, spec, *, steer: bool = False):
+    """The model of a ``models`` entry (its steering model with ``steer``), via :func:`shared_lm`."""
+    source = (spec.steer_source or spec.source) if steer else spec.source
+    return shared_lm(run, source, spec.dtype, spec.tensor_parallel)
 
 
 def sweep_entries(run: Run, spec) -> list[dict]:
@@ -100,7 +132,7 @@ def make_judge_lm(run: Run):
     j = run.cfg.judge
     if j.kind != "local":
         return None
-    return load_lm(j.model)
+    return shared_lm(run, j.model)
 
 
 def make_rating_judge(run: Run):
@@ -131,6 +163,18 @@ def discard_training(run: Run, spec) -> None:
     (model_dir(run, spec) / "activations.npy").unlink(missing_ok=True)
 
 
+def validate_train(run: Run) -> None:
+    """Every model's layer and the sweep's sparsity settings against its width, before the train
+    stage removes anything (loads the models, which the stage then reuses)."""
+    from jaxsae.train.spec import check_sweep, sweep_from_levels
+
+    specs = sweep_from_levels(run.cfg.train.archs, run.cfg.train.levels)
+    for spec in run.cfg.models:
+        lm = spec_lm(run, spec)
+        lm._check_layer(spec.layer)
+        check_sweep(specs, lm.config.d_model, run.cfg.train.d_sae)
+
+
 def stage_train(run: Run) -> list[str]:
     """Harvest the layer's residuals from the training text and train the whole sweep together
     (with several processes: one computation over all their devices, see :func:`train_sweep`)."""
@@ -143,16 +187,12 @@ def stage_train(run: Run) -> list[str]:
 
     c = run.cfg
     outputs = []
+    specs = sweep_from_levels(c.train.archs, c.train.levels)
     for spec in c.models:
+        lm = spec_lm(run, spec)  # checked by validate_train
         if not run.resume_ok and run.is_writer:  # redone, or interrupted under another configuration
             discard_training(run, spec)
-        # several processes: process 0 fetches / writes the model's cache and harvests first
-        if run.is_writer:
-            lm = load_lm(spec.source, spec.dtype)
-        barrier(f"train: model {spec.name} loaded")
-        lm = load_lm(spec.source, spec.dtype)
-        lm._check_layer(spec.layer)
-        specs = sweep_from_levels(c.train.archs, c.train.levels)
+        barrier(f"train: {spec.name} ready to train")
         if c.data.store_activations:
             acts_path = model_dir(run, spec) / "activations.npy"
             if run.is_writer and not acts_path.exists():
@@ -163,10 +203,11 @@ def stage_train(run: Run) -> list[str]:
             arr = load_activations(acts_path)  # memory-mapped: each process reads its batches' rows
             steps = max(1, len(arr) // c.train.batch) if c.train.tokens >= len(arr) else c.train.tokens // c.train.batch
             acts = ActivationArray(arr, c.train.batch, c.train.seed)
-        else:  # harvested on the fly, chunk by chunk (every process harvests, keeps its rows)
+        else:  # harvested on the fly, chunk by chunk (each process harvests the row blocks it trains on)
             steps = max(1, c.train.tokens // c.train.batch)
             acts = ActivationStream(lm, spec.layer, functools.partial(iter_texts, c.data.source), c.train.batch, steps,
-                                    context=c.data.context, llm_batch=c.data.llm_batch, seed=c.train.seed)
+                                    context=c.data.context, llm_batch=c.data.llm_batch, seed=c.train.seed,
+                                    shards=c.data.harvest_shards)
         st = TrainSettings(d_sae=c.train.d_sae, batch=c.train.batch, steps=max(1, steps), lr=c.train.lr,
                            warmup_steps=c.train.warmup_steps, sparsity_warmup_steps=c.train.sparsity_warmup_steps,
                            checkpoint_every=c.train.checkpoint_every, seed=c.train.seed)
@@ -202,18 +243,19 @@ def stage_metrics(run: Run) -> list[str]:
     c = run.cfg
     outputs = []
     for spec in c.models:
-        lm = load_lm(spec.source, spec.dtype)
+        lm = spec_lm(run, spec)
+        dirs = [sae_path(run, spec, e) for e in sweep_entries(run, spec)]
+        outputs += [rel(run, d / "metrics.json") for d in dirs]
+        mine = run.share(dirs)
+        if not mine:
+            continue
         tokens, counted = held_out(run, lm, c.eval.metric_tokens, c.eval.stats_context)
-        entries = sweep_entries(run, spec)
-        dirs = [sae_path(run, spec, e) for e in entries]
         from tqdm import tqdm
 
-        with tqdm(total=len(tokens), desc=f"metrics {spec.name} ({len(dirs)} SAEs)", unit="ctx", dynamic_ncols=True) as bar:
-            results = core_metrics_many(lm, [S.load(d) for d in dirs], spec.layer, tokens, counted, progress=bar.update)
-        for d, m in zip(dirs, results):
-            if run.is_writer:
-                atomic_write_json(d / "metrics.json", m)
-            outputs.append(rel(run, d / "metrics.json"))
+        with tqdm(total=len(tokens), desc=f"metrics {spec.name} ({len(mine)} SAEs)", unit="ctx", dynamic_ncols=True) as bar:
+            results = core_metrics_many(lm, [S.load(d) for d in mine], spec.layer, tokens, counted, progress=bar.update)
+        for d, m in zip(mine, results):
+            atomic_write_json(d / "metrics.json", m)
     return outputs
 
 
@@ -235,7 +277,7 @@ def stage_autointerp(run: Run) -> list[str]:
     hf_source = c.data.source if c.data.source.startswith("hf:") else None  # provenance of the held-out text
     outputs = []
     for spec in c.models:
-        lm = load_lm(spec.source, spec.dtype)
+        lm = spec_lm(run, spec)
         if c.judge.kind == "local":
             judge = LocalJudge(make_judge_lm(run), ai)
         else:
@@ -247,13 +289,14 @@ def stage_autointerp(run: Run) -> list[str]:
         token_text = TokenText(lm.tokenizer)
         tokens = None  # the held-out contexts and their residuals: once per model, on first use
         resid_at = None
-        for entry in progress(sweep_entries(run, spec), f"autointerp {spec.name}"):
+        entries = sweep_entries(run, spec)
+        outputs += [rel(run, sae_path(run, spec, e) / RESULTS_FILE) for e in entries]
+        for entry in progress(run.share(entries), f"autointerp {spec.name}"):
             d = sae_path(run, spec, entry)
             out = d / RESULTS_FILE
             if out.exists() and run.resume_ok:
                 try:  # finished before an interruption: keep it
                     json.loads(out.read_text())["summary"]["mu"]
-                    outputs.append(rel(run, out))
                     continue
                 except (KeyError, json.JSONDecodeError):
                     pass
@@ -265,9 +308,7 @@ def stage_autointerp(run: Run) -> list[str]:
                                   resid_ntd=functools.partial(resid_at, spec.layer))
             result = run_autointerp(stats, judge, ai, token_text)
             result["sae"] = rel(run, d)
-            if run.is_writer:
-                save_results(result, out)
-            outputs.append(rel(run, out))
+            save_results(result, out)
     return outputs
 
 
@@ -285,8 +326,10 @@ def stage_select(run: Run) -> list[str]:
         raise UserError(f"select.pool must be 'all' (every latent) or 'concepts' (the steered concepts), got {c.pool!r}")
     outputs = []
     for spec in run.cfg.models:
-        lm = load_lm(spec.source, spec.dtype)
-        for entry in progress(sweep_entries(run, spec), f"ΔTC {spec.name}"):
+        lm = spec_lm(run, spec)
+        entries = sweep_entries(run, spec)
+        outputs += [rel(run, sae_path(run, spec, e) / "dtc.npz") for e in entries]
+        for entry in progress(run.share(entries), f"ΔTC {spec.name}"):
             d = sae_path(run, spec, entry)
             sae = S.load(d)
             feats = None
@@ -302,12 +345,9 @@ def stage_select(run: Run) -> list[str]:
             else:
                 scores = feature_scores(lm, sae, spec.layer, prefix=c.prefix, alpha=c.alpha, k=c.k, features=feats,
                                         mode=c.mode, max_acts=max_acts)
-            out = d / "dtc.npz"
-            if run.is_writer:
-                tmp = d / ".dtc.tmp.npz"
-                np.savez(tmp, **scores)
-                tmp.replace(out)
-            outputs.append(rel(run, out))
+            tmp = d / ".dtc.tmp.npz"
+            np.savez(tmp, **scores)
+            tmp.replace(d / "dtc.npz")
     return outputs
 
 
@@ -339,16 +379,17 @@ def stage_steer(run: Run) -> list[str]:
     pool = instructions(axbench_dir=c.steer.instructions_dir or None)
     outputs = []
     for spec in c.models:
-        lm = load_lm(spec.steer_source or spec.source, spec.dtype)
-        for entry in progress(sweep_entries(run, spec), f"steer {spec.name}"):
+        lm = spec_lm(run, spec, steer=True)
+        entries = sweep_entries(run, spec)
+        outputs += [rel(run, sae_path(run, spec, e) / "steering" / "utility.json") for e in entries]
+        for entry in progress(run.share(entries), f"steer {spec.name}"):
             d = sae_path(run, spec, entry)
             sae = S.load(d)
             concepts = concept_features(run, d, sae.d_sae)
             m_f = load_stats(d / "feature_stats").max_act
-            if not run.resume_ok and run.is_writer:  # partial results of another configuration
+            if not run.resume_ok:  # partial results of another configuration
                 (d / "steering" / "concepts.jsonl").unlink(missing_ok=True)
             run_utility(lm, judge, sae, spec.layer, concepts, m_f, pool, st, d / "steering")
-            outputs.append(rel(run, d / "steering" / "utility.json"))
     return outputs
 
 
@@ -501,12 +542,16 @@ def stage_report(run: Run) -> list[str]:
 
 STAGES: list[Stage] = [
     Stage("train", ("models", "data", "train"), (), stage_train, "harvest activations and train the SAE sweep",
-          collective=True),
-    Stage("metrics", ("eval",), ("train",), stage_metrics, "core metrics: L0, FVU, CE-loss and KL scores"),
+          collective=True, validate=validate_train),
+    Stage("metrics", ("eval",), ("train",), stage_metrics, "core metrics: L0, FVU, CE-loss and KL scores",
+          split=True),
     Stage("autointerp", ("eval", "autointerp", "judge"), ("train",), stage_autointerp,
-          "feature statistics and AutoInterp scores (µ, CONCEPT100)"),
-    Stage("steer", ("steer", "judge"), ("autointerp",), stage_steer, "steering utility g without selection (AxBench)"),
-    Stage("select", ("select",), ("autointerp",), stage_select, "ΔTC and output score of every latent"),
+          "feature statistics and AutoInterp scores (µ, CONCEPT100)", split=True),
+    Stage("steer", ("steer", "judge"), ("autointerp",), stage_steer, "steering utility g without selection (AxBench)",
+          split=True),
+    # "steer": with select.pool = "concepts" the scored latents are the steered concepts (steer.concepts)
+    Stage("select", ("select", "steer"), ("autointerp",), stage_select, "ΔTC and output score of every latent",
+          split=True),
     Stage("steer_selected", ("select",), ("steer", "select"), stage_steer_selected,
           "selection tiers by ΔTC and output score, chosen on dev, scored on test"),
     Stage("analysis", ("analysis",), ("metrics", "steer_selected"), stage_analysis,
