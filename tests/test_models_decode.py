@@ -10,10 +10,14 @@ import subprocess
 import sys
 import textwrap
 
+import dataclasses
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxsae.models import Edit, forward, init_cache, load_model
+from jaxsae.models.generate import generate_tokens
 
 
 def _add(args, resid, positions):
@@ -48,6 +52,32 @@ def test_generation_equals_greedy_recompute(tiny_llama):
         ids.append(t)
 
 
+FORWARDS = []
+
+
+def _count_forwards(args, resid, positions):  # an identity edit that records each forward's length
+    jax.debug.callback(lambda r: FORWARDS.append(r.shape[1]), resid)
+    return resid
+
+
+def test_prefill_unembeds_last_position_and_decode_runs_max_new_minus_one_forwards(tiny_llama):
+    lm = tiny_llama
+    tokens, mask = lm.encode(["Hello there, how", "Hi"], multiple=1)
+    full, _ = forward(lm.params, lm.config, jnp.asarray(tokens), jnp.asarray(mask))
+    last, _ = forward(lm.params, lm.config, jnp.asarray(tokens), jnp.asarray(mask), last_only=True)
+    assert last.shape == (2, 1, lm.config.vocab_size)
+    np.testing.assert_allclose(np.asarray(last), np.asarray(full)[:, -1:], atol=1e-5, rtol=0)
+    no_eos = dataclasses.replace(lm.config, eos_ids=())
+    FORWARDS.clear()
+    out, steps = generate_tokens(lm.params, no_eos, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0),
+                                 jnp.float32(1.0), max_new=6, greedy=True, edit=Edit(1, _count_forwards))
+    jax.effects_barrier()
+    assert FORWARDS == [tokens.shape[1]] + [1] * 5 and int(steps) == 6
+    plain, _ = generate_tokens(lm.params, no_eos, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0),
+                               jnp.float32(1.0), max_new=6, greedy=True)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(plain))
+
+
 def test_generation_stops_at_generation_config_and_tokenizer_end_tokens(tiny_dirs, tiny_llama, tmp_path):
     prompt = "Hello there, how"
     free = tiny_llama.generate_ids([prompt], max_new_tokens=8, chat=False)[0]
@@ -67,9 +97,8 @@ def test_zero_edit_is_identity(tiny_dirs):
     lm = load_model(str(tiny_dirs("qwen2")))
     tokens = np.arange(3, 15)[None]
     zero = Edit(1, _add, {"scale": jnp.float32(0.0), "vec": jnp.ones(lm.config.d_model)})
-    # identical up to float reassociation (the layer scan is split at the edit)
-    np.testing.assert_allclose(np.asarray(lm.logits(tokens, edit=zero)), np.asarray(lm.logits(tokens)), atol=1e-6, rtol=0)
-    np.testing.assert_allclose(np.asarray(lm.residual(tokens, 2, edit=zero)), np.asarray(lm.residual(tokens, 2)), atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(np.asarray(lm.logits(tokens, edit=zero)), np.asarray(lm.logits(tokens)))
+    np.testing.assert_array_equal(np.asarray(lm.residual(tokens, 2, edit=zero)), np.asarray(lm.residual(tokens, 2)))
 
 
 def test_edit_changes_only_downstream(tiny_dirs):

@@ -84,6 +84,39 @@ def test_defaults_are_the_installed_transformers_defaults(family):
         assert ours.windows == tuple(ref.sliding_window if t == "sliding_attention" else ours.windows[1] for t in ref.layer_types)
 
 
+def test_gemma2_padded_batch_matches_transformers(tiny_dirs):
+    path = tiny_dirs("gemma2")  # window 4 < both lengths: sliding layers see the padding
+    lm, ref = load_model(str(path)), load_torch(path)
+    rs = np.random.RandomState(4)
+    tokens, mask = lm.pad([rs.randint(3, 257, size=11).tolist(), rs.randint(3, 257, size=6).tolist()], multiple=1)
+    positions = np.maximum(mask.cumsum(1) - 1, 0)
+    with torch.no_grad():
+        theirs = ref(torch.tensor(tokens), attention_mask=torch.tensor(mask.astype(np.int64)),
+                     position_ids=torch.tensor(positions)).logits.numpy()
+    np.testing.assert_allclose(np.asarray(lm.logits(tokens, mask))[mask], theirs[mask], atol=1e-4, rtol=0)
+
+
+def test_gemma2_embedding_scale_is_rounded_to_bfloat16_as_in_transformers(tiny_dirs):
+    import jax.numpy as jnp
+
+    from jaxsae.models.decoder import embed
+
+    path = tiny_dirs("gemma2", hidden_size=72)  # sqrt(72) = 8.485... is 8.5 in bf16
+    lm = load_model(str(path), dtype=jnp.bfloat16)
+    ref = load_torch(path).to(torch.bfloat16)
+    tokens = np.random.RandomState(6).randint(3, 257, size=(2, 9))
+    with torch.no_grad():
+        theirs = ref(torch.tensor(tokens), output_hidden_states=True).hidden_states[0].float().numpy()
+    ours = np.asarray(embed(lm.params, lm.config, jnp.asarray(tokens)).astype(jnp.float32))
+    np.testing.assert_array_equal(ours, theirs)
+    raw = np.asarray(lm.params["embed_vd"].astype(jnp.float32))[tokens]
+    rounded = np.asarray(jnp.asarray(raw * np.float32(8.5), jnp.bfloat16).astype(jnp.float32))
+    unrounded = np.asarray(jnp.asarray(raw * np.float32(np.sqrt(72)), jnp.bfloat16).astype(jnp.float32))
+    np.testing.assert_array_equal(ours, rounded)
+    assert (ours != unrounded).mean() > 0.1  # the test would see an unrounded scale
+    _logits_match(path, tokens)  # and in fp32 the model still matches transformers
+
+
 def test_gemma2_config_is_read_not_preset(tiny_dirs):
     cfg = load_model(str(tiny_dirs("gemma2"))).config
     assert cfg.family == "gemma2" and cfg.head_dim == 24 and cfg.n_heads * cfg.head_dim != cfg.d_model

@@ -3,6 +3,8 @@ transformers reading the same file."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -37,12 +39,21 @@ def test_logits_match_transformers_on_padded_batch(smollm2, reference):
 
 
 def test_same_32_greedy_tokens_as_transformers_generate(smollm2, reference):
-    for prompt in PROMPTS:
-        ids = smollm2.token_ids(prompt, chat=True)
-        with torch.no_grad():
-            out = reference.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False)[0, len(ids):].tolist()
-        theirs = out[: out.index(2)] if 2 in out else out
-        assert smollm2.generate_ids([prompt], max_new_tokens=32)[0] == theirs
+    """Exactly 32 tokens on both sides: end tokens do not stop either (the last prompt's answer ends
+    early, so generation runs past its end token)."""
+    no_eos = dataclasses.replace(smollm2, config=dataclasses.replace(smollm2.config, eos_ids=()))
+    saved = reference.generation_config.eos_token_id
+    reference.generation_config.eos_token_id = None
+    try:
+        for prompt in PROMPTS + ["What is 2+2? Answer with a number only."]:
+            ids = smollm2.token_ids(prompt, chat=True)
+            with torch.no_grad():  # an explicit mask: transformers would otherwise mask the pad id (<|im_end|>)
+                out = reference.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                         max_new_tokens=32, do_sample=False)[0, len(ids):].tolist()
+            ours = no_eos.generate_ids([prompt], max_new_tokens=32)[0]
+            assert len(out) == len(ours) == 32 and ours == out
+    finally:
+        reference.generation_config.eos_token_id = saved
 
 
 def test_batched_generation_equals_one_at_a_time(smollm2):

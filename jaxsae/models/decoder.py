@@ -187,9 +187,22 @@ def _block(lp, x, window, ctx: _Ctx, cfg: ModelConfig, cache_kv=None):
     return x + m, (k, v)
 
 
+def _apply_edit(x, i, edit: Edit | None, ctx: _Ctx):
+    """``x`` after block ``i``, edited when ``i`` is the edit's layer (a cond: other layers, and a
+    program without an edit, run exactly the same arithmetic)."""
+    if edit is None:
+        return x
+
+    def edited(x):
+        return edit(x.astype(jnp.float32), ctx.positions_bt).astype(x.dtype)
+
+    return jax.lax.cond(i == edit.layer, edited, lambda x: x, x)
+
+
 def run_layers(params, cfg: ModelConfig, x_btd, ctx: _Ctx, lo: int, hi: int, cache: KVCache | None = None, write_at=None,
-               update_cache: bool = True, cache_empty: bool = False):
-    """Run blocks [lo, hi) with ``lax.scan``; returns (x, cache).
+               update_cache: bool = True, cache_empty: bool = False, edit: Edit | None = None):
+    """Run blocks [lo, hi) with ``lax.scan``; returns (x, cache). ``edit`` changes the output of
+    its layer (when that layer is in [lo, hi)).
 
     ``cache_empty`` (a prefill into a fresh cache): the cache is written but not read, so no
     attention to its empty slots is computed (and XLA has no all-masked constant block to fold).
@@ -199,27 +212,31 @@ def run_layers(params, cfg: ModelConfig, x_btd, ctx: _Ctx, lo: int, hi: int, cac
     update afterwards (in place when the cache is a loop carry or donated)."""
     if hi <= lo:
         return x_btd, cache
+    if edit is not None and not lo <= edit.layer < hi:
+        edit = None
     layers = jax.tree.map(lambda a: a[lo:hi], params["layers"])
     windows = jnp.asarray(cfg.windows[lo:hi], jnp.int32)
+    idx = jnp.arange(lo, hi, dtype=jnp.int32)
     if cache is None:
 
         def body(x, xs):
-            lp, w = xs
+            lp, w, i = xs
             x, _ = _block(lp, x, w, ctx, cfg)
-            return x, None
+            return _apply_edit(x, i, edit, ctx), None
 
-        x_btd, _ = jax.lax.scan(body, x_btd, (layers, windows), unroll=UNROLL)
+        x_btd, _ = jax.lax.scan(body, x_btd, (layers, windows, idx), unroll=UNROLL)
         return x_btd, None
 
     def body_c(x, xs):
         lp, w, i = xs
         if cache_empty:
-            return _block(lp, x, w, ctx, cfg)
-        kv = (jax.lax.dynamic_index_in_dim(cache.k_lbksh, i, keepdims=False),
-              jax.lax.dynamic_index_in_dim(cache.v_lbksh, i, keepdims=False))
-        return _block(lp, x, w, ctx, cfg, kv)
+            x, kv = _block(lp, x, w, ctx, cfg)
+        else:
+            kv = (jax.lax.dynamic_index_in_dim(cache.k_lbksh, i, keepdims=False),
+                  jax.lax.dynamic_index_in_dim(cache.v_lbksh, i, keepdims=False))
+            x, kv = _block(lp, x, w, ctx, cfg, kv)
+        return _apply_edit(x, i, edit, ctx), kv
 
-    idx = jnp.arange(lo, hi, dtype=jnp.int32)
     x_btd, (k_new, v_new) = jax.lax.scan(body_c, x_btd, (layers, windows, idx), unroll=UNROLL)
     if not update_cache:
         return x_btd, cache
@@ -285,6 +302,7 @@ def forward(
     write_at=0,
     update_cache: bool = True,
     cache_empty: bool = False,
+    last_only: bool = False,
 ):
     """The whole model, or its first ``stop_layer + 1`` blocks (early exit).
 
@@ -293,6 +311,8 @@ def forward(
     logits [B, T, V]. ``cache`` is the updated KV cache (None when no cache was passed; unchanged
     when ``update_cache`` is False, which lets a query attend to a cache without writing to it).
     ``cache_empty`` (static): the cache holds no tokens yet (a prefill): it is written, not read.
+    ``last_only`` (static): return only the last position ([B, 1, V] or [B, 1, D]); the final norm
+    and unembedding then run on that position alone (a prefill needs no other logits).
     """
     if mask_bt is None:
         mask_bt = jnp.ones(tokens_bt.shape, bool)
@@ -302,12 +322,9 @@ def forward(
     ctx, new_cache = make_ctx(mask_bt, cache, write_at)
     cache = new_cache if update_cache else cache
     x = embed(params, cfg, tokens_bt)
-    if edit is not None and edit.layer <= last:
-        x, cache = run_layers(params, cfg, x, ctx, 0, edit.layer + 1, cache, write_at, update_cache, cache_empty)
-        x = edit(x.astype(jnp.float32), ctx.positions_bt).astype(x.dtype)
-        x, cache = run_layers(params, cfg, x, ctx, edit.layer + 1, last + 1, cache, write_at, update_cache, cache_empty)
-    else:
-        x, cache = run_layers(params, cfg, x, ctx, 0, last + 1, cache, write_at, update_cache, cache_empty)
+    x, cache = run_layers(params, cfg, x, ctx, 0, last + 1, cache, write_at, update_cache, cache_empty, edit=edit)
+    if last_only:
+        x = x[:, -1:]
     if stop_layer is not None:
         return x.astype(jnp.float32), cache
     return unembed(params, cfg, x), cache

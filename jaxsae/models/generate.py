@@ -31,34 +31,43 @@ def generate_tokens(
     edit: Edit | None = None,
 ):
     """New tokens int32[B, max_new] (``cfg.pad_id`` after a sequence's end token) and the number
-    of decode steps actually run."""
+    of new positions filled before every sequence ended (at most ``max_new``).
+
+    The prefill unembeds only the last prompt position and yields the first new token; each decode
+    forward then yields one more, so ``max_new - 1`` decode forwards run unless all sequences end
+    early."""
     B, T = tokens_bt.shape
+    if max_new == 0:
+        return jnp.zeros((B, 0), jnp.int32), jnp.int32(0)
     dtype = params["embed_vd"].dtype
     cache = init_cache(cfg, B, T + max_new, dtype)
-    logits, cache = forward(params, cfg, tokens_bt, mask_bt, edit=edit, cache=cache, write_at=0, cache_empty=True)
+    logits, cache = forward(params, cfg, tokens_bt, mask_bt, edit=edit, cache=cache, write_at=0, cache_empty=True,
+                            last_only=True)
     eos = jnp.asarray(cfg.eos_ids or (-1,), jnp.int32)
-    out = jnp.full((B, max_new), cfg.pad_id, jnp.int32)
 
     def pick(key, logits_bv):
         if greedy:
             return jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
         return jax.random.categorical(key, logits_bv / temperature, axis=-1).astype(jnp.int32)
 
+    key, sub = jax.random.split(key)
+    tok = pick(sub, logits[:, -1])
+    out = jnp.full((B, max_new), cfg.pad_id, jnp.int32).at[:, 0].set(tok)
+
     def cond(state):
         i, _, _, _, _, done = state
         return (i < max_new) & ~jnp.all(done)
 
     def body(state):
-        i, key, last_bv, cache, out, done = state
-        key, sub = jax.random.split(key)
-        tok = jnp.where(done, cfg.pad_id, pick(sub, last_bv))
-        out = out.at[:, i].set(tok)
-        done = done | jnp.isin(tok, eos)
+        i, key, tok, cache, out, done = state  # tok: new token i - 1 (pad where its row has ended)
         logits, cache = forward(
-            params, cfg, tok[:, None], jnp.ones((B, 1), bool), edit=edit, cache=cache, write_at=T + i
+            params, cfg, tok[:, None], jnp.ones((B, 1), bool), edit=edit, cache=cache, write_at=T + i - 1
         )
-        return i + 1, key, logits[:, -1], cache, out, done
+        key, sub = jax.random.split(key)
+        tok = jnp.where(done, cfg.pad_id, pick(sub, logits[:, -1]))
+        out = out.at[:, i].set(tok)
+        return i + 1, key, tok, cache, out, done | jnp.isin(tok, eos)
 
-    state = (jnp.int32(0), key, logits[:, -1], cache, out, jnp.zeros(B, bool))
+    state = (jnp.int32(1), key, tok, cache, out, jnp.isin(tok, eos))
     steps, _, _, _, out, _ = jax.lax.while_loop(cond, body, state)
     return out, steps
