@@ -16,7 +16,7 @@ from transformers import AutoTokenizer
 from jaxsae.models import hub
 
 MODULES = [
-    "jaxsae", "jaxsae.models", "jaxsae.models.__main__", "jaxsae.sae", "jaxsae.train",
+    "jaxsae", "jaxsae.models", "jaxsae.models.nnx", "jaxsae.models.__main__", "jaxsae.sae", "jaxsae.train",
     "jaxsae.features", "jaxsae.judge", "jaxsae.steer", "jaxsae.select", "jaxsae.autointerp", "jaxsae.analysis",
     "jaxsae.report", "jaxsae.launch",
 ]

@@ -5,6 +5,7 @@ and a jitted KV-cache generation loop.
     lm = load_model("smollm2-135m-instruct")        # or a checkpoint folder, a .gguf, a Hub id
     resid = lm.residual(tokens_bt, layer=15)         # f32[B, T, D]
     lm.generate(["Tell me a story"], max_new_tokens=32)
+    model = DecoderLM.from_lm(lm)                    # the same model as a Flax NNX module
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from jaxsae.models.config import ModelConfig
 from jaxsae.models.decoder import Edit, KVCache, forward, init_cache
 from jaxsae.models.lm import LM
 
-__all__ = ["load_model", "LM", "Edit", "KVCache", "ModelConfig", "forward", "init_cache"]
+__all__ = ["load_model", "LM", "Edit", "KVCache", "ModelConfig", "forward", "init_cache", "DecoderLM"]
+
+
+def __getattr__(name: str):
+    if name == "DecoderLM":  # the Flax NNX module; flax is imported on first use only
+        from jaxsae.models.nnx import DecoderLM
+
+        return DecoderLM
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_model(source: str, *, dtype=jnp.float32, mesh=None, verbose: bool = False) -> LM:
