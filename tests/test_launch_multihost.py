@@ -134,6 +134,6 @@ def test_same_results_as_one_process(runs):
 
 def test_streamed_harvest_split_over_processes_trains_the_same_saes(tmp_path):
     """Streaming (no stored activations): each process harvests only its rows' contexts."""
-    one, two, _ = one_and_two_processes(tmp_path, "train", "--data.store-activations", "false")
+    one, two, _ = one_and_two_processes(tmp_path, "train", "--data.no-store-activations")
     same_weights(one, two)
     assert not (two / "tiny-random-llama" / "activations.npy").exists()
