@@ -88,6 +88,14 @@ def test_tied_lm_head_shape_is_checked(tiny_dirs, tmp_path):
     assert ok.config.tie_embeddings and "unembed_dv" not in ok.params
 
 
+def test_layer_tensor_name_outside_the_layers_is_unexpected(tiny_dirs, tmp_path):
+    def fn(t):
+        t["input_layernorm.weight"] = np.ones(64, np.float32)
+
+    with pytest.raises(UserError, match="unexpected tensor.*input_layernorm.weight"):
+        load_model(str(_edit_weights(tiny_dirs("llama"), tmp_path / "m", fn)))
+
+
 def test_missing_and_unknown_tensors(tiny_dirs, tmp_path):
     path = tmp_path / "m"
     shutil.copytree(tiny_dirs("llama"), path)

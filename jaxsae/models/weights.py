@@ -316,6 +316,14 @@ def _unembed(w, c):
     return w.T
 
 
+#: Checkpoint tensors outside the layers -> (params leaf, layout transform).
+TOP_RULES = {
+    "model.embed_tokens.weight": ("embed_vd", _id),
+    "model.norm.weight": ("final_norm_d", _id),
+    "lm_head.weight": ("unembed_dv", _unembed),
+}
+
+
 def _shape_error(source: str, name: str, expected, found) -> UserError:
     return UserError(
         f"{source}: tensor {name} has shape {tuple(found)}, expected {tuple(expected)} from the config; "
@@ -333,7 +341,8 @@ def plan_params(tensors: dict, cfg: ModelConfig, source: str = "") -> dict:
     for name, w in tensors.items():
         m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", name)
         key = m.group(2) if m else name
-        if (m and (key not in rules or int(m.group(1)) >= cfg.n_layers)) or (not m and key not in stored):
+        known = (key in rules and int(m.group(1)) < cfg.n_layers) if m else name in TOP_RULES
+        if not known:
             if not name.endswith("rotary_emb.inv_freq"):
                 unknown.append(name)
             continue
@@ -341,12 +350,9 @@ def plan_params(tensors: dict, cfg: ModelConfig, source: str = "") -> dict:
             raise _shape_error(source, name, stored[key], w.shape)
         if m:
             parts[rules[key][0]][int(m.group(1))] = w
-        elif name == "model.embed_tokens.weight":
-            top["embed_vd"] = LeafPlan(shapes["embed_vd"], [w], _id, False)
-        elif name == "model.norm.weight":
-            top["final_norm_d"] = LeafPlan(shapes["final_norm_d"], [w], _id, False)
-        elif not cfg.tie_embeddings:  # lm_head.weight; with tied embeddings the embedding is used
-            top["unembed_dv"] = LeafPlan(shapes["unembed_dv"], [w], _unembed, False)
+        elif TOP_RULES[name][0] in shapes:  # with tied embeddings a stored lm_head.weight is not used
+            leaf, tf = TOP_RULES[name]
+            top[leaf] = LeafPlan(shapes[leaf], [w], tf, False)
     if unknown:
         raise UserError(
             f"{source}: unexpected tensor(s) {', '.join(sorted(unknown)[:3])}{' ...' if len(unknown) > 3 else ''} "
