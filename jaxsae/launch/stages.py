@@ -549,8 +549,8 @@ STAGES: list[Stage] = [
           "feature statistics and AutoInterp scores (µ, CONCEPT100)", split=True),
     Stage("steer", ("steer", "judge"), ("autointerp",), stage_steer, "steering utility g without selection (AxBench)",
           split=True),
-    # "steer": with select.pool = "concepts" the scored latents are the steered concepts (steer.concepts)
-    Stage("select", ("select", "steer"), ("autointerp",), stage_select, "ΔTC and output score of every latent",
+    # after "steer": with select.pool = "concepts" the scored latents are the steered concepts
+    Stage("select", ("select",), ("autointerp", "steer"), stage_select, "ΔTC and output score of every latent",
           split=True),
     Stage("steer_selected", ("select",), ("steer", "select"), stage_steer_selected,
           "selection tiers by ΔTC and output score, chosen on dev, scored on test"),
