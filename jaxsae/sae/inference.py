@@ -66,6 +66,15 @@ def decode(params, f_nf, s: EncodeStatic):
     return f_nf @ params["W_dec"] + params["b_dec"]
 
 
+def decoder_rows(params, features_f, s: EncodeStatic):
+    """f32[F, D]: what one unit of each feature adds to the reconstruction, decode(e_f) − decode(0)
+    (the decoder is affine): its W_dec row, divided by the row's norm for rescaling TopK SAEs."""
+    rows = jnp.take(params["W_dec"], features_f, axis=0)
+    if s.arch == "topk" and s.rescale_acts_by_decoder_norm:
+        rows = rows / jnp.linalg.norm(rows, axis=-1, keepdims=True)
+    return rows
+
+
 @functools.lru_cache(maxsize=None)
 def encode_for(s: EncodeStatic):
     """A pure ``(params, x) -> f`` for this static config; the same object for equal configs."""

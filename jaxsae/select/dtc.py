@@ -49,26 +49,33 @@ def prefix_state(params, cfg, prefix_1p, layer: int):
     return cache, x_l[0, 0], base[0, 0]
 
 
-def confidence(logp_bv, k: int):
-    """C_k = −(1/k) Σ of the k largest log-probabilities, per row."""
-    return -jnp.mean(jax.lax.top_k(logp_bv, k)[0], axis=-1)
+def confidence(logits_bv, k: int):
+    """C_k = −(1/k) Σ of the k largest log-probabilities, per row, from logits: log p = z − lse(z),
+    so C_k = lse(z) − mean of the k largest z (no [B, V] log-softmax is materialised)."""
+    return _confidence(logits_bv, jax.nn.logsumexp(logits_bv, axis=-1), k)
+
+
+def _confidence(logits_bv, lse_b, k: int):
+    top = jnp.max(logits_bv, axis=-1) if k == 1 else jnp.mean(jax.lax.top_k(logits_bv, k)[0], axis=-1)
+    return lse_b - top
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "layer", "k"))
 def score_batch(params, cfg, layer: int, cache, x_d, delta_fd, lens_tokens_ft, base_logits_v, k: int):
     """ΔC_k and output score for a batch of interventions x + delta_f at the prefix's last position.
 
-    ``lens_tokens_ft``: int32[F, 20] logit-lens tokens of each feature (for the output score)."""
+    ``lens_tokens_ft``: int32[F, 20] logit-lens tokens of each feature (for the output score).
+    Ranks and probabilities are read from the logits (a softmax shifts a row by one constant)."""
     P = cache.valid_bs.shape[1]
     x = (x_d[None, :] + delta_fd)[:, None, :]  # [F, 1, D]
     logits, _ = forward_from(params, cfg, x, layer, cache=cache, write_at=P - 1, update_cache=False)
-    logp = jax.nn.log_softmax(logits[:, 0], axis=-1)  # [F, V]
-    base = jax.nn.log_softmax(base_logits_v)[None]
-    dc = confidence(logp, k) - confidence(base, k)
-    p_lens = jnp.exp(jnp.take_along_axis(logp, lens_tokens_ft, axis=1))  # [F, 20]
-    p_best = jnp.max(p_lens, axis=1)
-    rank = jnp.sum(jnp.exp(logp) > p_best[:, None], axis=1)  # 0 = the most likely token
-    out = (1.0 - rank / logp.shape[-1]) * p_best
+    z = logits[:, 0]  # [F, V]
+    lse = jax.nn.logsumexp(z, axis=-1)
+    dc = _confidence(z, lse, k) - confidence(base_logits_v[None], k)
+    z_best = jnp.max(jnp.take_along_axis(z, lens_tokens_ft, axis=1), axis=1)  # best of the 20 lens tokens
+    rank = jnp.sum(z > z_best[:, None], axis=1)  # 0 = the most likely token
+    p_best = jnp.exp(z_best - lse)
+    out = (1.0 - rank / z.shape[-1]) * p_best
     return dc, out
 
 
@@ -80,15 +87,20 @@ def logit_lens_tokens(params, cfg, dirs_fd, n: int = 20):
 
 
 def decoder_rows(sae, features: np.ndarray) -> jax.Array:
-    """d_f = decode(e_f) − decode(0): the feature's contribution per unit activation, f32[F, D]."""
-    eye = jnp.zeros((len(features), sae.d_sae), jnp.float32).at[jnp.arange(len(features)), jnp.asarray(features)].set(1.0)
-    return sae.decode(eye) - sae.decode(jnp.zeros((1, sae.d_sae), jnp.float32))
+    """d_f = decode(e_f) − decode(0): the feature's contribution per unit activation, f32[F, D]
+    (a gather of decoder rows; no decode of one-hot codes)."""
+    from jaxsae.sae.inference import decoder_rows as rows
+
+    return rows(sae.params, jnp.asarray(features), sae.static)
 
 
-def _batch_size(cfg, requested: int | None) -> int:
-    if requested:
-        return int(requested)
-    return int(max(8, min(512, (1 << 26) // cfg.vocab_size)))  # logits of one batch <= 256 MB
+def _batch_size(cfg, requested: int | None, n: int) -> int:
+    """Features per batch: at most ``requested`` (default: logits of one batch <= 256 MB, and at
+    most 1024), spread evenly over the batches (a multiple of 8) so the last is not mostly padding."""
+    cap = int(requested) if requested else int(max(8, min(1024, (1 << 26) // cfg.vocab_size)))
+    n_batches = -(-max(n, 1) // cap)
+    even = -(-max(n, 1) // n_batches)
+    return cap if requested else min(cap, -(-even // 8) * 8)
 
 
 def feature_scores(
@@ -131,7 +143,7 @@ def feature_scores(
     prefix_ids = np.asarray([lm.token_ids(prefix)], np.int32)
     cache, x_d, base = prefix_state(params, cfg, jnp.asarray(prefix_ids), layer)
     amax = float(jnp.max(sae.encode(x_d[None])[0]))
-    bs = _batch_size(cfg, batch_size)
+    bs = _batch_size(cfg, batch_size, len(feats))
     dtc = np.zeros(len(feats), np.float32)
     out = np.zeros(len(feats), np.float32)
     batches = range(0, len(feats), bs)
