@@ -11,7 +11,7 @@ import pytest
 import jaxsae.sae as S
 from jaxsae.errors import UserError
 from jaxsae.models import Edit
-from jaxsae.select.dtc import DEFAULT_PREFIX, feature_scores
+from jaxsae.select.dtc import DEFAULT_PREFIX, delta_token_confidence, feature_scores
 
 
 def random_sae(d_in: int, d_sae: int, seed: int = 0, arch: str = "jumprelu") -> S.SAE:
@@ -69,6 +69,10 @@ def test_batched_dtc_equals_naive_on_tiny_model(tiny_llama, k):
     want_dtc, want_out = naive_scores(tiny_llama, sae, 1, feats, k=k)
     np.testing.assert_allclose(got["delta_tc"], want_dtc, atol=1e-4)
     np.testing.assert_allclose(got["output_score"], want_out, atol=1e-5)
+    # ΔTC alone (no logit-lens pass) is the same ΔC_k
+    alone = delta_token_confidence(tiny_llama, sae, 1, k=k, features=feats, batch_size=4)
+    np.testing.assert_allclose(alone, want_dtc, atol=1e-4)
+    assert set(feature_scores(tiny_llama, sae, 1, k=k, features=feats, output_score=False)) == {"features", "delta_tc"}
 
 
 def test_decoder_mode_equals_naive(tiny_llama):

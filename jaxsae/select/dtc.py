@@ -64,7 +64,8 @@ def _confidence(logits_bv, lse_b, k: int):
 def score_batch(params, cfg, layer: int, cache, x_d, delta_fd, lens_tokens_ft, base_logits_v, k: int):
     """ΔC_k and output score for a batch of interventions x + delta_f at the prefix's last position.
 
-    ``lens_tokens_ft``: int32[F, 20] logit-lens tokens of each feature (for the output score).
+    ``lens_tokens_ft``: int32[F, 20] logit-lens tokens of each feature for the output score (None:
+    ΔC_k only, and the second result is None)
     Ranks and probabilities are read from the logits (a softmax shifts a row by one constant)."""
     P = cache.valid_bs.shape[1]
     x = (x_d[None, :] + delta_fd)[:, None, :]  # [F, 1, D]
@@ -72,6 +73,8 @@ def score_batch(params, cfg, layer: int, cache, x_d, delta_fd, lens_tokens_ft, b
     z = logits[:, 0]  # [F, V]
     lse = jax.nn.logsumexp(z, axis=-1)
     dc = _confidence(z, lse, k) - confidence(base_logits_v[None], k)
+    if lens_tokens_ft is None:  # ΔTC alone
+        return dc, None
     z_best = jnp.max(jnp.take_along_axis(z, lens_tokens_ft, axis=1), axis=1)  # best of the 20 lens tokens
     rank = jnp.sum(z > z_best[:, None], axis=1)  # 0 = the most likely token
     p_best = jnp.exp(z_best - lse)
@@ -116,10 +119,12 @@ def feature_scores(
     max_acts: np.ndarray | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    output_score: bool = True,
 ) -> dict[str, np.ndarray]:
     """ΔC_k and output score of each feature (all latents when ``features`` is None).
 
-    Returns {"features": int[F], "delta_tc": f32[F], "output_score": f32[F]}."""
+    Returns {"features": int[F], "delta_tc": f32[F], "output_score": f32[F]} (without
+    "output_score", and without its logit-lens pass, when ``output_score`` is False)."""
     if mode not in MODES:
         raise UserError(f"unknown ΔTC mode {mode!r}; use one of {', '.join(MODES)}")
     if sae.d_in != lm.config.d_model:
@@ -161,11 +166,13 @@ def feature_scores(
         else:
             unit = rows / jnp.maximum(jnp.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
             delta = alpha * jnp.asarray(max_acts[padded])[:, None] * unit
-        lens = logit_lens_tokens(params, cfg, rows)
+        lens = logit_lens_tokens(params, cfg, rows) if output_score else None
         d, o = score_batch(params, cfg, layer, cache, x_d, delta, lens, base, k)
         dtc[s : s + n] = np.asarray(d)[:n]
-        out[s : s + n] = np.asarray(o)[:n]
-    return {"features": feats, "delta_tc": dtc, "output_score": out}
+        if output_score:
+            out[s : s + n] = np.asarray(o)[:n]
+    result = {"features": feats, "delta_tc": dtc}
+    return {**result, "output_score": out} if output_score else result
 
 
 def delta_token_confidence(
@@ -173,8 +180,9 @@ def delta_token_confidence(
     features: Sequence[int] | None = None, mode: str = "additive", max_acts: np.ndarray | None = None,
     batch_size: int | None = None, progress: bool = False,
 ) -> np.ndarray:
-    """ΔC_k per feature, float32[n_features] (see the module docstring)."""
+    """ΔC_k per feature, float32[n_features] (see the module docstring); the output score's
+    logit-lens pass is skipped."""
     return feature_scores(
         lm, sae, layer, prefix=prefix, alpha=alpha, k=k, features=features, mode=mode, max_acts=max_acts,
-        batch_size=batch_size, progress=progress,
+        batch_size=batch_size, progress=progress, output_score=False,
     )["delta_tc"]
