@@ -6,6 +6,7 @@ and the statistics record the count they rest on."""
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import datasets
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from jaxsae import features
+from jaxsae.errors import UserError
 from jaxsae.features import corpus
 from jaxsae.features.compute import HeldOutShortWarning
 from jaxsae.launch import stages
@@ -51,6 +53,21 @@ def test_held_out_is_the_validation_split(with_validation):
     assert list(data.hf_held_out_texts(with_validation)) == VALID
     assert list(data.iter_texts(with_validation)) == TRAIN  # training reads all of train
     assert texts_from(with_validation, max_chars=10**9) == TRAIN
+
+
+def test_local_files_hold_out_the_last_tenth_of_every_document(tmp_path):
+    (tmp_path / "a.txt").write_text(DOCS[0])
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS[1:4]))
+    source = f"{tmp_path / 'a.txt'},{tmp_path / 'b.jsonl'}"
+    train, held = texts_from(source, max_chars=10**9), stages.texts_for(run_on(source, tmp_path))
+    assert len(train) == len(held) == 4
+    for doc, t, h in zip(DOCS[:4], train, held):
+        assert t + h == doc and h and t  # disjoint, and together the whole document
+        assert abs(len(h) - 0.1 * len(doc)) < 0.05 * len(doc) + 50 and (not h or h[0].isspace())
+    assert list(data.iter_texts(source)) == train
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="has no .txt files"):
+        stages.texts_for(run_on(str(tmp_path / "empty"), tmp_path))
 
 
 def test_without_a_split_training_skips_the_held_out_documents(train_only):

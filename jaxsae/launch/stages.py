@@ -111,7 +111,8 @@ def progress(items, desc: str):
 def texts_for(run: Run) -> Iterable[str] | None:
     """Held-out text: None for the embedded corpus (the statistics pass then reads Python's
     documentation topics), the held-out part of an ``hf:`` dataset (streamed lazily, disjoint
-    from the training stream), else the configured files."""
+    from the training stream), else the last tenth of every local document (training reads the
+    rest)."""
     src = run.cfg.data.source
     if src == "embedded":
         return None
@@ -119,13 +120,9 @@ def texts_for(run: Run) -> Iterable[str] | None:
         from jaxsae.train.data import hf_held_out_texts
 
         return hf_held_out_texts(src)
-    from jaxsae.features.corpus import read_texts
+    from jaxsae.train.data import local_texts
 
-    p = Path(src)
-    files = sorted(p.glob("*.txt")) if p.is_dir() else [p]
-    if not files or not all(f.exists() for f in files):
-        raise UserError(f"data.source {src!r} has no text files; pass a .txt file, a folder of them, 'embedded' or 'hf:NAME'")
-    return read_texts(files)
+    return local_texts(src, held_out=True)  # the last tenth of every document, which training skips
 
 
 def make_judge_lm(run: Run):

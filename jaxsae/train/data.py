@@ -105,18 +105,41 @@ def hf_held_out_texts(source: str) -> Iterator[str]:
     return hf_texts(source[3:], max_docs=10**12, held_out=True)
 
 
-def texts_from(source: str, *, max_chars: int) -> list[str]:
-    """Training documents for a data-source string ("embedded", "hf:NAME[:CONFIG]", or paths)."""
-    if source == "embedded":
-        return stdlib_docstrings(max_chars=max_chars)
-    if source.startswith("hf:"):
-        return _hf_until(hf_texts(source[3:], max_docs=10**12), max_chars)
+HELD_OUT_FRACTION = 0.1
+"""Local text files: the last this fraction of every document (cut at a whitespace) is the held-out
+text, and training reads the rest."""
+
+
+def split_document(text: str, *, held_out: bool) -> str:
+    """The training part of a local document, or with ``held_out`` its last :data:`HELD_OUT_FRACTION`."""
+    cut = int(len(text) * (1 - HELD_OUT_FRACTION))
+    space = next((i for i in range(cut, len(text)) if text[i].isspace()), len(text))
+    return text[space:] if held_out else text[:space]
+
+
+def local_texts(source: str, *, held_out: bool = False) -> list[str]:
+    """Documents of local files ("a.txt,b.jsonl,folder/": a folder gives its .txt files), their
+    training parts, or with ``held_out`` the disjoint held-out parts (see :func:`split_document`)."""
     from jaxsae.features.corpus import read_texts
 
     paths: list[Path] = []
     for p in map(Path, source.split(",")):
-        paths.extend(sorted(p.glob("*.txt")) if p.is_dir() else [p])
-    return read_texts(paths)
+        found = sorted(p.glob("*.txt")) if p.is_dir() else [p]
+        if not found:
+            raise UserError(f"data source folder {p} has no .txt files; pass .txt / .jsonl files, a folder of .txt "
+                            "files, 'embedded' or 'hf:NAME'")
+        paths.extend(found)
+    return [split_document(d, held_out=held_out) for d in read_texts(paths)]
+
+
+def texts_from(source: str, *, max_chars: int) -> list[str]:
+    """Training documents for a data-source string ("embedded", "hf:NAME[:CONFIG]", or paths: the
+    training part of each local document, see :func:`local_texts`)."""
+    if source == "embedded":
+        return stdlib_docstrings(max_chars=max_chars)
+    if source.startswith("hf:"):
+        return _hf_until(hf_texts(source[3:], max_docs=10**12), max_chars)
+    return local_texts(source)
 
 
 def iter_texts(source: str) -> Iterator[str]:
