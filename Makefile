@@ -24,7 +24,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/forward.py
 	$(BIN)/python benchmarks/train_sweep.py
+	$(BIN)/python benchmarks/select.py
 	$(BIN)/python benchmarks/autointerp.py
+	$(BIN)/python benchmarks/project.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
