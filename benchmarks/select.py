@@ -101,7 +101,7 @@ def main() -> None:
         scores = feature_scores(lm, sae, args.layer)
         t_all.append(time.perf_counter() - t0)
     t_dtc, t_all = min(t_dtc), min(t_all)
-    assert np.array_equal(dtc_only, scores["delta_tc"])
+    np.testing.assert_allclose(dtc_only, scores["delta_tc"], atol=1e-5)  # two compiled kernels, one result
     sample = np.random.RandomState(0).choice(args.d_sae, args.naive_sample, replace=False)
     naive_loop(lm, sae, args.layer, sample[:1])  # compile
     t0 = time.perf_counter()

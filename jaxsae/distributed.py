@@ -46,13 +46,6 @@ def init_distributed() -> tuple[int, int]:
     return jax.process_index(), jax.process_count()
 
 
-def is_writer() -> bool:
-    """Whether this process writes the run's files (process 0)."""
-    import jax
-
-    return jax.process_index() == 0
-
-
 def _client():
     from jax._src import distributed as _dist
 

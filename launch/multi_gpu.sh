@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SWEEP="${1:-full}"; shift || true
 VENV="${VENV:-.venv}"
-NGPU="${NGPU:-$(nvidia-smi -L | grep -c '^GPU')}"
+NGPU="${NGPU:-$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)}"
 PORT="${JAXSAE_PORT:-12355}"
 LOG_DIR="${LOG_DIR:-runs/logs}"
 if ! [ "$NGPU" -ge 1 ] 2>/dev/null; then
@@ -37,8 +37,12 @@ for ((i = NGPU - 1; i >= 0; i--)); do
   fi
   pids+=("$!")
 done
+# the first process to fail stops the others (one killed outright could not tell them at a barrier)
 status=0
-for pid in "${pids[@]}"; do
-  wait "$pid" || status=$?
+for _ in "${pids[@]}"; do
+  if ! wait -n; then
+    status=1
+    kill "${pids[@]}" 2>/dev/null || true
+  fi
 done
 exit "$status"

@@ -124,3 +124,5 @@ def test_bad_concept_files_and_settings_are_one_line_errors(run_dir, tmp_path):
     assert "select.tier_choice must be 'dev'" in fail(out, "--select.tier-choice", "test", "--redo", "select")
     assert "select.pool must be 'all'" in fail(out, "--select.tier-choice", "test", "--select.pool", "some",
                                                "--redo", "select")
+    # settings are checked before a stage's finished outputs are touched: its manifest survives
+    assert (out / "manifests" / "steer_selected.json").exists() and (out / "manifests" / "select.json").exists()

@@ -193,7 +193,7 @@ class Run:
             st = self.status(n)
             # several processes: all read the status before process 0 changes anything of the stage,
             # and each stage starts after process 0 has written everything of the one before
-            barrier(f"stage {n}: status read")
+            barrier(f"stage {n}: status read ({st})")  # processes that see different statuses stop here
             if st == "done" and n not in redo:
                 m = self.manifest(n) or {}
                 print(f"[{i}/{total}] {n}: done ({m.get('seconds', 0):.0f}s earlier), skipped", flush=True)
@@ -223,6 +223,10 @@ class Run:
                 print(f"[{i}/{total}] {n}: running on process 0", flush=True)
             if stage.split:
                 barrier(f"stage {n}: every share done")  # process 0 writes the manifest after all shares
+                missing = [o for o in outputs if not (self.out / o).exists()]
+                if missing and self.is_writer:
+                    raise UserError(f"stage {n!r}: {len(missing)} output(s) written by other processes are not visible "
+                                    f"here (e.g. {missing[0]}); put --out on storage every process sees")
             seconds = time.time() - t0
             self.timings[n] = seconds
             if self.is_writer:

@@ -13,6 +13,7 @@ Run folder layout::
 from __future__ import annotations
 
 import functools
+import io
 import json
 import re
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Iterable
 import numpy as np
 
 from jaxsae.errors import UserError
-from jaxsae.io import atomic_write_json
+from jaxsae.io import atomic_write_bytes, atomic_write_json
 from jaxsae.launch.runner import Run, Stage
 
 # ------------------------------------------------------------------------------ shared helpers
@@ -132,20 +133,30 @@ def make_judge_lm(run: Run):
     return shared_lm(run, j.model)
 
 
+def check_judge(run: Run) -> None:
+    if run.cfg.judge.kind not in ("local", "api"):
+        raise UserError(f"judge.kind must be 'local' or 'api', got {run.cfg.judge.kind!r}")
+
+
+def chat_client(run: Run):
+    """The API judge's client (judge.kind = "api"), its request cache in the run folder."""
+    from jaxsae.judge import ChatClient
+
+    j = run.cfg.judge
+    return ChatClient(j.base_url, j.model, api_key_env=j.api_key_env or None, cache_dir=run.out / "judge_cache",
+                      max_concurrency=j.max_concurrency)
+
+
 def make_rating_judge(run: Run):
     """The steering judge (jaxsae.judge) the config asks for."""
-    j = run.cfg.judge
-    if j.kind == "local":
+    check_judge(run)
+    if run.cfg.judge.kind == "local":
         from jaxsae.judge import LocalJudge
 
         return LocalJudge(make_judge_lm(run))
-    if j.kind == "api":
-        from jaxsae.judge import APIJudge, ChatClient
+    from jaxsae.judge import APIJudge
 
-        client = ChatClient(j.base_url, j.model, api_key_env=j.api_key_env or None,
-                            cache_dir=run.out / "judge_cache", max_concurrency=j.max_concurrency)
-        return APIJudge(client)
-    raise UserError(f"judge.kind must be 'local' or 'api', got {j.kind!r}")
+    return APIJudge(chat_client(run))
 
 
 # --------------------------------------------------------------------------------- stages
@@ -165,11 +176,15 @@ def validate_train(run: Run) -> None:
     stage removes anything (loads the models, which the stage then reuses)."""
     from jaxsae.train.spec import check_sweep, sweep_from_levels
 
-    specs = sweep_from_levels(run.cfg.train.archs, run.cfg.train.levels)
-    for spec in run.cfg.models:
+    c = run.cfg
+    if not c.data.store_activations and (c.data.harvest_shards < 1 or c.train.batch % c.data.harvest_shards):
+        raise UserError(f"train.batch ({c.train.batch}) must be a multiple of data.harvest_shards "
+                        f"({c.data.harvest_shards}) when streaming; change one of them")
+    specs = sweep_from_levels(c.train.archs, c.train.levels)
+    for spec in c.models:
         lm = spec_lm(run, spec)
         lm._check_layer(spec.layer)
-        check_sweep(specs, lm.config.d_model, run.cfg.train.d_sae)
+        check_sweep(specs, lm.config.d_model, c.train.d_sae)
 
 
 def stage_train(run: Run) -> list[str]:
@@ -271,18 +286,11 @@ def stage_autointerp(run: Run) -> list[str]:
     ai = AutoInterpConfig(n_latents=c.autointerp.n_latents, n_concept=c.autointerp.n_concepts,
                           concept_seed=c.autointerp.seed)
     stats_cfg = FeatureStatsConfig(context_len=c.eval.stats_context, total_tokens=c.eval.stats_tokens)
-    hf_source = c.data.source if c.data.source.startswith("hf:") else None  # provenance of the held-out text
+    text_source = None if c.data.source == "embedded" else c.data.source  # provenance of the held-out text
+    judge = LocalJudge(make_judge_lm(run), ai) if c.judge.kind == "local" else ApiJudge(chat_client(run), ai)
     outputs = []
     for spec in c.models:
         lm = spec_lm(run, spec)
-        if c.judge.kind == "local":
-            judge = LocalJudge(make_judge_lm(run), ai)
-        else:
-            from jaxsae.judge.api import ChatClient
-
-            client = ChatClient(c.judge.base_url, c.judge.model, api_key_env=c.judge.api_key_env or None,
-                                cache_dir=run.out / "judge_cache", max_concurrency=c.judge.max_concurrency)
-            judge = ApiJudge(client, ai)
         token_text = TokenText(lm.tokenizer)
         tokens = None  # the held-out contexts and their residuals: once per model, on first use
         resid_at = None
@@ -301,7 +309,7 @@ def stage_autointerp(run: Run) -> list[str]:
             if tokens is None:
                 tokens, _ = held_out_tokens(lm, stats_cfg, texts_for(run))
                 resid_at = residual_cache(lm, tokens, stats_cfg.batch_size)
-            stats = stats_for_sae(d, sae, lm, spec.layer, stats_cfg, tokens=tokens, text_source=hf_source,
+            stats = stats_for_sae(d, sae, lm, spec.layer, stats_cfg, tokens=tokens, text_source=text_source,
                                   resid_ntd=functools.partial(resid_at, spec.layer))
             result = run_autointerp(stats, judge, ai, token_text)
             result["sae"] = rel(run, d)
@@ -319,8 +327,6 @@ def stage_select(run: Run) -> list[str]:
     from jaxsae.steer import DEAD_M_F, steering_scales
 
     c = run.cfg.select
-    if c.pool not in ("all", "concepts"):
-        raise UserError(f"select.pool must be 'all' (every latent) or 'concepts' (the steered concepts), got {c.pool!r}")
     outputs = []
     for spec in run.cfg.models:
         lm = spec_lm(run, spec)
@@ -337,15 +343,18 @@ def stage_select(run: Run) -> list[str]:
                 from jaxsae.features import load as load_stats
 
                 max_acts = steering_scales(load_stats(d / "feature_stats").max_act, DEAD_M_F)[0]
-            if feats is not None and not len(feats):  # no steered concept (every explanation failed)
-                scores = {"features": feats, "delta_tc": np.zeros(0, np.float32), "output_score": np.zeros(0, np.float32)}
-            else:
-                scores = feature_scores(lm, sae, spec.layer, prefix=c.prefix, alpha=c.alpha, k=c.k, features=feats,
-                                        mode=c.mode, max_acts=max_acts)
-            tmp = d / ".dtc.tmp.npz"
-            np.savez(tmp, **scores)
-            tmp.replace(d / "dtc.npz")
+            scores = feature_scores(lm, sae, spec.layer, prefix=c.prefix, alpha=c.alpha, k=c.k, features=feats,
+                                    mode=c.mode, max_acts=max_acts)
+            buf = io.BytesIO()
+            np.savez(buf, **scores)
+            atomic_write_bytes(d / "dtc.npz", buf.getvalue())
     return outputs
+
+
+def validate_select(run: Run) -> None:
+    if run.cfg.select.pool not in ("all", "concepts"):
+        raise UserError(f"select.pool must be 'all' (every latent) or 'concepts' (the steered concepts), "
+                        f"got {run.cfg.select.pool!r}")
 
 
 def _steer_settings(run: Run):
@@ -364,17 +373,20 @@ def stage_steer(run: Run) -> list[str]:
     the judge and model, and the judge's failure counts (``judge_stats``)."""
     import jaxsae.sae as S
     from jaxsae.features import load as load_stats
-    from jaxsae.steer import CONCEPT100, from_file, instructions, run_utility
+    from jaxsae.steer import instructions, run_utility
+
+    from jaxsae.distributed import barrier
 
     c = run.cfg
     st = _steer_settings(run)
-    if c.steer.concepts != CONCEPT100:
-        from_file(c.steer.concepts)  # a missing or malformed concept file fails before any model loads
     judge = make_rating_judge(run)
-    if c.steer.instructions_dir and not Path(c.steer.instructions_dir).is_dir():
-        raise UserError(f"steer.instructions_dir {c.steer.instructions_dir!r} is not a folder; pass a folder of AxBench parquet files or ''")
-    pool = instructions(axbench_dir=c.steer.instructions_dir or None)
-    outputs = []
+    # one instruction pool for every process (the Hub may answer one and not another)
+    pool_path = run.out / "steer_instructions.json"
+    if run.is_writer:
+        atomic_write_json(pool_path, instructions(axbench_dir=c.steer.instructions_dir or None))
+    barrier("steer: instruction pool written")
+    pool = json.loads(pool_path.read_text())
+    outputs = ["steer_instructions.json"]
     for spec in c.models:
         lm = spec_lm(run, spec, steer=True)
         entries = sweep_entries(run, spec)
@@ -390,6 +402,28 @@ def stage_steer(run: Run) -> list[str]:
     return outputs
 
 
+def validate_steer(run: Run) -> None:
+    """Steering settings, the concept file and the instruction folder, before any model loads."""
+    from jaxsae.steer import CONCEPT100, from_file
+
+    c = run.cfg.steer
+    _steer_settings(run)
+    check_judge(run)
+    if c.concepts != CONCEPT100:
+        from_file(c.concepts)
+    if c.instructions_dir and not Path(c.instructions_dir).is_dir():
+        raise UserError(f"steer.instructions_dir {c.instructions_dir!r} is not a folder; pass a folder of AxBench parquet "
+                        "files or ''")
+
+
+def validate_steer_selected(run: Run) -> None:
+    from jaxsae.select import CHOICE_LABELS
+
+    if run.cfg.select.tier_choice not in CHOICE_LABELS:
+        raise UserError(f"select.tier_choice must be 'dev' (chosen on dev, reported on test) or 'eval' (the paper's "
+                        f"variant), got {run.cfg.select.tier_choice!r}")
+
+
 def stage_steer_selected(run: Run) -> list[str]:
     """Selection tiers by ΔTC and (size-matched) output score over the steered concepts (the only
     latents with steering scores): top-K among them, tail quantiles at the thresholds of every
@@ -397,9 +431,7 @@ def stage_steer_selected(run: Run) -> list[str]:
     on test (or the paper's variant, ``select.tier_choice = "eval"``, labelled so)."""
     from jaxsae.select import CHOICE_LABELS, choose_tier, dtc_tiers, size_matched_tiers
 
-    choice = run.cfg.select.tier_choice
-    if choice not in CHOICE_LABELS:
-        raise UserError(f"select.tier_choice must be 'dev' (chosen on dev, reported on test) or 'eval' (the paper's variant), got {choice!r}")
+    choice = run.cfg.select.tier_choice  # checked by validate_steer_selected
     outputs = []
     for spec in run.cfg.models:
         for entry in sweep_entries(run, spec):
@@ -543,14 +575,14 @@ STAGES: list[Stage] = [
     Stage("metrics", ("eval",), ("train",), stage_metrics, "core metrics: L0, FVU, CE-loss and KL scores",
           split=True),
     Stage("autointerp", ("eval", "autointerp", "judge"), ("train",), stage_autointerp,
-          "feature statistics and AutoInterp scores (µ, CONCEPT100)", split=True),
+          "feature statistics and AutoInterp scores (µ, CONCEPT100)", split=True, validate=check_judge),
     Stage("steer", ("steer", "judge"), ("autointerp",), stage_steer, "steering utility g without selection (AxBench)",
-          split=True),
+          split=True, validate=validate_steer),
     # after "steer": with select.pool = "concepts" the scored latents are the steered concepts
     Stage("select", ("select",), ("autointerp", "steer"), stage_select, "ΔTC and output score of every latent",
-          split=True),
+          split=True, validate=validate_select),
     Stage("steer_selected", ("select",), ("steer", "select"), stage_steer_selected,
-          "selection tiers by ΔTC and output score, chosen on dev, scored on test"),
+          "selection tiers by ΔTC and output score, chosen on dev, scored on test", validate=validate_steer_selected),
     Stage("analysis", ("analysis",), ("metrics", "steer_selected"), stage_analysis,
           "Kendall tau_b / psi / Psi, selection summaries -> results.json"),
     Stage("report", (), ("analysis",), stage_report, "report.md with tables beside the paper's, plots, examples"),

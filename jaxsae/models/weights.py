@@ -294,8 +294,10 @@ def partition_spec(name: str, shape: tuple[int, ...], mesh: Mesh) -> PartitionSp
 
 
 def leaf_sharding(name: str, shape: tuple[int, ...], mesh: Mesh | None) -> jax.sharding.Sharding:
-    if mesh is None:
-        return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    if mesh is None:  # the default device (honours jax.default_device), as jax.device_put would
+        default = jax.config.jax_default_device
+        device = default if isinstance(default, jax.Device) else jax.local_devices()[0]
+        return jax.sharding.SingleDeviceSharding(device)
     return NamedSharding(mesh, partition_spec(name, shape, mesh))
 
 
@@ -312,15 +314,11 @@ class LeafPlan(NamedTuple):
     stacked: bool
 
 
-def _unembed(w, c):
-    return w.T
-
-
 #: Checkpoint tensors outside the layers -> (params leaf, layout transform).
 TOP_RULES = {
     "model.embed_tokens.weight": ("embed_vd", _id),
     "model.norm.weight": ("final_norm_d", _id),
-    "lm_head.weight": ("unembed_dv", _unembed),
+    "lm_head.weight": ("unembed_dv", _t),
 }
 
 

@@ -117,8 +117,10 @@ def steering_notes(records: Sequence[Mapping[str, Any]]) -> str:
                                                   for k, v in sorted(labels.items())) + ".")
     fallbacks = sum(int(r.get("m_f_fallbacks") or 0) for r in records)
     if fallbacks:
+        from jaxsae.steer.utility import DEAD_M_F
+
         out.append(f"{fallbacks} steered latent(s) never fired on the held-out text (m_f = 0) and were steered with "
-                   "the fallback m_f = 1.0 (AxBench's).")
+                   f"the fallback m_f = {DEAD_M_F:g} (AxBench's).")
     return "".join(note(s) for s in out if s)
 
 

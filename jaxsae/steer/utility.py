@@ -37,7 +37,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from jaxsae.io import atomic_write_json
+from jaxsae.io import atomic_write_json, atomic_write_text
 from jaxsae.judge.base import RatedGenerations, rating_record
 from jaxsae.judge.rubric import CRITERIA
 from jaxsae.steer.concepts import Concept, draw_instructions
@@ -204,7 +204,7 @@ def _read_reusable(path: Path, keep) -> dict[int, dict]:
             break
         if keep(rec):
             done[f] = rec
-    path.write_text("".join(json.dumps(done[f]) + "\n" for f in done))
+    atomic_write_text(path, "".join(json.dumps(done[f]) + "\n" for f in done))
     return done
 
 

@@ -102,20 +102,19 @@ def _check_width(path: Path, acts, lm) -> None:
                         f"{lm.config.d_model}; pass activations of that model (or a new --out to harvest them)")
 
 
-CHECKED = ("model_name", "hook_layer", "dataset_path", "context_size", "tokens_requested")
-"""Record fields a cached harvest must share with the run that reuses it."""
-
-
 def check_cached(path: Path, want: dict) -> None:
-    """Refuse a cached harvest made from another model / layer / text / context / token count."""
-    from jaxsae.train.shards import read_record
+    """Refuse a cached harvest made from another model / layer / text / context / token count
+    (the record fields it must share with the run that reuses it)."""
+    from jaxsae.train.shards import METADATA_KEYS, read_record
+
+    checked = (*METADATA_KEYS, "tokens_requested")
 
     rec = read_record(path)
     if rec is None:
         raise UserError(f"{path} has no record of what it was harvested from; delete it to harvest again, "
                         "or pass it as --activations")
     have = rec.get("source") or {}
-    diff = [f"{k} {have.get(k)!r} (this run: {want[k]!r})" for k in CHECKED if have.get(k) != want[k]]
+    diff = [f"{k} {have.get(k)!r} (this run: {want[k]!r})" for k in checked if have.get(k) != want[k]]
     if diff:
         raise UserError(f"{path} was harvested with {', '.join(diff)}; pass a new --out folder, "
                         "or delete it to harvest again")
@@ -136,6 +135,7 @@ def harvested(args: Args, lm):
     from jaxsae.distributed import barrier
     from jaxsae.train import harvest, load_activations, texts_from
     from jaxsae.train.data import harvest_source
+    from jaxsae.train.shards import METADATA_KEYS
 
     lm._check_layer(args.layer)
     cached = cached_path(args)
@@ -149,18 +149,19 @@ def harvested(args: Args, lm):
     barrier("activations written")
     acts = load_activations(cached)
     _check_width(cached, acts, lm)
-    md = {k: want[k] for k in ("model_name", "hook_layer", "context_size", "dataset_path")}
+    md = {k: want[k] for k in METADATA_KEYS}
     return acts, md
 
 
 def given(args: Args):
     """--activations, with what their record (and --model / --layer) say they came from."""
     from jaxsae.train import load_activations
-    from jaxsae.train.shards import read_record
+    from jaxsae.train.data import model_name
+    from jaxsae.train.shards import METADATA_KEYS, read_record
 
     acts = load_activations(args.activations)
     src = (read_record(args.activations) or {}).get("source") or {}
-    md = {k: src[k] for k in ("model_name", "hook_layer", "context_size", "dataset_path") if src.get(k) is not None}
+    md = {k: src[k] for k in METADATA_KEYS if src.get(k) is not None}
     md.setdefault("dataset_path", str(args.activations))
     if args.layer is not None:
         if md.get("hook_layer") not in (None, args.layer):
@@ -173,7 +174,7 @@ def given(args: Args):
         lm = _load_lm(args.model)
         lm._check_layer(md["hook_layer"])
         _check_width(args.activations, acts, lm)
-        name = lm.config.name or args.model
+        name = model_name(lm)
         if md.get("model_name") not in (None, name):
             raise UserError(f"{args.activations} was harvested from {md['model_name']}, not {name}; "
                             "drop --model or pass the right one")

@@ -4,7 +4,8 @@ Text sources: the embedded corpus (docstrings of the Python standard library, re
 source files with ``ast`` — real human prose that ships with every Python, kept disjoint from
 the held-out ``pydoc_data.topics`` text that the statistics pass uses), local text files, or a
 Hugging Face dataset streamed with ``datasets`` (``hf:NAME[:CONFIG]``; its held-out text, for the
-statistics pass and core metrics, is a part training never reads: :func:`held_out_texts`).
+statistics pass and core metrics, is a part training never reads: :func:`hf_held_out_texts`,
+:func:`local_texts`).
 
 Harvesting runs the model with early exit, drops BOS / special / pad positions, and writes the
 activations to a float32 ``.npy`` or a folder of ``.npy`` shards (memory-mapped, with a record of
@@ -150,9 +151,14 @@ def iter_texts(source: str) -> Iterator[str]:
         yield from texts_from(source, max_chars=10**12)
 
 
+def model_name(lm) -> str:
+    """The name a harvest and its SAEs record for ``lm``."""
+    return lm.config.name or lm.source
+
+
 def harvest_source(lm, layer: int, *, text: str | None, context: int, n_tokens: int) -> dict:
     """The record of what a harvest comes from (see :data:`jaxsae.train.shards.SOURCE_KEYS`)."""
-    return {"model_name": lm.config.name or lm.source, "model_source": lm.source, "hook_layer": int(layer),
+    return {"model_name": model_name(lm), "model_source": lm.source, "hook_layer": int(layer),
             "dataset_path": text, "context_size": int(context), "tokens_requested": int(n_tokens)}
 
 

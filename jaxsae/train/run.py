@@ -27,6 +27,7 @@ from jaxsae.errors import UserError
 from jaxsae.io import atomic_write_json, atomic_write_text
 from jaxsae.sae import ARCHS, ArchConfig
 from jaxsae.train.data import ActivationArray, norm_scale
+from jaxsae.train.shards import METADATA_KEYS
 from jaxsae.train.spec import SAESpec, TrainSettings, check_sweep, describe_scaled, scaled_down
 from jaxsae.train.trainer import first_bad, groups_of, init_state, make_step, metrics_rows, shard_state, state_shardings
 
@@ -43,15 +44,11 @@ def make_mesh(sweep: int = 1, data: int | None = None) -> Mesh | None:
     return Mesh(devices, ("sweep", "data"))
 
 
-SOURCE_KEYS = ("model_name", "hook_layer", "dataset_path", "context_size")
-"""Metadata keys that say what the activations came from (part of the sweep's signature)."""
-
-
 def data_source(acts, metadata: dict | None) -> dict:
     """What the training activations are: their provenance from ``metadata`` (model, layer, text,
     context), how many tokens, and a fingerprint of the stored rows where they are stored."""
     md = metadata or {}
-    src = {k: md[k] for k in SOURCE_KEYS if md.get(k) is not None}
+    src = {k: md[k] for k in METADATA_KEYS if md.get(k) is not None}
     src["n_tokens"] = int(getattr(acts, "n_tokens", acts.per_epoch * acts.batch))
     if hasattr(acts, "fingerprint"):
         src["fingerprint"] = acts.fingerprint()

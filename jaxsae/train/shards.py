@@ -27,7 +27,9 @@ from jaxsae.io import atomic_write_json
 
 FORMAT = "jaxsae-activations"
 INDEX_NAME = "index.json"
-SOURCE_KEYS = ("model_name", "model_source", "hook_layer", "dataset_path", "context_size", "tokens_requested")
+METADATA_KEYS = ("model_name", "hook_layer", "dataset_path", "context_size")
+"""What the activations came from, as exported SAEs' metadata and the sweep's signature hold it."""
+SOURCE_KEYS = (*METADATA_KEYS, "model_source", "tokens_requested")
 """What a record's ``source`` holds (None where unknown)."""
 
 
