@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.jaxsae-installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 ## The test suite (CPU, offline).
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+## The linter (configuration: [tool.ruff] in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 ## Benchmarks (print ratios against the PyTorch reference, measured side by side).
 bench: $(STAMP)

@@ -1,4 +1,4 @@
-"""Projected wall time of the `full` sweep (configs/full.toml) on one 8×H100 host and a v5e-64 slice.
+"""Projected wall time of the `full` sweep (jaxsae/configs/full.toml) on one 8×H100 host and a v5e-64 slice.
 
 A projection, not a measurement: every component's work is counted from the sweep config and the
 models' shapes (FLOPs for compute-bound work; bytes moved per decode step for memory-bound

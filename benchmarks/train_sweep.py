@@ -409,7 +409,8 @@ def main() -> None:
             speedup_sweep_vs_dictionary_learning=t["dictionary_learning"] / t["sweep"],
         )
         rows += [
-            (f"dictionary_learning {result['dictionary_learning_version']}: {n_sae} trainers one after another", n / t["dictionary_learning"], "steps/s"),
+            (f"dictionary_learning {result['dictionary_learning_version']}: {n_sae} trainers one after another",
+             n / t["dictionary_learning"], "steps/s"),
             ("  token·SAE/s", result["dl_tok_sae_s"], "tok·SAE/s"),
             ("  fraction of measured matmul peak (nominal)", result["dl_frac_of_peak"], ""),
         ]

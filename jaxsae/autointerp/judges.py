@@ -95,7 +95,7 @@ class LocalJudge:
         self.yes_ids = _single_token_ids(lm.tokenizer, ("yes", "Yes", "YES", " yes", " Yes", " YES"))
         self.no_ids = _single_token_ids(lm.tokenizer, ("no", "No", "NO", " no", " No", " NO"))
         if not self.yes_ids or not self.no_ids:
-            raise UserError(f"the judge model's tokenizer has no single-token 'yes'/'no'; use another judge model")
+            raise UserError("the judge model's tokenizer has no single-token 'yes'/'no'; use another judge model")
 
     def _pad(self, ids: list[list[int]], batch: int, multiple: int):
         """Left-padded tokens/mask with T rounded up to ``multiple`` and B padded to ``batch``
@@ -113,7 +113,8 @@ class LocalJudge:
         for idx in _batches([len(x) for x in ids], B):
             tokens, mask = self._pad([ids[i] for i in idx], B, self.explain_multiple)
             if tokens.shape[1] + cfg.max_explanation_tokens > lm.config.max_positions:
-                raise UserError(f"explanation prompts of {tokens.shape[1]} tokens exceed the judge's context; use a judge with a longer context")
+                raise UserError(f"explanation prompts of {tokens.shape[1]} tokens exceed the judge's context; "
+                                "use a judge with a longer context")
             new, _ = generate_tokens(
                 lm.params, lm.config, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0), jnp.float32(1e-6),
                 max_new=cfg.max_explanation_tokens, greedy=True,

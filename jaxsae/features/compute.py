@@ -281,7 +281,8 @@ def finish(state, cfg: FeatureStatsConfig, tokens: np.ndarray, counted: np.ndarr
     )
 
 
-def stats_from_codes(codes_ntf: np.ndarray, tokens: np.ndarray, counted: np.ndarray, cfg: FeatureStatsConfig, *, meta: dict | None = None) -> FeatureStats:
+def stats_from_codes(codes_ntf: np.ndarray, tokens: np.ndarray, counted: np.ndarray, cfg: FeatureStatsConfig, *,
+                     meta: dict | None = None) -> FeatureStats:
     """The same statistics from SAE codes already in hand (f32[N, T, F], e.g. cached), streamed
     through the same jitted update in batches of ``cfg.batch_size`` contexts."""
     codes_ntf = np.asarray(codes_ntf)

@@ -5,7 +5,7 @@ statistics + AutoInterp (µ) → steering utility without selection (g) → ΔTC
 scoring → steering with selected tiers → rank analysis → report. Each stage is cached in the run
 folder with a manifest and skipped when done; a killed run resumes where it stopped.
 
-Sweeps live in configs/<NAME>.toml (full, debug, demo, smoke) or pass a .toml path. Any config
+Sweeps live in jaxsae/configs/<NAME>.toml (full, debug, demo, smoke) or pass a .toml path. Any config
 value can be overridden, e.g. `--train.tokens 50000 --steer.factors 0.5 1.0`; run
 `python -m jaxsae.launch --sweep demo --help` to see every option with the sweep's values.
 """
@@ -32,10 +32,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m jaxsae.launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         add_help=False,
     )
-    ap.add_argument("--sweep", default="demo", help="sweep name (configs/<NAME>.toml) or a .toml path (default: demo)")
+    ap.add_argument("--sweep", default="demo", help="sweep name (jaxsae/configs/<NAME>.toml) or a .toml path (default: demo)")
     ap.add_argument("--out", default=None, help="run folder (default: runs/<sweep>); re-running with the same folder resumes")
     ap.add_argument("--stages", default="all", help=f"comma-separated stages to run, in order (default: all): {names}")
-    ap.add_argument("--redo", default="", help="comma-separated stages to recompute even if done, with every stage downstream of them (e.g. after a config change)")
+    ap.add_argument("--redo", default="", help="comma-separated stages to recompute even if done, with every stage "
+                    "downstream of them (e.g. after a config change)")
     ap.add_argument("--status", action="store_true", help="print each stage's status in the run folder and exit")
     ap.add_argument("-h", "--help", action="store_true", help="show this help and every config option with the sweep's values")
     return ap

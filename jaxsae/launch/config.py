@@ -13,7 +13,8 @@ from typing import Any
 
 from jaxsae.errors import UserError
 
-CONFIG_DIRS = (Path(__file__).resolve().parents[2] / "configs", Path(__file__).resolve().parent.parent / "configs")
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+"""The bundled sweeps (``jaxsae/configs/<sweep>.toml``), shipped inside the package and its wheel."""
 
 
 @dataclass
@@ -233,16 +234,15 @@ def _build(cls, data: Any, where: str):
 
 
 def config_path(sweep: str) -> Path:
-    """``configs/<sweep>.toml`` (or ``sweep`` itself when it is a path to a .toml file)."""
+    """``jaxsae/configs/<sweep>.toml`` (or ``sweep`` itself when it is a path to a .toml file)."""
     p = Path(sweep)
     if p.suffix == ".toml":
         if not p.exists():
             raise UserError(f"config file {p} does not exist; check the path")
         return p
-    for d in CONFIG_DIRS:
-        if (d / f"{sweep}.toml").exists():
-            return d / f"{sweep}.toml"
-    names = sorted({q.stem for d in CONFIG_DIRS if d.exists() for q in d.glob("*.toml")})
+    if (CONFIG_DIR / f"{sweep}.toml").exists():
+        return CONFIG_DIR / f"{sweep}.toml"
+    names = sorted(q.stem for q in CONFIG_DIR.glob("*.toml"))
     raise UserError(f"unknown sweep {sweep!r}; choose one of {', '.join(names)} or pass a .toml file")
 
 

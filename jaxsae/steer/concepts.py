@@ -144,7 +144,8 @@ def from_parquet(path: str | Path) -> list[Concept]:
     from ``sae_id`` / ``sae_link`` or the metadata.jsonl beside the file; ordered by concept_id."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"concept file {path} does not exist; pass an AxBench parquet set, its metadata.jsonl or a JSONL of {{feature, concept}}")
+        raise UserError(f"concept file {path} does not exist; pass an AxBench parquet set, its metadata.jsonl "
+                        "or a JSONL of {feature, concept}")
     table = _read_parquet(path)
     text: dict[int, str] = {}
     for cid, concept, cat in zip(table["concept_id"], table["output_concept"], table["category"]):

@@ -199,7 +199,7 @@ def harvest(lm, layer: int, texts: Sequence[str], n_tokens: int, out_path: Path,
     arr = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, cfg.d_model))
 
     def write(start, rows):
-        arr[start : start + len(rows)] = rows
+        arr[start : start + len(rows)] = rows  # noqa: F821 - bound until the `del` after the harvest
 
     _harvest_into(lm, layer, ctx, counted, n, write, llm_batch, progress)
     arr.flush()

@@ -87,8 +87,8 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
         if isinstance(a, dict) and isinstance(b, dict):
             out.extend(_differences(a, b, f"{prefix}{k}."))
         elif a != b:
-            short = (lambda v: f"{len(v)} SAEs" if isinstance(v, list) and len(v) > 3 else v)
-            out.append(f"{prefix}{k}: {short(a)} there, {short(b)} here")
+            a, b = (f"{len(v)} SAEs" if isinstance(v, list) and len(v) > 3 else v for v in (a, b))
+            out.append(f"{prefix}{k}: {a} there, {b} here")
     return out
 
 
@@ -274,7 +274,8 @@ def train_sweep(
             if bar is not None:
                 tok0 += st.batch
                 bar.update(1)
-                bar.set_postfix(tok_s=f"{tok0 / max(time.time() - t0, 1e-9):,.0f}", sae_tok_s=f"{tok0 * len(specs) / max(time.time() - t0, 1e-9):,.0f}")
+                rate = tok0 / max(time.time() - t0, 1e-9)
+                bar.set_postfix(tok_s=f"{rate:,.0f}", sae_tok_s=f"{rate * len(specs):,.0f}")
             if (st.checkpoint_every and done_steps % st.checkpoint_every == 0) or done_steps == stop_after:
                 import orbax.checkpoint as ocp
 
