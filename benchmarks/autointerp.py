@@ -258,7 +258,7 @@ def main() -> None:
 
     # 2. AutoInterp with the local judge
     if args.latents > 0:
-        acfg = AutoInterpConfig(n_latents=args.latents, n_concept=args.latents,
+        acfg = AutoInterpConfig(n_latents=args.latents, n_concepts=args.latents,
                                 explain_batch=min(AutoInterpConfig.explain_batch, args.latents))
         judge = TimedJudge(LocalJudge(lm, acfg), lm)
         token_text = TokenText(lm.tokenizer)

@@ -56,7 +56,7 @@ def test_selection_excludes_dead_and_windowless(stats):
 
 def test_draws_are_seeded(stats):
     st, _ = stats
-    cfg = dataclasses.replace(CFG, n_latents=5, n_concept=3)
+    cfg = dataclasses.replace(CFG, n_latents=5, n_concepts=3)
     a, b = select_latents(st, cfg), select_latents(st, cfg)
     np.testing.assert_array_equal(a.scored, b.scored)
     np.testing.assert_array_equal(a.concept, b.concept)

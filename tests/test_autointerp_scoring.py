@@ -210,7 +210,7 @@ def test_always_no_scores_the_negatives_share(case):
 def test_mixed_judge_summary_and_records(case, tmp_path):
     st, _ = case
     modes = {0: "perfect", 1: "no", 2: "yes", 3: "flip", 4: "unparseable", 5: "no-explanation"}
-    cfg = dataclasses.replace(CFG, n_concept=4, concept_seed=3)
+    cfg = dataclasses.replace(CFG, n_concepts=4, concept_seed=3)
     res, judge = run(st, modes, cfg)
     rec = by_latent(res)
     want = {0: 1.0, 1: 10 / 14, 2: 4 / 14, 3: 13 / 14, 4: None, 5: None}
@@ -251,7 +251,7 @@ def test_mixed_judge_summary_and_records(case, tmp_path):
 def test_an_empty_explanation_is_a_failed_latent(case):
     st, _ = case
     modes = {0: "perfect", 1: "empty", 2: "lead-in-only", 3: "perfect", 4: "perfect", 5: "perfect"}
-    res, judge = run(st, modes, dataclasses.replace(CFG, n_concept=F))
+    res, judge = run(st, modes, dataclasses.replace(CFG, n_concepts=F))
     rec = by_latent(res)
     assert judge.detect_calls[0][0] == [f"the token M{f}" for f in (0, 3, 4, 5)]  # not sent to detection
     for f in (1, 2):
@@ -266,10 +266,10 @@ def test_mu_on_fewer_concept_latents_than_asked_warns(case):
     perfect = {f: "perfect" for f in range(F)}
     with warnings.catch_warnings():
         warnings.simplefilter("error", SmallConceptWarning)
-        full, _ = run(st, perfect, dataclasses.replace(CFG, n_concept=F))
+        full, _ = run(st, perfect, dataclasses.replace(CFG, n_concepts=F))
     assert full["summary"]["n_concept"] == full["summary"]["n_concept_requested"] == F
     with pytest.warns(SmallConceptWarning, match=f"µ rests on 5 CONCEPT latents, not the {F} asked for \\({F} drawn, 1 failed\\)"):
-        res, _ = run(st, {**perfect, 4: "unparseable"}, dataclasses.replace(CFG, n_concept=F))
+        res, _ = run(st, {**perfect, 4: "unparseable"}, dataclasses.replace(CFG, n_concepts=F))
     assert res["summary"]["n_concept"] == 5 and res["summary"]["n_concept_requested"] == F
     with pytest.warns(SmallConceptWarning, match=f"µ rests on {F} CONCEPT latents, not the 100 asked for"):
         few, _ = run(st, perfect)  # only F latents to draw CONCEPT100 from
@@ -279,7 +279,7 @@ def test_mu_on_fewer_concept_latents_than_asked_warns(case):
 def test_concept100_is_a_seeded_draw_from_the_scored_latents(case):
     st, _ = case
     modes = {0: "perfect", 1: "no", 2: "yes", 3: "flip", 4: "perfect", 5: "no"}
-    cfg = dataclasses.replace(CFG, n_latents=5, n_concept=3)
+    cfg = dataclasses.replace(CFG, n_latents=5, n_concepts=3)
     a, _ = run(st, modes, cfg)
     b, _ = run(st, modes, cfg)
     scored = [r["latent"] for r in a["latents"]]

@@ -39,7 +39,7 @@ def test_stage_on_smollm2(smollm2, tmp_path, monkeypatch):
     stats = stats_for_sae(sae_dir, sae, lm, LAYER, scfg)
     assert stats.d_sae == 256 and stats.meta["layer"] == LAYER and (sae_dir / STATS_DIR / "stats.json").is_file()
     assert 0.005 < np.median(stats.frequency) < 0.08  # calibrated to fire ~2%
-    cfg = AutoInterpConfig(n_latents=2, n_concept=2)
+    cfg = AutoInterpConfig(n_latents=2, n_concepts=2)
     result = run_autointerp(stats, LocalJudge(lm, cfg), cfg, TokenText(lm.tokenizer))
     result["sae"] = str(sae_dir)
     path = save_results(result, sae_dir / RESULTS_FILE)

@@ -8,7 +8,18 @@ import sys
 from pathlib import Path
 
 
+import typing
+
+import pytest
+
+import jaxsae.launch.__main__
+from jaxsae.errors import UserError
+from jaxsae.judge.config import JudgeConfig
 from jaxsae.launch.config import SweepConfig, load_config
+from jaxsae.sae import ARCHS
+from jaxsae.select.config import SelectConfig
+from jaxsae.steer import SteerSettings
+from jaxsae.train.spec import Arch, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,12 +72,58 @@ def test_config_that_does_not_parse(tmp_path):
     assert "unknown key" in one_line_error(launch("--sweep", str(typo), "--out", str(tmp_path / "o")))
 
 
+@pytest.mark.parametrize("toml, message", [
+    ('[train]\nd_sae = "big"', "train.d_sae = 'big' must be an integer"),
+    ("[train]\nlevels = 1", "train.levels = 1 must be a list"),
+    ('[train]\narchs = ["topk", "relux"]', "train.archs[1] = 'relux' must be one of 'relu', 'topk'"),
+    ("[train]\nd_sae = 0", "train.d_sae must be a positive number, got 0"),
+    ("[train]\nbatch = -8", "train.batch must be a positive number, got -8"),
+    ("[[models]]\nlayer = 1.5", "models[0].layer = 1.5 must be an integer"),
+    ('[[models]]\ndtype = "float16"', "models[0].dtype = 'float16' must be one of 'float32', 'bfloat16'"),
+    ('[steer]\nposition = "middle"', "steer.position = 'middle' must be one of 'all', 'last'"),
+    ('[judge]\nkind = "remote"', "judge.kind = 'remote' must be one of 'local', 'api'"),
+    ('[select]\ntier_choice = "best"', "select.tier_choice = 'best' must be one of 'dev', 'eval'"),
+    ("[autointerp]\nuse_demos = 1", "autointerp.use_demos = 1 must be true or false"),
+    ("[analysis]\nseeed = 1", "unknown key(s) seeed in [analysis]"),
+    ("train = 3", "train must be a table"),
+])
+def test_config_values_of_the_wrong_type(tmp_path, toml, message):
+    path = tmp_path / "sweep.toml"
+    path.write_text(f"name = 'x'\n{toml}\n")
+    with pytest.raises(UserError) as e:
+        load_config(str(path))
+    assert message in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_toml_values_take_the_sections_types(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text("name = 'x'\n[steer]\nfactors = [1, 2.5]\n[train]\narchs = ['topk']\nlevels = [0, 2]\n")
+    cfg = load_config(str(path))
+    assert cfg.steer.factors == (1.0, 2.5) and all(type(f) is float for f in cfg.steer.factors)
+    assert cfg.train.archs == ("topk",) and cfg.train.levels == (0, 2)
+    assert isinstance(cfg.train, TrainSettings) and isinstance(cfg.steer, SteerSettings)  # the library's own
+    assert cfg.judge == JudgeConfig() and cfg.select == SelectConfig()  # omitted sections: the library's defaults
+
+
+def test_train_arch_choices_are_the_library_architectures():
+    assert set(typing.get_args(Arch)) == set(ARCHS)
+
+
 def test_bad_override(tmp_path):
-    msg = one_line_error(launch("--sweep", "smoke", "--train.tokens", "many", "--out", str(tmp_path / "o")))
-    assert "override" in msg and "--train.tokens" in msg and "'many'" in msg
-    msg = one_line_error(launch("--sweep", "smoke", "--train.tokenz", "5", "--out", str(tmp_path / "o")))
-    assert "--train.tokenz" in msg and "did you mean --train.tokens?" in msg
+    r = launch("--sweep", "smoke", "--train.tokens", "many", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "--train.tokens" in r.stderr and "'many'" in r.stderr  # tyro's own report
+    r = launch("--sweep", "smoke", "--train.tokenz", "5", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "--train.tokenz" in r.stderr and "--train.tokens" in r.stderr  # and its suggestion
+    msg = one_line_error(launch("--sweep", "smoke", "--train.d-sae", "0", "--out", str(tmp_path / "o")))
+    assert "train.d_sae must be a positive number" in msg
     assert not (tmp_path / "o").exists()
+
+
+def test_documented_override_examples_are_real_options(tmp_path):
+    r = launch("--sweep", "smoke", "--train.tokens", "50000", "--train.steps", "200", "--steer.factors", "0.5", "1.0",
+               "--status", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    assert "--train.steps" in jaxsae.launch.__main__.__doc__
 
 
 def test_stage_whose_upstream_has_not_run(tmp_path):

@@ -1,4 +1,4 @@
-"""AutoInterpConfig: the SAEBench AutoInterp protocol's knobs (defaults = SAEBench's)."""
+"""AutoInterpConfig: the SAEBench AutoInterp protocol's knobs (defaults = SAEBench's); a sweep's ``[autointerp]`` section."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ class AutoInterpConfig:
 
     n_latents: int = 1000
     """Latents scored per SAE (drawn at random among the eligible ones)."""
-    n_concept: int = 100
+    n_concepts: int = 100
     """Size of CONCEPT100, drawn from the scored latents; µ(θ) is its mean score."""
     latent_seed: int = 42
     """Seed of the draw of the scored latents (SAEBench's random_seed is 42)."""

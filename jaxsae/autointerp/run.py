@@ -82,7 +82,7 @@ def run_autointerp(stats: features.FeatureStats, judge, cfg: AutoInterpConfig, t
             detection_raw=det.raw,
         ))
     seconds = time.perf_counter() - t0
-    summary = summarize(scores, sel.concept, n_requested=cfg.n_concept)
+    summary = summarize(scores, sel.concept, n_requested=cfg.n_concepts)
     summary.update(
         held_out_tokens=int(stats.meta["n_tokens"]),  # fewer than requested when the held-out text ran out
         held_out_tokens_requested=int(stats.meta["config"]["total_tokens"]),

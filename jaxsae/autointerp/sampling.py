@@ -92,7 +92,7 @@ def select_latents(stats: FeatureStats, cfg: AutoInterpConfig) -> Selection:
         rng = np.random.default_rng(cfg.latent_seed)
         scored = np.sort(rng.choice(pool, size=min(cfg.n_latents, len(pool)), replace=False)).astype(np.int64)
     rng = np.random.default_rng(cfg.concept_seed)
-    concept = np.sort(rng.choice(scored, size=min(cfg.n_concept, len(scored)), replace=False)).astype(np.int64)
+    concept = np.sort(rng.choice(scored, size=min(cfg.n_concepts, len(scored)), replace=False)).astype(np.int64)
     return Selection(alive=alive, eligible=eligible, scored=scored, concept=concept)
 
 

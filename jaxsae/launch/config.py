@@ -1,5 +1,8 @@
-"""The study's configuration: plain dataclasses, one docstring per field, loaded from
-``configs/<sweep>.toml`` and overridable from the command line (``--train.steps 200``)."""
+"""The study's configuration: one tree of settings dataclasses, each section the library's own
+(``[train]`` is :class:`jaxsae.train.TrainSettings`, ``[steer]`` :class:`jaxsae.steer.SteerSettings`,
+...), loaded strictly from ``jaxsae/configs/<sweep>.toml`` (an unknown key or a value of the wrong
+type is a one-line error naming it) and overridable from the command line with tyro
+(``--train.steps 200``, ``--steer.factors 0.5 1.0``)."""
 
 from __future__ import annotations
 
@@ -7,17 +10,26 @@ import dataclasses
 import hashlib
 import json
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from jaxsae.analysis.kendall import TauSettings
+from jaxsae.autointerp.config import AutoInterpConfig
 from jaxsae.errors import UserError
+from jaxsae.judge.config import JudgeConfig
+from jaxsae.select.config import SelectConfig
+from jaxsae.steer.utility import SteerSettings
+from jaxsae.train.data import DataConfig
+from jaxsae.train.spec import TrainSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 """The bundled sweeps (``jaxsae/configs/<sweep>.toml``), shipped inside the package and its wheel."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelSpec:
     """One LLM of the study and the residual-stream layer its SAEs read and steer."""
 
@@ -29,64 +41,15 @@ class ModelSpec:
     """Block whose output (resid_post) the SAEs are trained on and steered at (0-based)."""
     steer_source: str = ""
     """Model to steer and generate with (e.g. the -it variant); empty: the same as ``source``."""
-    dtype: str = "float32"
-    """Parameter/activation dtype: float32 or bfloat16."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Parameter/activation dtype."""
     tensor_parallel: int = 0
     """How many of each process's local devices hold the model's weights (split over heads,
     feed-forward and vocabulary): 0 = all of them on GPUs/TPUs (e.g. a TPU host's 4 chips, so
     Gemma-2-9B fits 16 GB v5e chips) and one on CPUs; 1 = one device."""
 
 
-@dataclass
-class DataConfig:
-    """Text the SAEs are trained on (the activation stream)."""
-
-    source: str = "embedded"
-    """"embedded" (Python's shipped documentation, offline), "hf:<dataset>[:<config>]" (streamed
-    with `datasets`), or a path to .txt files / a folder of them."""
-    context: int = 128
-    """Tokens per context when harvesting."""
-    llm_batch: int = 8
-    """Contexts per LLM forward when harvesting."""
-    store_activations: bool = True
-    """Harvest the activations once to <out>/<model>/activations.npy and train from that file
-    (re-runs need no model); false streams them from the model during training, chunk by chunk,
-    for token budgets that do not fit on disk (the full study: 5e8 tokens x d_model floats)."""
-    harvest_shards: int = 8
-    """When streaming: row blocks per SAE batch, block h of every batch harvested from its own
-    contexts, so that each of P processes (P dividing it) runs the model only on the contexts of
-    the rows it trains on. The data order depends on this number, not on how many processes run;
-    train.batch must be a multiple of it."""
-
-
-@dataclass
-class TrainConfig:
-    """The SAE sweep: architectures × sparsity levels, all trained together."""
-
-    archs: tuple[str, ...] = ("relu", "topk", "batchtopk", "jumprelu", "gated")
-    """Architectures to train (relu, topk, batchtopk, jumprelu, gated, matryoshka)."""
-    levels: tuple[int, ...] = (1, 3)
-    """Indices (0..5) into the paper's six sparsity levels: target L0 {50, 80, 160, 320, 520, 820}
-    for TopK/BatchTopK/JumpReLU/Matryoshka; L1 {0.012..0.06} (ReLU) and {0.012..0.08} (Gated)."""
-    d_sae: int = 2304
-    """Dictionary width (the paper: 16384)."""
-    batch: int = 1024
-    """SAE batch in tokens (the paper: 2048)."""
-    tokens: int = 200_000
-    """Training tokens per SAE (the paper: 5e8)."""
-    lr: float = 3e-4
-    """Adam learning rate (the paper's recipe)."""
-    warmup_steps: int = 1000
-    """Linear LR warmup steps (scaled down automatically when the run is shorter)."""
-    sparsity_warmup_steps: int = 5000
-    """Sparsity-coefficient warmup steps (scaled down automatically when the run is shorter)."""
-    checkpoint_every: int = 1000
-    """Steps between Orbax checkpoints."""
-    seed: int = 0
-    """Seed of initialisation and data order."""
-
-
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
     """Core metrics and the feature-statistics pass on held-out text."""
 
@@ -98,99 +61,7 @@ class EvalConfig:
     """Context length of the statistics pass (SAEBench: 128)."""
 
 
-@dataclass
-class AutoInterpConfig:
-    """Interpretability µ(θ): SAEBench AutoInterp."""
-
-    n_latents: int = 1000
-    """Alive latents scored per SAE (the paper: 1000)."""
-    n_concepts: int = 100
-    """CONCEPT100 size: latents drawn (fixed seed) from the scored ones; µ is their mean."""
-    seed: int = 0
-    """Seed of the latent draws."""
-
-
-@dataclass
-class SteerConfig:
-    """Steering utility g(θ): the AxBench protocol on the SAE's CONCEPT100 (or a concept file)."""
-
-    concepts: str = "concept100"
-    """What each SAE steers toward: "concept100" (its own CONCEPT100 with their AutoInterp
-    explanations, the paper's protocol) or a path to a concept file used for every SAE: an
-    AxBench metadata.jsonl or parquet set (train_data / latent_eval_data, latent ids from
-    ``ref`` / ``sae_id``) or a user JSONL of {"feature", "concept"}."""
-    n_concepts: int = 100
-    """Concepts steered per SAE (the first of CONCEPT100 or of the concept file)."""
-    n_instructions: int = 10
-    """Instructions per concept, split half dev (factor choice) / half test (score)."""
-    factors: tuple[float, ...] = (0.4, 0.8, 1.2, 1.6, 2.0, 3.0)
-    """Steering factors α (x += α·m_f·v_f); the paper used 6 unpublished values."""
-    max_new_tokens: int = 128
-    """New tokens per steered generation."""
-    temperature: float = 1.0
-    """Sampling temperature (AxBench: 1.0; 0 = greedy)."""
-    seed: int = 0
-    """Seed of instruction draws and sampling."""
-    position: str = "all"
-    """Where the steering vector is added: "all" (AxBench: every prompt position and decode step)
-    or "last" (Arad et al.: the last position at each step)."""
-    instructions_dir: str = ""
-    """Offline instruction pool: a folder of AxBench parquet files whose ``input`` column is used
-    when AlpacaEval cannot be fetched from the Hub ("" = the bundled list)."""
-
-
-@dataclass
-class JudgeConfig:
-    """Who rates steered generations and explains/detects latents."""
-
-    kind: str = "local"
-    """"local" (an instruct model run by jaxsae) or "api" (an OpenAI-compatible endpoint)."""
-    model: str = "smollm2-135m-instruct"
-    """Local: a load_model source. API: the model name (e.g. gpt-4o-mini)."""
-    base_url: str = "https://api.openai.com/v1"
-    """API base URL (only for kind = "api")."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable holding the API key (never written anywhere)."""
-    max_concurrency: int = 8
-    """Concurrent API requests."""
-
-
-@dataclass
-class SelectConfig:
-    """Feature selection by ΔTC and the output score."""
-
-    prefix: str = "From my experience,"
-    """Neutral prefix whose next-token distribution is read."""
-    alpha: float = 10.0
-    """Amplification α."""
-    k: int = 1
-    """C_k: number of top probabilities."""
-    mode: str = "additive"
-    """"additive" (Arad et al.'s hook, default) or "decoder" (x + α·m_f·v_f)."""
-    pool: str = "all"
-    """Latents scored by ΔTC and output score: "all" (every latent; the default) or "concepts"
-    (only the steered concepts). Tiers are always formed over the steered concepts (only they
-    have steering scores): top-K among them; a tail-quantile tier takes its threshold from the
-    ΔTC distribution of every scored latent (with "all": the SAE's whole ΔTC distribution, so a
-    0.99 tier holds the steered concepts in the SAE's top 1 %), with "concepts" from theirs."""
-    tier_choice: str = "dev"
-    """"dev": tier chosen on dev instructions, reported on test; "eval": the paper's variant
-    (best tier by the evaluation itself, optimistic)."""
-
-
-@dataclass
-class AnalysisConfig:
-    """Rank agreement statistics."""
-
-    n_perm: int = 9999
-    """Permutations per p-value."""
-    n_boot: int = 2000
-    """Bootstrap resamples per interval."""
-    seed: int = 0
-    """Seed of permutations and bootstrap."""
-
-
-@dataclass
+@dataclass(frozen=True)
 class SweepConfig:
     """A whole study: models × architectures × sparsity levels, then µ, g, selection, analysis."""
 
@@ -199,38 +70,60 @@ class SweepConfig:
     models: tuple[ModelSpec, ...] = (ModelSpec(),)
     """LLMs and layers."""
     data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
     eval: EvalConfig = field(default_factory=EvalConfig)
     autointerp: AutoInterpConfig = field(default_factory=AutoInterpConfig)
-    steer: SteerConfig = field(default_factory=SteerConfig)
+    steer: SteerSettings = field(default_factory=SteerSettings)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
-    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    analysis: TauSettings = field(default_factory=TauSettings)
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _value(tp: Any, v: Any, where: str) -> Any:
+    """``v`` (a parsed TOML value) as type ``tp``, or a UserError naming ``where``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, v, where)
+    if origin is Literal:
+        if v not in args:
+            raise UserError(f"{where} = {v!r} must be one of {', '.join(map(repr, args))}")
+        return v
+    if origin in (typing.Union, types.UnionType):  # TOML has no null: the value is one of the others
+        options = [a for a in args if a is not type(None)]
+        for a in options[:-1]:
+            try:
+                return _value(a, v, where)
+            except UserError:
+                pass
+        return _value(options[-1], v, where)
+    if origin is tuple:
+        if not isinstance(v, list):
+            raise UserError(f"{where} = {v!r} must be a list, e.g. [{v!r}]")
+        item = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        if item is None and len(v) != len(args):
+            raise UserError(f"{where} must be a list of {len(args)} values, got {len(v)}")
+        return tuple(_value(item or args[i], x, f"{where}[{i}]") for i, x in enumerate(v))
+    if tp is float and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if tp in _KINDS and (not isinstance(v, tp) or (tp is int and isinstance(v, bool))):
+        raise UserError(f"{where} = {v!r} must be {_KINDS[tp]}")
+    return v
 
 
 def _build(cls, data: Any, where: str):
-    if not dataclasses.is_dataclass(cls):
-        return data
+    """The dataclass ``cls`` from a TOML table, every key known and every value of its type."""
     if not isinstance(data, dict):
-        raise UserError(f"{where}: expected a table, got {type(data).__name__}; fix the config file")
-    known = {f.name: f for f in dataclasses.fields(cls)}
+        raise UserError(f"{where} must be a table ([{where}]), got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(known)}")
-    kw = {}
-    for name, f in known.items():
-        if name not in data:
-            continue
-        v = data[name]
-        if name == "models":
-            kw[name] = tuple(_build(ModelSpec, m, f"{where}.models[{i}]") for i, m in enumerate(v))
-        elif dataclasses.is_dataclass(f.default_factory() if f.default_factory is not dataclasses.MISSING else None):
-            kw[name] = _build(type(f.default_factory()), v, f"{where}.{name}")
-        elif isinstance(v, list):
-            kw[name] = tuple(v)
-        else:
-            kw[name] = v
-    return cls(**kw)
+        table = f"[{where}]" if where else "the top level"
+        raise UserError(f"unknown key(s) {', '.join(unknown)} in {table}; valid keys: {', '.join(known)}")
+    return cls(**{k: _value(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()})
 
 
 def config_path(sweep: str) -> Path:
@@ -247,16 +140,16 @@ def config_path(sweep: str) -> Path:
 
 
 def load_config(sweep: str) -> SweepConfig:
+    """The sweep's TOML loaded strictly into :class:`SweepConfig` (defaults for what it omits)."""
     path = config_path(sweep)
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path} does not parse as TOML ({e}); fix the file") from None
-    return _build(SweepConfig, data, path.name)
-
-
-def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+    try:
+        return _build(SweepConfig, data, "")
+    except UserError as e:
+        raise UserError(f"{path}: {e}; fix the file") from None
 
 
 def digest(obj: Any) -> str:

@@ -133,11 +133,6 @@ def make_judge_lm(run: Run):
     return shared_lm(run, j.model)
 
 
-def check_judge(run: Run) -> None:
-    if run.cfg.judge.kind not in ("local", "api"):
-        raise UserError(f"judge.kind must be 'local' or 'api', got {run.cfg.judge.kind!r}")
-
-
 def chat_client(run: Run):
     """The API judge's client (judge.kind = "api"), its request cache in the run folder."""
     from jaxsae.judge import ChatClient
@@ -149,7 +144,6 @@ def chat_client(run: Run):
 
 def make_rating_judge(run: Run):
     """The steering judge (jaxsae.judge) the config asks for."""
-    check_judge(run)
     if run.cfg.judge.kind == "local":
         from jaxsae.judge import LocalJudge
 
@@ -174,13 +168,13 @@ def discard_training(run: Run, spec) -> None:
 def validate_train(run: Run) -> None:
     """Every model's layer and the sweep's sparsity settings against its width, before the train
     stage removes anything (loads the models, which the stage then reuses)."""
-    from jaxsae.train.spec import check_sweep, sweep_from_levels
+    from jaxsae.train.spec import check_sweep
 
     c = run.cfg
-    if not c.data.store_activations and (c.data.harvest_shards < 1 or c.train.batch % c.data.harvest_shards):
+    if not c.data.store_activations and c.train.batch % c.data.harvest_shards:
         raise UserError(f"train.batch ({c.train.batch}) must be a multiple of data.harvest_shards "
                         f"({c.data.harvest_shards}) when streaming; change one of them")
-    specs = sweep_from_levels(c.train.archs, c.train.levels)
+    specs = c.train.sweep()
     for spec in c.models:
         lm = spec_lm(run, spec)
         lm._check_layer(spec.layer)
@@ -191,15 +185,14 @@ def stage_train(run: Run) -> list[str]:
     """Harvest the layer's residuals from the training text and train the whole sweep together
     (with several processes: one computation over all their devices, see :func:`train_sweep`)."""
     from jaxsae.distributed import barrier
-    from jaxsae.train import ActivationArray, TrainSettings, harvest, load_activations, texts_from, train_sweep
+    from jaxsae.train import ActivationArray, harvest, load_activations, texts_from, train_sweep
     from jaxsae.train.data import iter_texts
     from jaxsae.train.run import make_mesh
-    from jaxsae.train.spec import sweep_from_levels
     from jaxsae.train.stream import ActivationStream
 
     c = run.cfg
     outputs = []
-    specs = sweep_from_levels(c.train.archs, c.train.levels)
+    specs = c.train.sweep()
     for spec in c.models:
         lm = spec_lm(run, spec)  # checked by validate_train
         if not run.resume_ok and run.is_writer:  # redone, or interrupted under another configuration
@@ -213,16 +206,13 @@ def stage_train(run: Run) -> list[str]:
                         llm_batch=c.data.llm_batch)
             barrier(f"train: activations of {spec.name} written")
             arr = load_activations(acts_path)  # memory-mapped: each process reads its batches' rows
-            steps = max(1, len(arr) // c.train.batch) if c.train.tokens >= len(arr) else c.train.tokens // c.train.batch
-            acts = ActivationArray(arr, c.train.batch, c.train.seed)
+            st = c.train.resolved(available_tokens=len(arr))
+            acts = ActivationArray(arr, st.batch, st.seed)
         else:  # harvested on the fly, chunk by chunk (each process harvests the row blocks it trains on)
-            steps = max(1, c.train.tokens // c.train.batch)
-            acts = ActivationStream(lm, spec.layer, functools.partial(iter_texts, c.data.source), c.train.batch, steps,
-                                    context=c.data.context, llm_batch=c.data.llm_batch, seed=c.train.seed,
+            st = c.train.resolved()
+            acts = ActivationStream(lm, spec.layer, functools.partial(iter_texts, c.data.source), st.batch, st.steps,
+                                    context=c.data.context, llm_batch=c.data.llm_batch, seed=st.seed,
                                     shards=c.data.harvest_shards)
-        st = TrainSettings(d_sae=c.train.d_sae, batch=c.train.batch, steps=max(1, steps), lr=c.train.lr,
-                           warmup_steps=c.train.warmup_steps, sparsity_warmup_steps=c.train.sparsity_warmup_steps,
-                           checkpoint_every=c.train.checkpoint_every, seed=c.train.seed)
         md = {"model_name": spec.name, "model_source": spec.source, "hook_layer": spec.layer,
               "context_size": c.data.context, "dataset_path": c.data.source}
         import jax
@@ -275,7 +265,6 @@ def stage_autointerp(run: Run) -> list[str]:
     """Feature statistics (m_f, top windows) and AutoInterp scores µ for every SAE; the held-out
     text is tokenised, and its residuals computed, once per model for all its SAEs."""
     import jaxsae.sae as S
-    from jaxsae.autointerp.config import AutoInterpConfig
     from jaxsae.autointerp.judges import ApiJudge, LocalJudge
     from jaxsae.autointerp.prompts import TokenText
     from jaxsae.autointerp.run import RESULTS_FILE, run_autointerp, save_results, stats_for_sae
@@ -283,8 +272,7 @@ def stage_autointerp(run: Run) -> list[str]:
     from jaxsae.features.compute import residual_cache
 
     c = run.cfg
-    ai = AutoInterpConfig(n_latents=c.autointerp.n_latents, n_concept=c.autointerp.n_concepts,
-                          concept_seed=c.autointerp.seed)
+    ai = c.autointerp
     stats_cfg = FeatureStatsConfig(context_len=c.eval.stats_context, total_tokens=c.eval.stats_tokens)
     text_source = None if c.data.source == "embedded" else c.data.source  # provenance of the held-out text
     judge = LocalJudge(make_judge_lm(run), ai) if c.judge.kind == "local" else ApiJudge(chat_client(run), ai)
@@ -351,22 +339,6 @@ def stage_select(run: Run) -> list[str]:
     return outputs
 
 
-def validate_select(run: Run) -> None:
-    if run.cfg.select.pool not in ("all", "concepts"):
-        raise UserError(f"select.pool must be 'all' (every latent) or 'concepts' (the steered concepts), "
-                        f"got {run.cfg.select.pool!r}")
-
-
-def _steer_settings(run: Run):
-    from jaxsae.steer import SteerSettings
-
-    c = run.cfg.steer
-    if c.position not in ("all", "last"):
-        raise UserError(f"steer.position must be 'all' or 'last', got {c.position!r}")
-    return SteerSettings(factors=tuple(c.factors), n_instructions=c.n_instructions, max_new_tokens=c.max_new_tokens,
-                         temperature=c.temperature, seed=c.seed, all_positions=c.position == "all")
-
-
 def stage_steer(run: Run) -> list[str]:
     """Steering utility g(θ) without selection: AxBench protocol on each SAE's steered concepts
     (``steer.concepts``: its CONCEPT100, or a concept file); utility.json holds g and g_argmax,
@@ -378,7 +350,7 @@ def stage_steer(run: Run) -> list[str]:
     from jaxsae.distributed import barrier
 
     c = run.cfg
-    st = _steer_settings(run)
+    st = c.steer
     judge = make_rating_judge(run)
     # one instruction pool for every process (the Hub may answer one and not another)
     pool_path = run.out / "steer_instructions.json"
@@ -407,21 +379,11 @@ def validate_steer(run: Run) -> None:
     from jaxsae.steer import CONCEPT100, from_file
 
     c = run.cfg.steer
-    _steer_settings(run)
-    check_judge(run)
     if c.concepts != CONCEPT100:
         from_file(c.concepts)
     if c.instructions_dir and not Path(c.instructions_dir).is_dir():
         raise UserError(f"steer.instructions_dir {c.instructions_dir!r} is not a folder; pass a folder of AxBench parquet "
                         "files or ''")
-
-
-def validate_steer_selected(run: Run) -> None:
-    from jaxsae.select import CHOICE_LABELS
-
-    if run.cfg.select.tier_choice not in CHOICE_LABELS:
-        raise UserError(f"select.tier_choice must be 'dev' (chosen on dev, reported on test) or 'eval' (the paper's "
-                        f"variant), got {run.cfg.select.tier_choice!r}")
 
 
 def stage_steer_selected(run: Run) -> list[str]:
@@ -431,7 +393,7 @@ def stage_steer_selected(run: Run) -> list[str]:
     on test (or the paper's variant, ``select.tier_choice = "eval"``, labelled so)."""
     from jaxsae.select import CHOICE_LABELS, choose_tier, dtc_tiers, size_matched_tiers
 
-    choice = run.cfg.select.tier_choice  # checked by validate_steer_selected
+    choice = run.cfg.select.tier_choice
     outputs = []
     for spec in run.cfg.models:
         for entry in sweep_entries(run, spec):
@@ -531,10 +493,9 @@ def stage_analysis(run: Run) -> list[str]:
     """Kendall tau_b / psi / Psi of µ vs g (and after selection), selection summaries -> results.json."""
     import time
 
-    from jaxsae.analysis import TauSettings, rank_agreement, selection_rank, selection_summary
+    from jaxsae.analysis import rank_agreement, selection_rank, selection_summary
 
-    a = run.cfg.analysis
-    settings = TauSettings(n_perm=a.n_perm, n_boot=a.n_boot, seed=a.seed)
+    settings = run.cfg.analysis
     records = collect_records(run)
     results = {
         "sweep": run.cfg.name,
@@ -575,14 +536,14 @@ STAGES: list[Stage] = [
     Stage("metrics", ("eval",), ("train",), stage_metrics, "core metrics: L0, FVU, CE-loss and KL scores",
           split=True),
     Stage("autointerp", ("eval", "autointerp", "judge"), ("train",), stage_autointerp,
-          "feature statistics and AutoInterp scores (µ, CONCEPT100)", split=True, validate=check_judge),
+          "feature statistics and AutoInterp scores (µ, CONCEPT100)", split=True),
     Stage("steer", ("steer", "judge"), ("autointerp",), stage_steer, "steering utility g without selection (AxBench)",
           split=True, validate=validate_steer),
     # after "steer": with select.pool = "concepts" the scored latents are the steered concepts
     Stage("select", ("select",), ("autointerp", "steer"), stage_select, "ΔTC and output score of every latent",
-          split=True, validate=validate_select),
+          split=True),
     Stage("steer_selected", ("select",), ("steer", "select"), stage_steer_selected,
-          "selection tiers by ΔTC and output score, chosen on dev, scored on test", validate=validate_steer_selected),
+          "selection tiers by ΔTC and output score, chosen on dev, scored on test"),
     Stage("analysis", ("analysis",), ("metrics", "steer_selected"), stage_analysis,
           "Kendall tau_b / psi / Psi, selection summaries -> results.json"),
     Stage("report", (), ("analysis",), stage_report, "report.md with tables beside the paper's, plots, examples"),

@@ -28,10 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsae.select.config import SelectConfig
 from jaxsae.errors import UserError
 from jaxsae.models.decoder import forward, forward_from, init_cache, unembed
 
-DEFAULT_PREFIX = "From my experience,"
+DEFAULT_PREFIX = SelectConfig.prefix
 MODES = ("additive", "decoder")
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import jax
 import numpy as np
@@ -50,23 +50,48 @@ DEAD_M_F = 1.0
 
 @dataclasses.dataclass(frozen=True)
 class SteerSettings:
-    """The AxBench protocol's knobs."""
+    """The AxBench protocol's knobs; a sweep's ``[steer]`` section."""
 
+    concepts: str = "concept100"
+    """What each SAE steers toward: "concept100" (its own CONCEPT100 with their AutoInterp
+    explanations, the paper's protocol) or a path to a concept file used for every SAE: an
+    AxBench metadata.jsonl or parquet set (train_data / latent_eval_data, latent ids from
+    ``ref`` / ``sae_id``) or a user JSONL of {"feature", "concept"}."""
+    n_concepts: int = 100
+    """Concepts steered per SAE (the first of CONCEPT100 or of the concept file)."""
+    instructions_dir: str = ""
+    """Offline instruction pool: a folder of AxBench parquet files whose ``input`` column is used
+    when AlpacaEval cannot be fetched from the Hub ("" = the bundled list)."""
     factors: tuple[float, ...] = DEFAULT_FACTORS
-    """Steering factors α tried on the dev instructions."""
+    """Steering factors α (x += α·m_f·v_f) tried on the dev instructions; the paper used 6
+    unpublished values."""
     n_instructions: int = 10
-    """Instructions per concept (half dev, half test)."""
+    """Instructions per concept (half dev: factor choice, half test: score)."""
     max_new_tokens: int = 128
     """New tokens per generation."""
     temperature: float = 1.0
     """Sampling temperature (AxBench: 1.0; 0 = greedy)."""
     seed: int = 0
     """Seed of instruction draws (combined with the concept's feature id) and sampling."""
-    all_positions: bool = True
-    """Steer every position (AxBench) or only the last one (Arad et al.)."""
+    position: Literal["all", "last"] = "all"
+    """Where the steering vector is added: "all" (AxBench: every prompt position and decode step)
+    or "last" (Arad et al.: the last position at each step)."""
     dead_m_f: float = DEAD_M_F
     """m_f used for a latent that never fired (measured m_f ≤ 0 or not finite): AxBench's
     fallback of 1.0 (the scale it uses when Neuronpedia gives no maximum activation)."""
+
+    @property
+    def all_positions(self) -> bool:
+        """Whether every position is steered (``position == "all"``)."""
+        return self.position == "all"
+
+    def protocol(self) -> dict:
+        """The settings one concept's result depends on (not which concepts are steered, nor where
+        the instruction pool came from: the pool itself is checked per record)."""
+        d = dataclasses.asdict(self)
+        for name in ("concepts", "n_concepts", "instructions_dir"):
+            d.pop(name)
+        return json.loads(json.dumps(d))
 
 
 def steering_scales(max_acts: np.ndarray, dead_m_f: float) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +178,7 @@ def steer_concept(lm, judge, sae, layer: int, concept: Concept, max_acts: np.nda
             "m_f_fallback": bool(dead[f]), "dev_means": dict(zip(map(str, st.factors), means)), "factor": alpha,
             "dev_score": means[best], "test_score": float(np.mean(rt.expected.hm)),
             "dev_means_argmax": dict(zip(map(str, st.factors), means_a)), "factor_argmax": st.factors[best_a],
-            "test_score_argmax": float(np.mean(rt.argmax.hm)), "settings": dataclasses.asdict(st),
+            "test_score_argmax": float(np.mean(rt.argmax.hm)), "settings": st.protocol(),
             "generations": gens}
 
 
@@ -237,7 +262,7 @@ def run_utility(lm, judge, sae, layer: int, concepts: Sequence[Concept], max_act
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "concepts.jsonl"
-    settings = json.loads(json.dumps(dataclasses.asdict(st)))
+    settings = st.protocol()
     identity = {"judge": judge.describe(), "model": model_description(lm)}
     wanted = {c.feature: c.concept for c in concepts}
     done = _read_reusable(path, lambda rec: _reusable(rec, settings, wanted, max_acts, pool, st, identity))

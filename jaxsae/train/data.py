@@ -18,6 +18,7 @@ the data the uninterrupted run would have, and a sweep can be re-run without the
 from __future__ import annotations
 
 import ast
+from dataclasses import dataclass
 import sysconfig
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -312,3 +313,30 @@ def norm_scale(acts: ActivationArray, n_batches: int = 100) -> float:
     if bad:
         raise UserError(f"the activations hold NaN or inf values (training batch {bad[0]}); harvest them again or drop those rows")
     return float(np.sqrt(np.mean(sq)))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Text the SAEs are trained on (the activation stream); a sweep's ``[data]`` section."""
+
+    source: str = "embedded"
+    """"embedded" (Python's shipped documentation, offline), "hf:<dataset>[:<config>]" (streamed
+    with `datasets`), or a path to .txt files / a folder of them."""
+    context: int = 128
+    """Tokens per context when harvesting."""
+    llm_batch: int = 8
+    """Contexts per LLM forward when harvesting."""
+    store_activations: bool = True
+    """Harvest the activations once to <out>/<model>/activations.npy and train from that file
+    (re-runs need no model); false streams them from the model during training, chunk by chunk,
+    for token budgets that do not fit on disk (the full study: 5e8 tokens x d_model floats)."""
+    harvest_shards: int = 8
+    """When streaming: row blocks per SAE batch, block h of every batch harvested from its own
+    contexts, so that each of P processes (P dividing it) runs the model only on the contexts of
+    the rows it trains on. The data order depends on this number, not on how many processes run;
+    train.batch must be a multiple of it."""
+
+    def __post_init__(self):
+        for name in ("context", "llm_batch", "harvest_shards"):
+            if getattr(self, name) < 1:
+                raise UserError(f"data.{name} must be a positive number, got {getattr(self, name)}; set it to >= 1")

@@ -199,6 +199,7 @@ def train_sweep(
     alone writes the log, exported SAEs and sweep.json, and Orbax checkpoints are saved by all."""
     out = Path(out)
     d_in = acts.d_in
+    st = st.resolved()
     check_sweep(specs, d_in, st.d_sae)
     st, arch_cfg, scaled = effective_recipe(st, arch_cfg or ArchConfig())
     signature = sweep_signature(specs, st, d_in, data_source(acts, metadata), arch_cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 from jaxsae.errors import UserError
 from jaxsae.sae import ARCHS, PAPER_L0, PAPER_L1
@@ -34,16 +35,28 @@ class SAESpec:
         return f"l1={self.sparsity:g}" if kind == "l1" else f"L0={int(round(self.sparsity))}"
 
 
+Arch = Literal["relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka"]
+"""The trainable architectures (the keys of ``jaxsae.sae.ARCHS``)."""
+
+
 @dataclass(frozen=True)
 class TrainSettings:
-    """Hyperparameters shared by every SAE of a sweep (the paper's recipe by default)."""
+    """The SAE sweep (architectures × sparsity levels, all trained together) and the
+    hyperparameters its SAEs share (the paper's recipe by default); a sweep's ``[train]`` section."""
 
+    archs: tuple[Arch, ...] = ("relu", "topk", "batchtopk", "jumprelu", "gated")
+    """Architectures to train."""
+    levels: tuple[int, ...] = (1, 3)
+    """Indices (0..5) into the paper's six sparsity levels: target L0 {50, 80, 160, 320, 520, 820}
+    for TopK/BatchTopK/JumpReLU/Matryoshka; L1 {0.012..0.06} (ReLU) and {0.012..0.08} (Gated)."""
     d_sae: int = 16384
-    """Dictionary width."""
+    """Dictionary width (the paper: 16384)."""
     batch: int = 2048
-    """Tokens per step."""
-    steps: int = 1000
-    """Optimiser steps."""
+    """Tokens per step (the paper: 2048)."""
+    tokens: int = 2_048_000
+    """Training tokens per SAE (the paper: 5e8); fewer when stored activations hold fewer."""
+    steps: int = 0
+    """Optimiser steps; 0: ``tokens // batch`` (see :meth:`resolved`)."""
     lr: float = 3e-4
     """Peak Adam learning rate."""
     warmup_steps: int = 1000
@@ -62,8 +75,28 @@ class TrainSettings:
     log_every: int = 10
     """Steps between metric log lines."""
 
+    def __post_init__(self):
+        for name in ("d_sae", "batch", "tokens"):
+            if getattr(self, name) < 1:
+                raise UserError(f"train.{name} must be a positive number, got {getattr(self, name)}; set a size >= 1")
+        if self.steps < 0:
+            raise UserError(f"train.steps must be >= 0 (0: tokens // batch), got {self.steps}")
+
+    def resolved(self, available_tokens: int | None = None) -> "TrainSettings":
+        """These settings with ``steps`` set: as given, else ``min(tokens, available_tokens) // batch``
+        (at least 1)."""
+        if self.steps:
+            return self
+        tokens = self.tokens if available_tokens is None else min(self.tokens, available_tokens)
+        return dataclasses.replace(self, steps=max(1, tokens // self.batch))
+
+    def sweep(self) -> list["SAESpec"]:
+        """The SAEs of :attr:`archs` × :attr:`levels` (:func:`sweep_from_levels`)."""
+        return sweep_from_levels(self.archs, self.levels)
+
     def effective(self) -> "TrainSettings":
         """Warmups and the dead window scaled down for runs shorter than the recipe assumes."""
+        self = self.resolved()
         return dataclasses.replace(
             self,
             warmup_steps=min(self.warmup_steps, max(1, self.steps // 10)),

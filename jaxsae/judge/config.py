@@ -1,0 +1,22 @@
+"""The judge section of a sweep: who rates steered generations and explains/detects latents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """Who rates steered generations (AxBench) and explains / detects latents (AutoInterp)."""
+
+    kind: Literal["local", "api"] = "local"
+    """"local" (an instruct model run by jaxsae) or "api" (an OpenAI-compatible endpoint)."""
+    model: str = "smollm2-135m-instruct"
+    """Local: a load_model source. API: the model name (e.g. gpt-4o-mini)."""
+    base_url: str = "https://api.openai.com/v1"
+    """API base URL (only for kind = "api")."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (never written anywhere; empty: no key)."""
+    max_concurrency: int = 8
+    """Concurrent API requests."""
