@@ -17,10 +17,8 @@ import pytest
 import jaxsae.sae as S
 from jaxsae import features
 from jaxsae.autointerp import AutoInterpConfig, LocalJudge, TokenText, run_autointerp, save_results, stats_for_sae
-from jaxsae.autointerp.__main__ import main
 from jaxsae.autointerp.run import RESULTS_FILE, STATS_DIR
 from jaxsae.features import compute
-from jaxsae.features.compute import HeldOutShortWarning
 from jaxsae.sae.random import calibrated_sae
 
 
@@ -81,12 +79,12 @@ def test_stage_on_smollm2(smollm2, tmp_path, monkeypatch):
     np.testing.assert_array_equal(again.top_pos, stats.top_pos)
 
 
-# ----------------------------------------------------------------------------------- the CLI
+# ---------------------------------------------------------------------- the entry point
 
-def cli(*args):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "jaxsae.autointerp", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=180)
+def cli(*args, module="jaxsae.autointerp"):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TQDM_DISABLE="1")
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=600)
 
 
 def one_line_error(r) -> str:
@@ -97,93 +95,58 @@ def one_line_error(r) -> str:
     return lines[0]
 
 
-def test_cli_scores_a_sweep_folder(tiny_dirs, tmp_path, monkeypatch, capsys):
-    from jaxsae.models import load_model
+SWEEP = ("--sweep", "smoke", "--train.archs", "topk", "--train.levels", "0", "1", "--train.d-sae", "96",
+         "--train.tokens", "2560", "--eval.stats-tokens", "2048", "--autointerp.n-latents", "2",
+         "--autointerp.n-concepts", "2")
 
-    model = tiny_dirs("llama", max_position_embeddings=1024)  # room for the explanation prompt
-    lm = load_model(str(model))
-    text = tmp_path / "held_out.txt"
-    text.write_text("\n\n".join(features.corpus.pydoc_texts())[:12_000])
-    scfg = features.FeatureStatsConfig(context_len=64, total_tokens=4096, batch_size=8)
-    with pytest.warns(HeldOutShortWarning):
-        tokens, _ = features.held_out_tokens(lm, scfg, [text.read_text()])
-    assert 30 <= len(tokens) < 64  # shorter than asked for
-    dirs = [S.save(calibrated_sae(lm, 1, 32, tokens[:4], fire=0.05, seed=i), tmp_path / "sweep" / name)
-            for i, name in enumerate(("a", "b"))]
+
+def test_cli_is_the_launchers_autointerp_stage(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    r = cli(*SWEEP, "--out", out)
+    assert "reads the results of 'train'" in one_line_error(r)  # nothing trained yet
+    r = cli(*SWEEP, "--out", out, module="jaxsae.train")
+    assert r.returncode == 0, r.stderr[-2000:]
 
     calls = dict(held_out_tokens=0, residuals=0, passes_with_residuals=0, passes=0)
 
-    def counting(name, fn):
+    def counting(module, name, key):
+        fn = getattr(module, name)
+
         def wrapped(*a, **k):
-            calls[name] += 1
-            if name == "passes":
+            calls[key] += 1
+            if key == "passes":
                 calls["passes_with_residuals"] += k.get("resid_ntd") is not None
             return fn(*a, **k)
-        return wrapped
+        monkeypatch.setattr(module, name, wrapped)
 
-    monkeypatch.setattr(features, "held_out_tokens", counting("held_out_tokens", features.held_out_tokens))
-    monkeypatch.setattr(compute, "residuals", counting("residuals", compute.residuals))
-    monkeypatch.setattr(features, "compute_feature_stats", counting("passes", features.compute_feature_stats))
-    argv = ["--sae", tmp_path / "sweep", "--model", model, "--judge", "local:", "--text", text, "--no-progress",
-            "--stats.context-len", 64, "--stats.total-tokens", 4096, "--stats.batch-size", 8,
-            "--autointerp.n-latents", 2, "--autointerp.n-concept", 2]
-    with pytest.warns(HeldOutShortWarning, match=f"gave only {tokens.size:,} held-out tokens of the 4,096"):
-        assert main([str(a) for a in argv]) == 0
+    counting(features, "held_out_tokens", "held_out_tokens")
+    counting(compute, "residuals", "residuals")
+    counting(features, "compute_feature_stats", "passes")
+    from jaxsae.launch.__main__ import run_stage
+
+    run_stage("autointerp", "python -m jaxsae.autointerp", "", argv=[*SWEEP, "--out", str(out)])  # in process
     assert calls == dict(held_out_tokens=1, residuals=1, passes_with_residuals=2, passes=2)  # shared by both SAEs
-    printed = capsys.readouterr().out.strip().splitlines()
-    assert len(printed) == 2
-
-    for d, line in zip(dirs, printed):
-        assert sorted(p.name for p in d.iterdir()) == [RESULTS_FILE, "cfg.json", STATS_DIR, "sae_weights.safetensors"]
-        assert line.startswith(f"{d}: mu(CONCEPT") and line.endswith(str(d / RESULTS_FILE))
+    assert sorted(p.name for p in (out / "manifests").glob("*.json")) == ["autointerp.json", "train.json"]
+    sweep = out / "tiny-random-llama" / "sweep"
+    for entry in json.loads((sweep / "sweep.json").read_text())["saes"]:
+        d = sweep / entry["dir"]
         st = features.load(d / STATS_DIR)
-        assert st.d_sae == 32 and st.meta["layer"] == 1 and st.meta["sae"] == str(d)
-        np.testing.assert_array_equal(st.tokens, tokens)
-        assert st.meta["n_tokens"] == tokens.size and st.max_act.shape == (32,) and np.all(st.max_act >= 0)
+        assert st.d_sae == 96 and st.meta["layer"] == 1 and st.max_act.shape == (96,) and np.all(st.max_act >= 0)
         res = json.loads((d / RESULTS_FILE).read_text())
         s = res["summary"]
-        assert res["sae"] == str(d) and s["judge"].startswith("local:") and s["d_sae"] == 32
-        assert s["held_out_tokens"] == tokens.size and s["held_out_tokens_requested"] == 4096
-        assert s["n_scored"] + s["n_failed"] == 2 and s["n_concept_requested"] == 2 and s["n_concept"] <= 2
-        assert res["stats"]["fingerprint"] == st.meta["fingerprint"]
-        assert len(res["latents"]) == 2 and set(res["concept100"]) == {r["latent"] for r in res["latents"]}
-        for r in res["latents"]:
-            assert st.count[r["latent"]] >= 15 and r["max_act"] == pytest.approx(float(st.max_act[r["latent"]]))
-            assert len(r["generation"]) == 15 and len(r["scoring"]) == 14
-            if r["score"] is not None:
-                assert 0 <= r["score"] <= 1 and len(r["predictions"]) == 4
-                assert all(0 <= w["p_yes"] <= 1 for w in r["scoring"])
-
-    # a re-run reuses both SAEs' statistics: no pass, no residuals
-    calls.update(held_out_tokens=0, residuals=0, passes=0, passes_with_residuals=0)
-    with pytest.warns(HeldOutShortWarning):
-        assert main([str(a) for a in argv]) == 0
-    assert calls == dict(held_out_tokens=1, residuals=0, passes_with_residuals=0, passes=0)
+        assert s["judge"].startswith("local:") and s["d_sae"] == 96 and s["n_concept_requested"] == 2
+        assert s["n_scored"] + s["n_failed"] == 2 and res["stats"]["fingerprint"] == st.meta["fingerprint"]
+        assert set(res["concept100"]) <= {r["latent"] for r in res["latents"]}
+    r = cli(*SWEEP, "--out", out)  # done: skipped by the launcher
+    assert r.returncode == 0 and "autointerp: done" in r.stdout, r.stdout
 
 
-def test_cli_help():
-    r = cli("--help")
+def test_cli_help_and_errors(tmp_path):
+    r = cli("--sweep", "smoke", "--help")
     assert r.returncode == 0, r.stderr
-    for opt in ("--sae", "--model", "--judge", "--layer", "--autointerp.n-latents", "--stats.total-tokens"):
-        assert opt in r.stdout
-
-
-def test_cli_missing_sae_folder(tmp_path):
-    r = cli("--sae", tmp_path / "nothing", "--model", "smollm2-135m-instruct", "--judge", "local:")
-    assert "holds no SAE folder" in one_line_error(r)
-    assert not (tmp_path / "nothing").exists()
-
-
-def test_cli_layer_out_of_range(tiny_dirs, tiny_llama, tmp_path):
-    D = tiny_llama.config.d_model
-    cfg = S.make_cfg("standard", D, 16, apply_b_dec_to_input=False, metadata=dict(hook_layer=1))
-    rng = np.random.default_rng(0)
-    params = dict(W_enc=rng.normal(size=(D, 16)).astype(np.float32), b_enc=np.zeros(16, np.float32),
-                  W_dec=rng.normal(size=(16, D)).astype(np.float32), b_dec=np.zeros(D, np.float32))
-    sae_dir = S.save(S.SAE(cfg=cfg, params=params), tmp_path / "sae")
-    n = tiny_llama.config.n_layers
-    r = cli("--sae", sae_dir, "--model", tiny_dirs("llama"), "--judge", "local:", "--layer", n + 5,
-            "--stats.context-len", 64, "--stats.total-tokens", 512, "--no-progress")
-    err = one_line_error(r)
-    assert f"layer {n + 5} is out of range" in err and f"0..{n - 1}" in err
-    assert sorted(p.name for p in sae_dir.iterdir()) == ["cfg.json", "sae_weights.safetensors"]  # nothing written
+    for opt in ("python -m jaxsae.autointerp", "--autointerp.n-latents", "--autointerp.n-concepts", "--judge.kind",
+                "--eval.stats-tokens"):
+        assert opt in r.stdout, opt
+    assert "autointerp stage only" in one_line_error(cli("--sweep", "smoke", "--stages", "train", "--out", tmp_path))
+    r = cli("--sweep", "smoke", "--judge.kind", "remote", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "remote" in r.stderr  # not a judge kind (tyro's report)

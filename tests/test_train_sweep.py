@@ -345,122 +345,48 @@ def test_bad_input(tmp_path):
         train_sweep(SPECS[:1], ActivationArray(x[:, :16].copy(), 128), SMALL, tmp_path / "s", progress=False)
 
 
-def _cli(*args):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "jaxsae.train", *args, "--no-progress"], capture_output=True,
-                          text=True, env=env, timeout=300)
+def _cli(*args, module="jaxsae.train"):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TQDM_DISABLE="1")
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=600)
 
 
-def test_cli_on_npy_and_errors(tmp_path):
-    x, _ = planted(n=3000)
-    np.save(tmp_path / "acts.npy", x)
-    r = _cli("--activations", str(tmp_path / "acts.npy"), "--archs", "relu,topk,gated", "--l0", "4,6", "--l1", "0.05,0.1",
-             "--d-sae", "64", "--batch", "128", "--steps", "20", "--out", str(tmp_path / "out"))
+SMALL_SWEEP = ("--sweep", "smoke", "--train.archs", "topk", "relu", "--train.levels", "0", "--train.d-sae", "64",
+               "--train.tokens", "2560", "--train.steps", "6")
+
+
+def test_cli_is_the_launchers_train_stage(tmp_path):
+    out = tmp_path / "run"
+    r = _cli(*SMALL_SWEEP, "--out", out)
     assert r.returncode == 0, r.stderr[-2000:]
-    sweep = json.loads((tmp_path / "out" / "sweep.json").read_text())
-    assert [e["name"] for e in sweep["saes"]] == ["relu-l10.05", "relu-l10.1", "topk-k4", "topk-k6",
-                                                   "gated-l10.05", "gated-l10.1"]
-    assert all("l0" in e and "fvu" in e for e in sweep["saes"]) and sweep["scaled_down"]
-    assert sum("scaled down" in ln for ln in r.stdout.splitlines()) == 1
-    bad = _cli("--activations", str(tmp_path / "acts.npy"), "--archs", "topk,wat", "--out", str(tmp_path / "o2"))
-    assert bad.returncode == 2 and "unknown architecture" in bad.stderr
-    missing = _cli("--activations", str(tmp_path / "none.npy"), "--out", str(tmp_path / "o3"))
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
-    width = _cli("--activations", str(tmp_path / "acts.npy"), "--model", "tiny-random-llama", "--layer", "1",
-                 "--out", str(tmp_path / "o4"))  # a fresh run: 32-wide activations for a d_model-64 model
-    assert width.returncode == 2 and "width 32" in width.stderr and "d_model 64" in width.stderr, width.stderr
-    assert len(width.stderr.strip().splitlines()) == 1
+    sweep = json.loads((out / "tiny-random-llama" / "sweep" / "sweep.json").read_text())
+    assert [e["name"] for e in sweep["saes"]] == ["topk-k50", "relu-l10.012"]  # --train.archs x --train.levels
+    assert sweep["settings"]["steps"] == 6 and sweep["settings"]["d_sae"] == 64  # --train.steps is a real option
+    assert (out / "tiny-random-llama" / "activations.npy").is_file()
+    assert sorted(p.name for p in (out / "manifests").glob("*.json")) == ["train.json"]  # the train stage alone
+    md = S.load(out / "tiny-random-llama" / "sweep" / sweep["saes"][0]["dir"]).metadata
+    assert md["hook_layer"] == 1 and md["model_name"] == "tiny-random-llama"
+    again = _cli(*SMALL_SWEEP, "--out", out)  # the launcher's resume: nothing recomputed
+    assert again.returncode == 0 and "train: done" in again.stdout and "skipped" in again.stdout, again.stdout
+    changed = _cli(*SMALL_SWEEP, "--train.d-sae", "32", "--out", out)  # another sweep in the same folder: refused
+    assert changed.returncode == 2 and "train" in changed.stderr and len(changed.stderr.strip().splitlines()) == 1
 
 
-def test_cli_l1_and_levels_parsing():
-    from jaxsae.train.__main__ import Args, sweep_specs
-
-    def names(**kw):
-        return [s.name for s in sweep_specs(Args(out=Path("o"), **kw))]
-
-    assert names(archs="relu,gated,topk", l0="80,160", l1="0.01,0.03") == [
-        "relu-l10.01", "relu-l10.03", "gated-l10.01", "gated-l10.03", "topk-k80", "topk-k160"]
-    assert names(archs="relu,gated", l1="relu=0.01,0.02,0.05;gated=0.07") == [  # L1-only: levels from --l1
-        "relu-l10.01", "relu-l10.02", "relu-l10.05", "gated-l10.07"]
-    assert names(archs="relu,gated") == ["relu-l10.015", "relu-l10.02", "gated-l10.018", "gated-l10.024"]  # paper's
-    assert names(archs="relu,topk", levels="0,5", l1="relu=0.5,0.6") == ["relu-l10.5", "relu-l10.6", "topk-k50", "topk-k820"]
-    for kw, match in (({"archs": "relu,topk", "l1": "0.05"}, "gives 1 coefficient"),
-                      ({"archs": "relu", "l1": "topk=0.1"}, "not 'topk'"),
-                      ({"archs": "relu", "l1": "0.1,x"}, "comma-separated numbers"),
-                      ({"archs": "relu", "l0": "8a"}, "--l0 takes comma-separated integers")):
-        with pytest.raises(UserError, match=match):
-            names(**kw)
+def test_cli_errors(tmp_path):
+    r = _cli("--sweep", "smoke", "--stages", "metrics", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "train stage only" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _cli("--sweep", "smoke", "--train.archs", "topk", "wat", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "wat" in r.stderr  # not one of the architectures (tyro's report)
+    deep = tmp_path / "deep.toml"
+    deep.write_text('name = "deep"\n[[models]]\nname = "t"\nsource = "tiny-random-llama"\nlayer = 9\n'
+                    '[train]\narchs = ["topk"]\nlevels = [0]\nd_sae = 64\n')
+    r = _cli("--sweep", deep, "--out", tmp_path / "o")
+    assert r.returncode == 2 and "out of range" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "o" / "t").exists()
 
 
-def test_cli_help_explains_every_option():
-    import dataclasses
-    import re
-
-    from jaxsae.train.__main__ import Args
-
-    r = subprocess.run([sys.executable, "-m", "jaxsae.train", "--help"], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200"), timeout=120)
+def test_cli_help_lists_the_train_options():
+    r = _cli("--sweep", "smoke", "--help")
     assert r.returncode == 0, r.stderr
-    flat = re.sub(r"[\s│]+", " ", r.stdout)
-    docs = {m.group(1): " ".join(m.group(2).split()) for m in
-            re.finditer(r'^    (\w+): [^\n]*\n    """(.*?)"""', Path(ROOT / "jaxsae/train/__main__.py").read_text(), re.M | re.S)}
-    for f in dataclasses.fields(Args):
-        assert f"--{f.name.replace('_', '-')}" in flat, f.name
-        assert docs.get(f.name), f"{f.name} has no docstring"
-        assert " ".join(docs[f.name].split()[:6]) in flat, f.name
-
-
-def test_cli_harvest_layer_out_of_range(tmp_path):
-    r = _cli("--model", "tiny-random-llama", "--layer", "9", "--out", str(tmp_path / "o"))
-    assert r.returncode == 2 and "out of range" in r.stderr
-
-
-def test_cli_harvest_cache_is_checked_and_carries_model_metadata(tmp_path):
-    run = ("--model", "tiny-random-llama", "--layer", "1", "--tokens", "900", "--context", "32", "--shard-tokens", "400",
-           "--archs", "topk", "--l0", "4", "--d-sae", "32", "--batch", "128", "--steps", "4")
-    r = _cli(*run, "--out", str(tmp_path / "o"))
-    assert r.returncode == 0, r.stderr[-2000:]
-    index = json.loads((tmp_path / "o" / "activations" / "index.json").read_text())
-    assert [s["tokens"] for s in index["shards"]] == [400, 400, 100] and index["shape"] == [900, 64]
-    src = index["source"]
-    assert (src["hook_layer"], src["dataset_path"], src["context_size"], src["tokens_requested"]) == (1, "embedded", 32, 900)
-    md = S.load(tmp_path / "o" / "topk-k4").metadata
-    assert md["model_name"] == src["model_name"] and md["hook_name"] == "blocks.1.hook_resid_post"
-    # the same --out with another layer, text, context or token count: the cache is refused, in one line
-    for flag, value, what in (("--layer", "0", "hook_layer 1 (this run: 0)"), ("--text", "notes.txt", "dataset_path"),
-                              ("--tokens", "800", "tokens_requested 900 (this run: 800)")):
-        args = [*run, "--text", "embedded"]
-        args[args.index(flag) + 1] = value
-        bad = _cli(*args, "--out", str(tmp_path / "o"))
-        assert bad.returncode == 2 and what in bad.stderr and "new --out" in bad.stderr, bad.stderr
-        assert len(bad.stderr.strip().splitlines()) == 1
-    # training again from the shards (no model needed): the record supplies model_name / hook_layer
-    r = _cli("--activations", str(tmp_path / "o" / "activations"), "--archs", "topk", "--l0", "4", "--d-sae", "32",
-             "--batch", "128", "--steps", "4", "--out", str(tmp_path / "again"))
-    assert r.returncode == 0, r.stderr[-2000:]
-    again = S.load(tmp_path / "again" / "topk-k4")
-    assert again.metadata["model_name"] == src["model_name"] and again.metadata["hook_layer"] == 1
-    np.testing.assert_array_equal(np.asarray(again.params["W_enc"]), np.asarray(S.load(tmp_path / "o" / "topk-k4").params["W_enc"]))
-    wrong = _cli("--activations", str(tmp_path / "o" / "activations"), "--layer", "2", "--out", str(tmp_path / "w"))
-    assert wrong.returncode == 2 and "layer 1, not --layer 2" in wrong.stderr
-    # a bare .npy says nothing of its source: --model / --layer name it in cfg.json (as SAELens expects)
-    from jaxsae.train import load_activations
-
-    np.save(tmp_path / "bare.npy", np.asarray(load_activations(tmp_path / "o" / "activations")))
-    r = _cli("--activations", str(tmp_path / "bare.npy"), "--model", "tiny-random-llama", "--layer", "1", "--archs", "topk",
-             "--l0", "4", "--d-sae", "32", "--batch", "128", "--steps", "4", "--out", str(tmp_path / "bare"))
-    assert r.returncode == 0, r.stderr[-2000:]
-    md = S.load(tmp_path / "bare" / "topk-k4").metadata
-    assert (md["model_name"], md["hook_layer"], md["hook_name"]) == (src["model_name"], 1, "blocks.1.hook_resid_post")
-    # a cached harvest of the wrong width (with a matching record) is refused too
-    from jaxsae.train.shards import record, sidecar_path
-
-    (tmp_path / "n").mkdir()
-    np.save(tmp_path / "n" / "activations.npy", np.zeros((900, 16), np.float32))
-    sidecar_path(tmp_path / "n" / "activations.npy").write_text(json.dumps(record((900, 16), src)))
-    bad = _cli(*run, "--out", str(tmp_path / "n"))
-    assert bad.returncode == 2 and "width 16" in bad.stderr and "d_model 64" in bad.stderr, bad.stderr
-    np.save(tmp_path / "n" / "activations.npy", np.zeros((900, 64), np.float32))
-    sidecar_path(tmp_path / "n" / "activations.npy").unlink()  # and one that says nothing of its source
-    bad = _cli(*run, "--out", str(tmp_path / "n"))
-    assert bad.returncode == 2 and "no record of what it was harvested from" in bad.stderr, bad.stderr
+    for opt in ("python -m jaxsae.train", "--train.archs", "--train.levels", "--train.steps", "--data.source"):
+        assert opt in r.stdout, opt

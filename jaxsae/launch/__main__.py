@@ -21,14 +21,12 @@ from jaxsae.distributed import init_distributed, report_failure
 from jaxsae.errors import UserError, cli_errors
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m jaxsae.launch", doc: str = __doc__) -> argparse.ArgumentParser:
     from jaxsae.launch.stages import STAGES
 
     names = ", ".join(s.name for s in STAGES)
-    ap = argparse.ArgumentParser(
-        prog="python -m jaxsae.launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        add_help=False,
-    )
+    ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 add_help=False)
     ap.add_argument("--sweep", default="demo", help="sweep name (jaxsae/configs/<NAME>.toml) or a .toml path (default: demo)")
     ap.add_argument("--out", default=None, help="run folder (default: runs/<sweep>); re-running with the same folder resumes")
     ap.add_argument("--stages", default="all", help=f"comma-separated stages to run, in order (default: all): {names}")
@@ -61,7 +59,15 @@ def _writable(out: Path) -> None:
         raise UserError(f"cannot write to the output folder {out} ({e.strerror}); pass a writable --out") from None
 
 
-def main(argv: list[str] | None = None) -> None:
+def run_stage(stage: str, prog: str, doc: str, argv: list[str] | None = None) -> None:
+    """A stage's own entry point (``python -m jaxsae.train``): the launcher with ``--stages STAGE``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a == "--stages" or a.startswith("--stages=") for a in argv):
+        raise UserError(f"{prog} runs the {stage} stage only; use python -m jaxsae.launch --stages ... for others")
+    main(["--stages", stage, *argv], prog=prog, doc=doc)
+
+
+def main(argv: list[str] | None = None, *, prog: str = "python -m jaxsae.launch", doc: str = __doc__) -> None:
     import tyro
 
     from jaxsae.launch.config import SweepConfig, load_config
@@ -69,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     from jaxsae.launch.stages import STAGES
 
     argv = sys.argv[1:] if argv is None else argv
-    ap = _parser()
+    ap = _parser(prog, doc)
     args, rest = ap.parse_known_args(argv)
     if args.help:
         ap.print_help()
@@ -77,8 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nConfig options (values of sweep {args.sweep!r}):")
     cfg = load_config(args.sweep)
     if args.help:
-        tyro.cli(SweepConfig, default=cfg, args=["--help"], prog="python -m jaxsae.launch")  # prints, exits 0
-    cfg = tyro.cli(SweepConfig, default=cfg, args=rest, prog="python -m jaxsae.launch")  # tyro reports bad overrides
+        tyro.cli(SweepConfig, default=cfg, args=["--help"], prog=prog)  # prints, exits 0
+    cfg = tyro.cli(SweepConfig, default=cfg, args=rest, prog=prog)  # tyro reports bad overrides
     names = [s.name for s in STAGES]
     todo = _stage_list(args.stages, names, "stage(s)")
     redo = _stage_list(args.redo, names, "stage(s) in --redo")

@@ -139,67 +139,18 @@ def check_arch(arch: str) -> str:
     return arch
 
 
-def l1_archs() -> list[str]:
-    """The architectures whose sparsity setting is an L1 coefficient (relu, gated)."""
-    return [a for a, arch in ARCHS.items() if arch.sparsity_kind == "l1"]
-
-
-def parse_l1(text: str) -> dict[str, list[float]]:
-    """``--l1`` values: "0.012,0.02" sets relu's and gated's coefficients per level;
-    "relu=0.012,0.02;gated=0.012,0.018" sets each separately."""
-    out: dict[str, list[float]] = {}
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        name, sep, values = part.rpartition("=")
-        names = [name.strip()] if sep else l1_archs()
-        for n in names:
-            if n not in l1_archs():
-                raise UserError(f"--l1 sets the L1 coefficients of {' and '.join(l1_archs())}, not {n!r}; e.g. --l1 relu=0.012,0.02")
-        try:
-            coefs = [float(v) for v in values.split(",") if v.strip()]
-        except ValueError:
-            coefs = []
-        if not coefs:
-            raise UserError(f"--l1 takes comma-separated numbers, e.g. --l1 0.012,0.02 (or relu=0.012;gated=0.018), not {part!r}")
-        out.update({n: coefs for n in names})
-    return out
-
-
-def _explicit_l1(arch: str, l1: dict[str, list[float]] | None, n_levels: int | None) -> list[float] | None:
-    """``l1[arch]`` checked to give one coefficient per level (``n_levels``; None: any number)."""
-    if not l1 or arch not in l1:
-        return None
-    coefs = [float(c) for c in l1[arch]]
-    if n_levels is not None and len(coefs) != n_levels:
-        raise UserError(f"--l1 gives {len(coefs)} coefficient(s) for {arch} but the sweep has {n_levels} level(s); "
-                        "give one per --l0 / --levels value")
-    return coefs
-
-
-def sweep_from_levels(archs, levels, l1: dict[str, list[float]] | None = None) -> list[SAESpec]:
-    """Every architecture at every paper level index (L1 architectures at ``l1[arch][i]`` for the
-    i-th level instead of the paper's coefficient, when given)."""
+def sweep_from_levels(archs, levels) -> list[SAESpec]:
+    """Every architecture at every paper level index."""
     levels = [int(lv) for lv in levels]
+    return [SAESpec(a, lv, paper_sparsity(a, lv)) for a in map(check_arch, archs) for lv in levels]
+
+
+def sweep_from_l0(archs, l0s) -> list[SAESpec]:
+    """Every architecture at each target L0. L0-targeted architectures use the value itself;
+    L1 architectures (relu, gated) use the paper's coefficient at the same level index."""
     out = []
     for a in map(check_arch, archs):
-        coefs = _explicit_l1(a, l1, len(levels))
-        out.extend(SAESpec(a, lv, coefs[i] if coefs else paper_sparsity(a, lv)) for i, lv in enumerate(levels))
-    return out
-
-
-def sweep_from_l0(archs, l0s, l1: dict[str, list[float]] | None = None) -> list[SAESpec]:
-    """Every architecture at each target L0. L0-targeted architectures use the value itself;
-    L1 architectures (relu, gated) use the paper's coefficient at the same level index (or the
-    explicit ``l1[arch]`` list: one per L0 when the sweep has L0 architectures too, else it sets
-    the levels itself)."""
-    archs = [check_arch(a) for a in archs]
-    n_levels = len(l0s) if any(ARCHS[a].sparsity_kind != "l1" for a in archs) else None
-    out = []
-    for a in archs:
         kind = ARCHS[a].sparsity_kind
-        coefs = _explicit_l1(a, l1, n_levels) if kind == "l1" else None
-        if coefs is not None:
-            out.extend(SAESpec(a, i, c) for i, c in enumerate(coefs))
-            continue
         for i, l0 in enumerate(l0s):
             if kind == "l1":
                 idx = PAPER_L0.index(int(l0)) if int(l0) in PAPER_L0 else min(i, len(PAPER_L0) - 1)
