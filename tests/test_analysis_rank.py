@@ -12,7 +12,7 @@ import scipy.stats
 
 from jaxsae.analysis import TauSettings, kendall_tau_b, psi_from_taus, rank_agreement, tau_b_batch
 from jaxsae.analysis import paper
-from jaxsae.analysis.kendall import bootstrap_ci, permutation_distribution, permutation_pvalue, tau_group
+from jaxsae.analysis.kendall import bootstrap_ci, permutation_test, tau_group
 from jaxsae.analysis.rank import _psi_over_groups
 from jaxsae.errors import UserError
 
@@ -178,11 +178,13 @@ def test_permutation_pvalue_exact_matches_scipy_exact_null():
     rng = np.random.default_rng(5)
     for n in (5, 7):
         x, y = rng.normal(size=n), rng.normal(size=n)
-        null, exact = permutation_distribution(x, y, math.factorial(n), rng)
+        p, null, exact = permutation_test(x, y, math.factorial(n), rng)
         assert exact and null.size == math.factorial(n)
-        p = permutation_pvalue(kendall_tau_b(x, y), null, exact)
         ref = scipy.stats.kendalltau(x, y, method="exact").pvalue
         assert p == pytest.approx(ref, abs=1e-12)
+        # the null by hand: tau_b of y in every order against x
+        by_hand = sorted(kendall_tau_b(x, y[list(q)]) for q in itertools.permutations(range(n)))
+        np.testing.assert_allclose(np.sort(null), by_hand, atol=1e-12)
 
 
 def test_perfect_concordance_n8_has_tiny_pvalue():

@@ -1,7 +1,8 @@
 """Kendall tau_b for one group of pairs, with a permutation p-value and a bootstrap CI.
 
-The point estimate is ``scipy.stats.kendalltau(x, y, variant="b")`` (tie-corrected). Resampling
-(permutations, bootstrap) needs tau_b for thousands of reorderings at once, so it uses
+The point estimate is ``scipy.stats.kendalltau(x, y, variant="b")`` (tie-corrected), the p-value
+``scipy.stats.permutation_test`` and the interval ``scipy.stats.bootstrap``. Resampling needs
+tau_b for thousands of reorderings at once, so their statistic is
 :func:`tau_b_batch`, a vectorised transcription of the same formula checked against scipy in
 the tests:
 
@@ -17,7 +18,6 @@ is constant as ``{"status": "constant"}``; neither produces a NaN in the output.
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 from dataclasses import dataclass
@@ -92,42 +92,28 @@ def group_status(x_n, y_n) -> str:
     return "ok"
 
 
-def permutation_distribution(x_n, y_n, n_perm: int, rng: np.random.Generator):
-    """tau_b of (x, permuted y) over permutations -> (f64[P] taus, exact: bool).
+def permutation_test(x_n, y_n, n_perm: int, rng: np.random.Generator) -> tuple[float, np.ndarray, bool]:
+    """Two-sided permutation p-value of tau_b (``scipy.stats.permutation_test``, pairings: y
+    reordered against x) -> (p, f64[P] tau_b of the permuted orderings, exact: bool).
 
-    Exact (every permutation, each once) when n! <= n_perm; otherwise ``n_perm`` uniform random
-    permutations from ``rng``.
-    """
+    Exact (every permutation, each once) when n! <= n_perm, the p-value then the plain fraction;
+    otherwise ``n_perm`` random permutations from ``rng`` and scipy's (hits + 1) / (P + 1) per tail,
+    which never returns 0. Two-sided is scipy's: twice the smaller tail, at most 1 (for the
+    symmetric null of tau_b, P(|tau_null| >= |tau_obs|))."""
     x_n, y_n = np.asarray(x_n, dtype=np.float64), np.asarray(y_n, dtype=np.float64)
     n = x_n.size
-    exact = math.factorial(n) <= n_perm
-    if exact:
-        perm_pn = np.array(list(itertools.permutations(range(n))), dtype=np.int64)
-    else:
-        perm_pn = rng.permuted(np.broadcast_to(np.arange(n), (n_perm, n)), axis=1)
     sx = _signs(x_n)
-    sy = _signs(y_n)
-    den = math.sqrt(float(np.abs(sx).sum(dtype=np.int64)) * float(np.abs(sy).sum(dtype=np.int64)))
-    taus = np.empty(perm_pn.shape[0], dtype=np.float64)
-    step = max(1, _CHUNK_ELEMS // max(1, n * n))
-    for s in range(0, perm_pn.shape[0], step):
-        p = perm_pn[s : s + step]
-        sy_perm = sy[p[:, :, None], p[:, None, :]]  # [P, n, n]
-        taus[s : s + step] = np.einsum("ij,pij->p", sx, sy_perm, dtype=np.int64) / den
-    return taus, exact
+    den = math.sqrt(float(np.abs(sx).sum(dtype=np.int64)) * float(np.abs(_signs(y_n)).sum(dtype=np.int64)))
 
+    def tau_b(y_bn, axis=-1):  # a reordering keeps y's ties, so only the numerator changes
+        y_bn = np.moveaxis(y_bn, axis, -1)
+        return np.einsum("ij,...ij->...", sx, _signs(y_bn), dtype=np.int64) / den
 
-def permutation_pvalue(tau_obs: float, null_taus: np.ndarray, exact: bool) -> float:
-    """Two-sided p-value P(|tau_null| >= |tau_obs|).
-
-    Exact enumeration: the plain fraction. Random permutations: (hits + 1) / (P + 1), which counts
-    the observed ordering as one of the permutations and never returns 0.
-    """
-    tol = 1e-12 * max(1.0, abs(tau_obs))
-    hits = int(np.sum(np.abs(null_taus) >= abs(tau_obs) - tol))
-    if exact:
-        return hits / null_taus.size
-    return (hits + 1) / (null_taus.size + 1)
+    exact = math.factorial(n) <= n_perm
+    res = scipy.stats.permutation_test((y_n,), tau_b, permutation_type="pairings", vectorized=True,
+                                       n_resamples=np.inf if exact else n_perm, alternative="two-sided",
+                                       batch=max(1, _CHUNK_ELEMS // max(1, n * n)), rng=rng)
+    return float(res.pvalue), np.asarray(res.null_distribution, dtype=np.float64), exact
 
 
 def _tau_stat_vectorised(x, y, axis=-1):
@@ -175,14 +161,14 @@ def tau_group(x_n, y_n, settings: TauSettings, rng: np.random.Generator) -> dict
     if status != "ok":
         return {"status": status, "n": int(x_n.size)}
     tau = kendall_tau_b(x_n, y_n)
-    null, exact = permutation_distribution(x_n, y_n, settings.n_perm, rng)
+    p, null, exact = permutation_test(x_n, y_n, settings.n_perm, rng)
     a = (1.0 - settings.ci_level) / 2.0
     band = [float(v) for v in np.quantile(null, [a, 1.0 - a])]
     out = {
         "status": "ok",
         "n": int(x_n.size),
         "tau_b": tau,
-        "p_perm": permutation_pvalue(tau, null, exact),
+        "p_perm": p,
         "p_exact": bool(exact),
     }
     out.update(bootstrap_ci(x_n, y_n, settings, rng))
