@@ -47,6 +47,10 @@ def init_distributed() -> tuple[int, int]:
 
 
 def _client():
+    """The coordination service's client. JAX has no public API for its key-value store
+    (``multihost_utils`` itself reads this private handle); the public barrier,
+    ``multihost_utils.sync_global_devices``, is a device collective, which would time out while
+    process 0 runs a long stage alone and cannot carry another process's failure message."""
     from jax._src import distributed as _dist
 
     return _dist.global_state.client
@@ -124,28 +128,15 @@ def put(value, sharding):
 
 
 def to_host(tree):
-    """Numpy copy of a pytree of arrays on every process (``jax.device_get`` for arrays this
-    process holds entirely; sharded arrays spanning processes are all-gathered first, which is a
-    collective: every process must call it)."""
+    """Numpy copy of a pytree of arrays on every process: arrays this process holds entirely are
+    copied; sharded arrays spanning processes are all-gathered first
+    (``multihost_utils.process_allgather``, a collective: every process must call it)."""
     import jax
+    from jax.experimental import multihost_utils
 
-    leaves, treedef = jax.tree.flatten(tree)
-    spread = [i for i, a in enumerate(leaves)
-              if isinstance(a, jax.Array) and not a.is_fully_addressable and not a.is_fully_replicated]
-    if spread:
-        from jax.sharding import NamedSharding, PartitionSpec as P
+    def host(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable and not a.is_fully_replicated:
+            return multihost_utils.process_allgather(a, tiled=True)  # the global array, on every process
+        return np.asarray(jax.device_get(a))
 
-        def replicated(a):
-            if isinstance(a.sharding, NamedSharding):
-                return a.sharding.update(spec=P())
-            from jax._src.sharding_impls import GSPMDSharding
-
-            return GSPMDSharding.get_replicated(a.sharding._device_assignment)
-
-        got = jax.jit(lambda *xs: xs, out_shardings=tuple(replicated(leaves[i]) for i in spread))(
-            *[leaves[i] for i in spread])
-        leaves = list(leaves)
-        for i, a in zip(spread, got):
-            leaves[i] = a
-    return jax.tree.unflatten(treedef, [np.asarray(a) if isinstance(a, jax.Array) else np.asarray(jax.device_get(a))
-                                        for a in leaves])
+    return jax.tree.map(host, tree)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from jaxsae.analysis import TauSettings, paper, rank_agreement, selection_summary
 from jaxsae.analysis.tables import rank_table_markdown, selection_table_markdown
 
+from test_analysis_selection import TABLE2_LIFT_PCT
+
 
 def test_tables_render_with_paper_values_and_statuses():
     recs = []
@@ -27,4 +29,4 @@ def test_tables_render_with_paper_values_and_statuses():
     # the paper's ΔTC lift (Fig. 8: +133.3 % for Qwen) beside ours, derived from its Table 2 means
     assert "paper dtc lift %" in md.splitlines()[0]
     qwen = next(line for line in md.splitlines() if line.startswith("| Qwen-2.5-3B |"))
-    assert qwen.rstrip(" |").endswith("%.1f" % paper.TABLE2_LIFT_PCT["Qwen-2.5-3B"])
+    assert qwen.rstrip(" |").endswith("%.1f" % TABLE2_LIFT_PCT["Qwen-2.5-3B"])

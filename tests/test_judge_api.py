@@ -280,7 +280,7 @@ def test_api_judge_end_to_end_with_failure_accounting(server, tmp_path):
 
     srv = server(answer=answer)
     judge = APIJudge(client(srv.url, tmp_path))
-    C, I, F, HM = judge.rate_generations(["cats", "dogs"], ["Write about pets.", "Hi"], ["Cats purr.", "nonsense"])
+    C, I, F, HM = judge.rate_generations_full(["cats", "dogs"], ["Write about pets.", "Hi"], ["Cats purr.", "nonsense"]).expected
     assert C.tolist() == [2.0, 0.0] and I.tolist() == [1.0, 0.0] and F.tolist() == [2.0, 2.0]
     assert HM == pytest.approx([harmonic_mean(2, 1, 2), 0.0])
     st = judge.stats()
@@ -288,7 +288,7 @@ def test_api_judge_end_to_end_with_failure_accounting(server, tmp_path):
     assert st["client"]["api_calls"] == 6
     ratings = judge.rate(generation_requests(["cats"], ["Write about pets."], ["Cats purr."]))
     assert [r.ok for r in ratings] == [True, True, True] and ratings[0].text.endswith("[[2]]")
-    assert judge.client.stats.cache_hits == 3  # asked before, inside rate_generations
+    assert judge.client.stats.cache_hits == 3  # asked before, inside rate_generations_full
     # every request carries the full AxBench-style prompt
     prompt = srv.calls[0][1]["messages"][0]["content"]
     assert prompt.startswith("[System]") and "Rating: [[score]]" in prompt

@@ -114,7 +114,6 @@ def test_rate_generations_full_keeps_raw_ratings_and_both_folds():
     assert rated.argmax.hm.tolist() == [0.0, 0.0]  # round(0.25) == 0 -> zero guard
     assert rated.per_generation(1) == {"concept": rated.ratings[1], "instruction": rated.ratings[3],
                                        "fluency": rated.ratings[5]}
-    assert HalfJudge().rate_generations(["c1", "c2"], ["i1", "i2"], ["o1", "o2"]).hm.tolist() == rated.expected.hm.tolist()
     assert HalfJudge().describe() == "HalfJudge"
 
 

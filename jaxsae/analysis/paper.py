@@ -1,7 +1,7 @@
 """Published values of arXiv 2510.03659 v1 (Tables 1–3), for reports and checks.
 
-Transcribed from protocol.md §4 and §6. Group keys follow the paper's labels; ``level`` keys are
-the target L0 values.
+Transcribed from the paper (https://arxiv.org/abs/2510.03659v1, Tables 1–3). Group keys follow the
+paper's labels; ``level`` keys are the target L0 values.
 """
 
 from __future__ import annotations
@@ -48,9 +48,6 @@ TABLE2_STEERING = {
 }
 """Table 2: mean steering score over the 30 SAEs per model (no selection / output score / ΔTC)."""
 
-TABLE2_LIFT_PCT = {"Gemma-2-2B": 146.6, "Qwen-2.5-3B": 133.3, "Gemma-2-9B": 103.5}
-"""Fig. 8: lift of ΔTC over no selection (%)."""
-
 TABLE3_MU_VS_GAIN = {
     "overall": {"n": 90, "tau_b": -0.0692, "ci": [-0.2019, 0.0666]},
     "A": {
@@ -85,6 +82,3 @@ TABLE3_MU_VS_GAIN = {
     "Psi": -0.0568,
 }
 """Table 3 (v1): µ vs the steering gain L(θ) after ΔTC selection."""
-
-ICLR_MU_VS_G_HIGH = {"overall": {"tau_b": 0.0823}, "Psi": 0.0681}
-"""ICLR camera-ready (as summarised, unchecked): µ vs the post-selection score g_high."""

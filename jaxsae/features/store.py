@@ -80,11 +80,6 @@ class FeatureStats:
         """f64[F]: firing frequency, count / counted tokens."""
         return self.count / max(self.n_counted, 1)
 
-    @property
-    def mean_act(self) -> np.ndarray:
-        """f64[F]: mean activation over the tokens where the latent fires (0 when it never does)."""
-        return np.where(self.count > 0, self.sum_act / np.maximum(self.count, 1), 0.0)
-
     def window_tokens(self, pos: np.ndarray) -> np.ndarray:
         """i32[..., W]: the tokens of the windows centred at global positions ``pos`` (>= 0)."""
         pos = np.asarray(pos)

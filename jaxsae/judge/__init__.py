@@ -4,7 +4,7 @@ combined per generation by the zero-guarded harmonic mean.
     from jaxsae.judge import LocalJudge, APIJudge, ChatClient
     judge = LocalJudge(load_model("smollm2-135m-instruct"))          # next-token distribution
     judge = APIJudge(ChatClient("https://api.openai.com/v1", "gpt-4o-mini", cache_dir="runs/judge"))
-    C, I, F, HM = judge.rate_generations(concepts, instructions, outputs)
+    C, I, F, HM = judge.rate_generations_full(concepts, instructions, outputs).expected
 
 The local judge is imported lazily (it needs JAX and the model code); the rest is plain Python.
 """

@@ -113,12 +113,6 @@ class Judge(abc.ABC):
     def rate(self, items: Sequence[RatingRequest]) -> list[Rating]:
         """One :class:`Rating` per request, in order."""
 
-    def rate_generations(self, concepts: Sequence[str], instructions: Sequence[str],
-                         outputs: Sequence[str], *, use: str = "score") -> GenerationRatings:
-        """Rate N generations on all three criteria -> (C, I, F, HM), f64[N] each."""
-        reqs = generation_requests(concepts, instructions, outputs)
-        return combine(self.rate(reqs), len(outputs), use=use)
-
     def rate_generations_full(self, concepts: Sequence[str], instructions: Sequence[str],
                               outputs: Sequence[str]) -> RatedGenerations:
         """Rate N generations once and keep everything: the raw ratings, C/I/F/HM by expected

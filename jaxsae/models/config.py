@@ -8,15 +8,12 @@ way this port does not implement is refused with a :class:`~jaxsae.errors.UserEr
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping
 
 from jaxsae.errors import UserError
 
 #: Window value used for layers with global (full causal) attention.
 GLOBAL_WINDOW = 1 << 30
-
-FAMILIES = ("gemma2", "qwen2", "llama")
 
 #: transformers' defaults (its Gemma2Config / Qwen2Config / LlamaConfig; a test checks them against
 #: the installed version) for the fields that change numerics, used where config.json omits them.
@@ -307,7 +304,3 @@ def flops_per_token(cfg: ModelConfig, n_layers: int | None = None, context: int 
     D, N, K, H, F, V = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
     per_layer = 2 * (D * H * (2 * N + 2 * K) + 3 * D * F) + 4 * N * H * context
     return L * per_layer + (2 * V * D if logits else 0)
-
-
-def sqrt_d(cfg: ModelConfig) -> float:
-    return math.sqrt(cfg.d_model)

@@ -13,7 +13,7 @@ import json
 import re
 import struct
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import ml_dtypes
@@ -407,11 +407,3 @@ def build_params(tensors: dict, cfg: ModelConfig, dtype, mesh: Mesh | None = Non
     params = {k: place_leaf(k, p, cfg, np_dtype, mesh) for k, p in plans.items() if k != "layers"}
     params["layers"] = {k: place_leaf(k, p, cfg, np_dtype, mesh) for k, p in plans["layers"].items()}
     return params
-
-
-def iter_leaves(params) -> Iterator[tuple[str, jax.Array]]:
-    for k, v in params.items():
-        if isinstance(v, dict):
-            yield from iter_leaves(v)
-        else:
-            yield k, v

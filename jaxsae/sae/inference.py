@@ -19,14 +19,12 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-SAE_LENS_ARCHS = ("standard", "topk", "jumprelu", "gated")
-
 
 @dataclass(frozen=True)
 class EncodeStatic:
     """The compile-time part of an SAE's forward pass."""
 
-    arch: str  # one of SAE_LENS_ARCHS
+    arch: str  # an SAELens architecture: standard, topk, jumprelu or gated
     apply_b_dec_to_input: bool = True
     k: int = 0  # topk only
     rescale_acts_by_decoder_norm: bool = False  # topk only

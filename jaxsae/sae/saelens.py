@@ -64,10 +64,6 @@ class SAE:
         return self.cfg.get("metadata", {})
 
     @property
-    def hook_layer(self) -> int | None:
-        return self.metadata.get("hook_layer")
-
-    @property
     def static(self) -> inference.EncodeStatic:
         return inference.EncodeStatic(
             arch=self.arch,
