@@ -54,7 +54,7 @@ class Judge:
 
 def api_judge(url, cache_dir, cfg=CFG):
     client = ChatClient(url, "judge-model", api_key_env=None, cache_dir=cache_dir, max_retries=2,
-                        backoff_s=0.01, backoff_max_s=0.02, timeout_s=10.0)
+                        timeout_s=10.0)
     return ApiJudge(client, cfg)
 
 

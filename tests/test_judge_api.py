@@ -42,7 +42,7 @@ class FakeChatServer:
         self.answer = answer
         self.delay_s = delay_s
         self.sleep_s = sleep_s
-        self.calls: list[tuple[dict, dict]] = []  # (headers, body) of every request
+        self.calls: list[tuple[dict, dict]] = []  # (headers, lower-cased names; body) of every request
         self.in_flight = 0
         self.max_in_flight = 0
         self.lock = threading.Lock()
@@ -65,7 +65,7 @@ class FakeChatServer:
                 n = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(n))
                 with server.lock:
-                    server.calls.append((dict(self.headers), body))
+                    server.calls.append(({k.lower(): v for k, v in self.headers.items()}, body))
                     action = server.plan.popleft() if server.plan else "ok"
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
@@ -136,7 +136,7 @@ def _key(monkeypatch):
 
 
 def client(url, cache_dir=None, **kw):
-    kw = {"max_retries": 3, "backoff_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5.0, **kw}
+    kw = {"max_retries": 3, "timeout_s": 5.0, **kw}
     return ChatClient(url, "judge-model", api_key_env="JUDGE_TEST_KEY", cache_dir=cache_dir, **kw)
 
 
@@ -156,7 +156,7 @@ def test_answers_cache_and_key_never_written(server, tmp_path):
     assert answers == [default_answer({"messages": msgs(t)}) for t in "abac"]
     assert len(srv.calls) == 3  # the duplicate was sent once
     headers, body = srv.calls[0]
-    assert headers["Authorization"] == f"Bearer {SECRET}"
+    assert headers["authorization"] == f"Bearer {SECRET}"
     assert body["model"] == "judge-model" and body["temperature"] == 0.0 and body["max_tokens"] == 16
     files, blob = _all_bytes(tmp_path / "cache")
     assert len(files) == 3
@@ -243,7 +243,7 @@ def test_missing_key_variable_is_a_user_error_but_cached_runs_need_no_key(server
     # an endpoint without auth: no header at all
     c = ChatClient(srv.url, "m", api_key_env=None)
     assert c.chat(msgs("z")) is not None
-    assert "Authorization" not in srv.calls[-1][0]
+    assert "authorization" not in srv.calls[-1][0]
 
 
 def test_crash_midway_loses_nothing(server, tmp_path):

@@ -1,5 +1,5 @@
-"""A cached, retrying, concurrent client for any OpenAI-compatible ``/v1/chat/completions``
-endpoint (standard library only), and :class:`APIJudge` on top of it.
+"""A disk-cached client for any OpenAI-compatible chat-completions endpoint (the ``openai``
+package does the HTTP, retries, timeouts and concurrency), and :class:`APIJudge` on top of it.
 
 Guarantees:
   * The API key is read from an environment variable (only when a request actually goes out), sent
@@ -7,11 +7,12 @@ Guarantees:
   * Every successful answer is cached on disk, one file per request, written atomically, keyed by
     the SHA-256 of the exact request body (model, messages, parameters). A crash loses nothing
     already answered; a re-run pays for nothing already answered. Failures are never cached.
-  * At most ``max_concurrency`` requests in flight (a thread pool); identical requests in one call
-    are sent once.
-  * Retries with exponential backoff (and ``Retry-After`` when the server sends it) on 408/409/429,
-    5xx, timeouts, dropped connections and malformed 200 answers. Other 4xx fail that request at
-    once. 401/403/404, or an endpoint that cannot be connected to at all, raise a
+  * At most ``max_concurrency`` requests in flight (``openai.AsyncOpenAI``); identical requests in
+    one call are sent once.
+  * The ``openai`` client retries with exponential backoff (and ``Retry-After``) on 408/409/429,
+    5xx, timeouts and dropped connections; this client retries malformed answers (a 200 that is
+    not a chat completion) the same number of times. Other 4xx fail that request at once.
+    401/403/404, or an endpoint that cannot be connected to at all, raise a
     :class:`~jaxsae.errors.UserError` naming the fix.
   * A request that still fails after ``max_retries`` retries comes back as None and is counted in
     ``stats.hard_failures``.
@@ -19,18 +20,13 @@ Guarantees:
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import asyncio
 import dataclasses
 import hashlib
-import http.client
 import json
 import logging
 import os
-import random
-import socket
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,8 +40,6 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 """Version of the cache file layout (stored in each file)."""
-
-_RETRY_STATUS = frozenset({408, 409, 429})
 
 
 @dataclasses.dataclass
@@ -69,32 +63,34 @@ class ClientStats:
         return dataclasses.asdict(self)
 
 
-class _Transient(Exception):
-    """A failure worth retrying. ``connect`` marks failures to connect at all."""
+def _counting_transport(stats: ClientStats, lock: threading.Lock):
+    """An HTTP transport for the openai client that counts every attempt, retry and timeout."""
+    import httpx2
 
-    def __init__(self, msg: str, *, connect: bool = False, retry_after: float | None = None):
-        super().__init__(msg)
-        self.connect = connect
-        self.retry_after = retry_after
+    class Counting(httpx2.AsyncHTTPTransport):
+        async def handle_async_request(self, request):
+            with lock:
+                stats.api_calls += 1
+                stats.retries += request.headers.get("x-stainless-retry-count", "0") != "0"
+            try:
+                return await super().handle_async_request(request)
+            except httpx2.TimeoutException:
+                with lock:
+                    stats.timeouts += 1
+                raise
+
+    return Counting()
 
 
-class _Permanent(Exception):
-    """A failure of this request that retrying will not fix (e.g. HTTP 400)."""
-
-
-def _retry_after(headers) -> float | None:
-    try:
-        v = headers.get("Retry-After") if headers is not None else None
-        return max(0.0, float(v)) if v is not None else None
-    except (TypeError, ValueError):
-        return None
+class _Malformed(Exception):
+    """A 200 answer that is not a chat completion."""
 
 
 class ChatClient:
-    """Chat completions from an OpenAI-compatible endpoint, cached, retried and concurrent.
+    """Chat completions from an OpenAI-compatible endpoint (``openai.AsyncOpenAI``), cached on disk.
 
     ``base_url``: the API root, e.g. ``https://api.openai.com/v1`` or ``http://127.0.0.1:8000/v1``
-    (a URL already ending in ``/chat/completions`` is used as is). ``model``: the model name sent
+    (a URL ending in ``/chat/completions`` is reduced to its root). ``model``: the model name sent
     in each request. ``api_key_env``: the environment variable holding the key (None or "" for an
     endpoint without authentication). ``cache_dir``: where answers are cached (None: no cache).
     """
@@ -109,19 +105,16 @@ class ChatClient:
         max_concurrency: int = 8,
         timeout_s: float = 60.0,
         max_retries: int = 5,
-        backoff_s: float = 1.0,
-        backoff_max_s: float = 60.0,
     ):
-        base = base_url.rstrip("/")
-        self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
+        base = base_url.rstrip("/").removesuffix("/chat/completions")
+        self.base_url = base
+        self.url = base + "/chat/completions"
         self.model = model
         self.api_key_env = api_key_env or None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.max_concurrency = max(1, int(max_concurrency))
         self.timeout_s = float(timeout_s)
         self.max_retries = max(0, int(max_retries))
-        self.backoff_s = float(backoff_s)
-        self.backoff_max_s = float(backoff_max_s)
         self.stats = ClientStats()
         self._lock = threading.Lock()
 
@@ -164,119 +157,115 @@ class ChatClient:
 
     # ------------------------------------------------------------------------------ HTTP
 
-    def _headers(self) -> dict:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise UserError(
-                    f"environment variable {self.api_key_env} is not set: export it with the judge's API key "
-                    "(or configure the judge with no API key variable for an endpoint without authentication)"
-                )
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+    def _api_key(self) -> str | None:
+        if not self.api_key_env:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise UserError(
+                f"environment variable {self.api_key_env} is not set: export it with the judge's API key "
+                "(or configure the judge with no API key variable for an endpoint without authentication)"
+            )
+        return key
 
-    def _post_once(self, body: dict) -> dict:
-        """One HTTP attempt -> {"content", "model", "usage", "finish_reason"}; raises _Transient,
-        _Permanent or UserError."""
-        req = urllib.request.Request(self.url, data=json.dumps(body).encode("utf-8"),
-                                     headers=self._headers(), method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            status = e.code
-            detail = ""
-            try:
-                detail = e.read(300).decode("utf-8", "replace").replace("\n", " ")
-            except Exception:  # noqa: BLE001 - the body is only for the message
-                pass
-            if status in (401, 403):
-                raise UserError(
-                    f"the judge at {self.url} refused the request (HTTP {status}): set "
-                    f"{self.api_key_env or 'the API key variable'} to a valid key for model {self.model!r}"
-                ) from None
-            if status == 404:
-                raise UserError(
-                    f"the judge at {self.url} answered HTTP 404: check the judge base URL (the API root, "
-                    f"usually ending in /v1) and the model name {self.model!r}"
-                ) from None
-            if status in _RETRY_STATUS or status >= 500:
-                raise _Transient(f"HTTP {status}", retry_after=_retry_after(e.headers)) from None
-            raise _Permanent(f"HTTP {status}: {detail}") from None
-        except urllib.error.URLError as e:
-            reason = e.reason
-            if isinstance(reason, (socket.timeout, TimeoutError)):
-                with self._lock:
-                    self.stats.timeouts += 1
-                raise _Transient(f"connect timeout after {self.timeout_s:g}s", connect=True) from None
-            raise _Transient(f"cannot connect ({reason})", connect=True) from None
-        except (socket.timeout, TimeoutError):
-            with self._lock:
-                self.stats.timeouts += 1
-            raise _Transient(f"no answer within {self.timeout_s:g}s") from None
-        except (ConnectionError, OSError, http.client.HTTPException) as e:  # reset, dropped, bad status line
-            raise _Transient(f"connection dropped ({e.__class__.__name__})") from None
-        try:
-            data = json.loads(raw.decode("utf-8"))
-            choice = data["choices"][0]
-            content = choice["message"].get("content")
-            if content is None:
-                content = ""
-            if not isinstance(content, str):
-                raise TypeError("content is not a string")
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError, UnicodeDecodeError):
-            raise _Transient("malformed answer (not a chat completion)") from None
-        return {"content": content, "model": data.get("model"), "usage": data.get("usage"),
-                "finish_reason": choice.get("finish_reason")}
+    def _openai(self):
+        """A fresh ``openai.AsyncOpenAI`` (one per :meth:`chat_many` call: it lives in that call's event loop)."""
+        import httpx2
+        import openai
 
-    def _call(self, key: str, body: dict, abort: threading.Event) -> str | None:
-        """Answer one distinct request: cache, else HTTP with retries; None on a hard failure
-        (or when ``abort`` is set because another request of the same call failed fatally)."""
+        http = openai.DefaultAsyncHttpxClient(transport=_counting_transport(self.stats, self._lock),
+                                              timeout=httpx2.Timeout(self.timeout_s))
+        key = self._api_key()
+        return openai.AsyncOpenAI(api_key=key or "unused", base_url=self.base_url, timeout=self.timeout_s,
+                                  max_retries=self.max_retries, http_client=http)
+
+    async def _post(self, api, body: dict) -> dict:
+        """One request through the openai client (its retries included) -> {"content", "model",
+        "usage", "finish_reason"}; raises the openai errors, or _Malformed."""
+        import openai
+
+        known = {"model", "messages", "temperature", "max_tokens", "top_p", "seed", "n", "stop"}
+        try:
+            no_auth = {"Authorization": openai.Omit()} if not self.api_key_env else None  # an endpoint without auth
+            resp = await api.chat.completions.create(**{k: v for k, v in body.items() if k in known},
+                                                     extra_body={k: v for k, v in body.items() if k not in known} or None,
+                                                     extra_headers=no_auth)
+        except (openai.APIResponseValidationError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise _Malformed(str(e)) from None
+        try:
+            choice = resp.choices[0]
+            content = choice.message.content
+        except (AttributeError, IndexError, TypeError):
+            raise _Malformed("not a chat completion") from None
+        if content is None:
+            content = ""
+        if not isinstance(content, str):
+            raise _Malformed("content is not a string")
+        usage = resp.usage.model_dump() if getattr(resp, "usage", None) is not None else None
+        return {"content": content, "model": getattr(resp, "model", None), "usage": usage,
+                "finish_reason": getattr(choice, "finish_reason", None)}
+
+    async def _call(self, api, key: str, body: dict, slots: asyncio.Semaphore) -> str | None:
+        """Answer one distinct request: cache, else the API; None on a hard failure."""
+        import httpx2
+        import openai
+
         cached = self._cache_get(key, body)
         if cached is not None:
             with self._lock:
                 self.stats.cache_hits += 1
             return cached
-        all_connect = True
         last = ""
-        for attempt in range(self.max_retries + 1):
-            if abort.is_set():
-                return None
-            with self._lock:
-                self.stats.api_calls += 1
-                if attempt:
+        for attempt in range(self.max_retries + 1):  # the openai client retries HTTP failures; this, malformed answers
+            if attempt:
+                with self._lock:
                     self.stats.retries += 1
             try:
-                response = self._post_once(body)
-            except _Permanent as e:
-                log.warning("judge request failed for good: %s", e)
-                all_connect, last = False, str(e)
-                break
-            except _Transient as e:
-                all_connect = all_connect and e.connect
-                last = str(e)
-                if attempt == self.max_retries:
-                    break
-                delay = min(self.backoff_max_s, self.backoff_s * (2.0**attempt)) * (0.5 + 0.5 * random.random())
-                if e.retry_after is not None:
-                    delay = max(delay, min(e.retry_after, self.backoff_max_s))
-                log.info("judge request: %s; retry %d/%d in %.2fs", e, attempt + 1, self.max_retries, delay)
-                if abort.wait(delay):
-                    return None
+                async with slots:
+                    response = await self._post(api, body)
+            except _Malformed as e:
+                last = f"malformed answer ({e})"
                 continue
+            except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+                raise UserError(
+                    f"the judge at {self.url} refused the request (HTTP {e.status_code}): set "
+                    f"{self.api_key_env or 'the API key variable'} to a valid key for model {self.model!r}"
+                ) from None
+            except openai.NotFoundError:
+                raise UserError(
+                    f"the judge at {self.url} answered HTTP 404: check the judge base URL (the API root, "
+                    f"usually ending in /v1) and the model name {self.model!r}"
+                ) from None
+            except openai.APIConnectionError as e:
+                if isinstance(e.__cause__, httpx2.ConnectError):
+                    raise UserError(f"cannot reach the judge at {self.url} ({e.__cause__}) after {self.max_retries + 1} "
+                                    "attempts: start the judge server or fix the judge base URL") from None
+                last = "timed out" if isinstance(e, openai.APITimeoutError) else f"connection failed ({e})"
+                break
+            except openai.APIStatusError as e:
+                last = f"HTTP {e.status_code}"
+                break
             self._cache_put(key, body, response)
             return response["content"]
-        if all_connect:
-            raise UserError(
-                f"cannot reach the judge at {self.url} ({last}) after {self.max_retries + 1} attempts: "
-                "start the judge server or fix the judge base URL"
-            )
         with self._lock:
             self.stats.hard_failures += 1
-        log.warning("judge request failed after %d attempts (%s); it is not cached and a re-run retries it",
-                    self.max_retries + 1, last)
+        log.warning("judge request failed for good (%s); it is not cached and a re-run retries it", last)
         return None
+
+    async def _call_all(self, unique: dict[str, dict]) -> dict[str, str | None]:
+        slots = asyncio.Semaphore(self.max_concurrency)
+        api = None
+        if any(self._cache_get(k, b) is None for k, b in unique.items()):
+            api = self._openai()  # reads the key: only when a request actually goes out
+        try:
+            async with asyncio.TaskGroup() as group:  # a UserError in one request cancels the others
+                tasks = {k: group.create_task(self._call(api, k, b, slots)) for k, b in unique.items()}
+        except BaseExceptionGroup as eg:
+            raise eg.exceptions[0] from None
+        finally:
+            if api is not None:
+                await api.close()
+        return {k: t.result() for k, t in tasks.items()}
 
     # ------------------------------------------------------------------------------ public
 
@@ -294,18 +283,7 @@ class ChatClient:
         unique = dict(zip(keys, bodies))
         with self._lock:
             self.stats.requests += len(bodies)
-        results: dict[str, str | None] = {}
-        abort = threading.Event()
-        pool = cf.ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="judge")
-        try:
-            futures = {pool.submit(self._call, k, b, abort): k for k, b in unique.items()}
-            for fut in cf.as_completed(futures):
-                results[futures[fut]] = fut.result()
-        except BaseException:
-            abort.set()  # stop sleeping retries; answers already cached stay cached
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
+        results = asyncio.run(self._call_all(unique))
         return [results[k] for k in keys]
 
 
