@@ -1,14 +1,19 @@
-"""Atomic file output: a reader never sees a half-written file or folder."""
+"""Atomic file output (a reader never sees a half-written file or folder), and the one hash that
+names what an output or cache was made from (:func:`provenance_hash`)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
+
+import numpy as np
 
 
 def _umask() -> int:
@@ -68,3 +73,19 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def provenance_hash(value: Any = None, *, arrays: Sequence[Any] = (), length: int | None = 16) -> str:
+    """SHA-256 (hex: the first ``length`` characters, None for all 64) of ``value`` as canonical JSON
+    (sorted keys, compact separators, UTF-8; a dataclass as its dict, other objects by ``str``),
+    then of each of ``arrays`` (dtype, shape and C-order bytes). The one hash behind every cache
+    key, fingerprint and configuration digest."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    h = hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                                  default=str).encode("utf-8"))
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:length] if length else h.hexdigest()

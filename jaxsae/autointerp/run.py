@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import re
 import time
@@ -21,7 +19,7 @@ from jaxsae.autointerp.sampling import latent_examples, select_latents
 from jaxsae.autointerp.scoring import accuracy, summarize
 from jaxsae.errors import UserError
 from jaxsae.features.compute import text_label
-from jaxsae.io import atomic_write_json
+from jaxsae.io import atomic_write_json, provenance_hash
 
 RESULTS_FILE = "autointerp.json"
 STATS_DIR = "feature_stats"
@@ -143,10 +141,9 @@ def _fingerprint(sae_dir: Path, lm, layer: int, stats_cfg, tokens: np.ndarray) -
         model=str(getattr(lm, "source", "")),
         layer=layer,
         config=dataclasses.asdict(stats_cfg),
-        tokens=hashlib.sha1(np.ascontiguousarray(tokens).tobytes()).hexdigest(),
         weights=[st.st_size, st.st_mtime_ns] if st else None,
     )
-    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return provenance_hash(key, arrays=[tokens])
 
 
 def stats_for_sae(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from jaxsae.errors import UserError
-from jaxsae.io import atomic_write_json
+from jaxsae.io import atomic_write_json, provenance_hash
 
 from .base import Judge, Rating, RatingRequest
 from .rubric import judge_messages, parse_rating, prompt_digest
@@ -132,8 +131,7 @@ class ChatClient:
     @staticmethod
     def cache_key(body: dict) -> str:
         """SHA-256 of the canonical JSON of the request body (the key is not part of the body)."""
-        canon = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+        return provenance_hash(body, length=None)
 
     def _cache_path(self, key: str) -> Path:
         assert self.cache_dir is not None

@@ -18,9 +18,9 @@ unparseable or outside [0, 2] gives 0 (and ``ok=False`` here, so failures can be
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
+
+from jaxsae.io import provenance_hash
 
 CRITERIA = ("concept", "instruction", "fluency")
 """The three rated aspects, in AxBench's order."""
@@ -104,7 +104,7 @@ def prompt_digest(*, explain: bool = True) -> str:
     different judge for resume checks."""
     text = "\x00".join(judge_prompt(c, concept="{c}", instruction="{i}", fragment="{f}", explain=explain)
                        for c in CRITERIA)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    return provenance_hash(text, length=12)
 
 
 def parse_rating(text: str | None, *, max_score: float = MAX_SCORE) -> tuple[float, bool]:

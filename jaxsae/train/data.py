@@ -26,6 +26,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from jaxsae.errors import UserError
+from jaxsae.io import provenance_hash
 
 
 def stdlib_docstrings(max_chars: int | None = None) -> list[str]:
@@ -260,13 +261,8 @@ class ActivationArray:
     def fingerprint(self, n_rows: int = 64) -> str:
         """A short hash of the shape and ``n_rows`` evenly spaced rows: tells one activation set
         from another without reading it all."""
-        import hashlib
-
         rows = np.unique(np.linspace(0, len(self.acts) - 1, n_rows).astype(np.int64))
-        h = hashlib.blake2b(digest_size=12)
-        h.update(np.asarray(self.acts.shape, np.int64).tobytes())
-        h.update(np.ascontiguousarray(np.asarray(self.acts[rows], np.float32)).tobytes())
-        return h.hexdigest()
+        return provenance_hash(list(self.acts.shape), arrays=[np.asarray(self.acts[rows], np.float32)], length=24)
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._perm_epoch:
