@@ -118,3 +118,14 @@ def test_the_embedded_corpus_warns_too(tiny_llama):
     with pytest.warns(HeldOutShortWarning, match="pydoc_data.topics"):
         tokens, _ = features.held_out_tokens(tiny_llama, cfg)
     assert 50_000 < tokens.size < 2_000_000
+
+
+def test_a_binary_corpus_file_is_refused(tmp_path):
+    (tmp_path / "weights.txt").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(UserError, match="is not UTF-8 text"):
+        texts_from(str(tmp_path / "weights.txt"), max_chars=10**9)
+    (tmp_path / "nul.txt").write_bytes(b"plain words\x00 and a NUL")
+    with pytest.raises(UserError, match="is not UTF-8 text"):
+        texts_from(str(tmp_path / "nul.txt"), max_chars=10**9)
+    (tmp_path / "ok.txt").write_bytes("mostly fine text ".encode() * 40 + b"\xff")  # one stray byte is tolerated
+    assert texts_from(str(tmp_path / "ok.txt"), max_chars=10**9)[0].startswith("mostly fine")

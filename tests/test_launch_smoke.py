@@ -139,3 +139,69 @@ def test_killed_run_resumes_to_the_same_results(run_dir, tmp_path):
     assert "train: done" in stdout and "metrics: done" in stdout
     assert records(out) == records(run_dir)
     shutil.rmtree(out)
+
+
+def launch_fails(out: Path, *args: str) -> str:
+    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *args],
+                       capture_output=True, text=True, cwd=ROOT, env=env(), timeout=300)
+    assert r.returncode == 2, (r.stdout[-2000:], r.stderr[-2000:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    return lines[0]
+
+
+def test_redo_of_one_stage_then_a_plain_run_never_mixes(run_dir, tmp_path):
+    out = tmp_path / "redo-one"
+    shutil.copytree(run_dir, out)
+    before = records(out)
+    assert ran(launch(out, "--redo", "autointerp", "--stages", "autointerp")) == ["autointerp"]
+    status = launch(out, "--status")
+    # the same seed gives the same autointerp.json, so nothing downstream went stale; a changed one would
+    assert "autointerp      done" in status
+    ai = out / json.loads((out / "results.json").read_text())["records"][0]["sae_dir"] / "autointerp.json"
+    data = json.loads(ai.read_text())
+    data["summary"]["note"] = "another configuration's result"
+    ai.write_text(json.dumps(data))  # as if the redone stage had produced something else ...
+    manifest = out / "manifests" / "autointerp.json"
+    m = json.loads(manifest.read_text())
+    from jaxsae.launch.integrity import Hasher, file_records
+
+    m["files"] = file_records(out, m["outputs"], Hasher())  # ... and recorded it
+    manifest.write_text(json.dumps(m))
+    assert "steer           stale" in launch(out, "--status")
+    assert ran(launch(out)) == STAGES[3:]  # everything downstream of autointerp, nothing mixed
+    assert records(out) == before
+    shutil.rmtree(out)
+
+
+def test_damaged_outputs_are_redone_or_named(run_dir, tmp_path):
+    out = tmp_path / "damaged"
+    shutil.copytree(run_dir, out)
+    before = records(out)
+    first = out / json.loads((out / "results.json").read_text())["records"][0]["sae_dir"]
+    (first / "autointerp.json").write_text('{"summary": ')  # corrupted
+    text = (out / "results.json").read_text()
+    (out / "results.json").write_text(text[: len(text) // 2])  # truncated
+    status = launch(out, "--status")
+    assert "autointerp      damaged" in status and "analysis        damaged" in status
+    assert "damaged" in [ln for ln in status.splitlines() if ln.startswith(str(first.relative_to(out)))][0]
+    stdout = launch(out)
+    assert ran(stdout)[:1] == ["autointerp"] and "analysis" in ran(stdout)
+    assert records(out) == before
+    weights = first / "sae_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # training is hours: named, not silently redone
+    msg = launch_fails(out)
+    assert "sae_weights.safetensors is damaged" in msg and "--redo train" in msg
+    shutil.rmtree(out)
+
+
+def test_replaced_cached_activations_are_refused(run_dir, tmp_path):
+    (model,) = [p for p in run_dir.iterdir() if (p / "activations.npy").exists()]
+    out = tmp_path / "replaced"
+    (out / model.name).mkdir(parents=True)
+    np.save(out / model.name / "activations.npy", np.ones((300, np.load(model / "activations.npy").shape[1]), np.float32))
+    assert "have no record of what they were harvested from" in launch_fails(out)
+    shutil.copy(model / "activations.npy.json", out / model.name / "activations.npy.json")
+    msg = launch_fails(out)
+    assert "hold 300 x" in msg and "--redo train" in msg
+    assert not (out / model.name / "sweep").exists()

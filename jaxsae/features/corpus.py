@@ -48,8 +48,18 @@ def read_texts(paths: Sequence[str | Path]) -> list[str]:
                     except (json.JSONDecodeError, KeyError, TypeError):
                         raise UserError(f"{p}:{i + 1} is not a JSON object with a \"text\" field") from None
         else:
-            docs.append(p.read_text(encoding="utf-8", errors="replace"))
+            docs.append(_text_of(p))
     return docs
+
+
+def _text_of(path: Path) -> str:
+    """A file's UTF-8 text (a stray bad byte becomes U+FFFD); a file that is not text — NUL bytes,
+    or more than 1 % undecodable — is refused in one line instead of being trained on."""
+    data = path.read_bytes()
+    text = data.decode("utf-8", errors="replace")
+    if b"\x00" in data or text.count("\ufffd") > 0.01 * max(len(text), 1):
+        raise UserError(f"{path} is not UTF-8 text (a binary file?); pass .txt or .jsonl text files as data.source")
+    return text
 
 
 def tokenizer_adds_bos(tokenizer) -> bool:

@@ -90,9 +90,14 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m jaxsae.launch"
     redo = _stage_list(args.redo, names, "stage(s) in --redo")
     out = Path(args.out or Path("runs") / cfg.name)
     if args.status:
+        from jaxsae.launch.stages import sweep_dir
+        from jaxsae.launch.status import sae_table, stage_lines
+
         run = Run(out, cfg, STAGES)
-        for n in names:
-            print(f"{n:15s} {run.status(n)}")
+        print("\n".join(stage_lines(run)))
+        table = sae_table(run, [sweep_dir(run, spec) for spec in cfg.models])
+        if table:
+            print("\n" + "\n".join(table))
         return
     _writable(out)
     index, count = init_distributed()

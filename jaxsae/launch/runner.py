@@ -2,9 +2,13 @@
 
 A stage's manifest (``<out>/manifests/<stage>.json``) records the hash of the configuration the
 stage depends on (its own sections and its upstream stages'), library versions, wall time and its
-outputs. On a re-run a stage is skipped when its manifest exists, its hash matches and its outputs
-are all present; it is redone when outputs were deleted; and a changed configuration is refused
-with a message naming the stage and the changed sections, instead of mixing results.
+outputs. It also records the size and SHA-256 of every file the stage wrote and the result ids of the
+upstream stages it read (:mod:`jaxsae.launch.integrity`). On a re-run a stage is skipped only when
+its hash matches, every recorded file is intact and its upstream stages still hold what it read;
+it is redone when outputs were deleted or damaged (an expensive stage stops instead, naming the
+file and the ``--redo`` that fixes it), redone when an upstream stage was redone since (stale), and
+a changed configuration is refused with a message naming the stage and the changed sections,
+instead of mixing results.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,6 +25,7 @@ from jaxsae.distributed import barrier
 from jaxsae.errors import UserError
 from jaxsae.io import atomic_write_json
 from jaxsae.launch.config import SweepConfig, digest
+from jaxsae.launch.integrity import Hasher, RunLock, damaged, file_records, result_id
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +53,11 @@ class Stage:
     """Whether every process of a multi-process run takes its share of the SAEs (:meth:`Run.share`)
     and writes that share's per-SAE files; stages neither collective nor split run on process 0
     alone while the others wait."""
+    expensive: bool = False
+    """Whether redoing the stage costs hours (training): a damaged output then stops the run with
+    one line naming the file and ``--redo`` instead of silently recomputing everything."""
+    per_sae: tuple[str, ...] = ()
+    """Files the stage writes into each SAE's folder (for ``--status``'s per-SAE table)."""
 
 
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "transformers", "tokenizers", "safetensors")
@@ -80,6 +91,7 @@ class Run:
         self.is_writer = process_index == 0
         """Whether this process writes the run-level files (manifests, results, report)."""
         self.timings: dict[str, float] = {}
+        self._hasher = Hasher()
         self.resume_ok = True
         """Whether the running stage may keep partial outputs of an interrupted attempt (False when
         it is redone, or the interrupted attempt ran with a different configuration)."""
@@ -118,19 +130,45 @@ class Run:
         except json.JSONDecodeError:
             return None  # an unreadable manifest counts as not done
 
+    STATUSES = {"done": "done", "todo": "has not run", "interrupted": "was interrupted",
+                "changed": "was run with a different configuration", "missing-outputs": "has missing outputs",
+                "damaged": "has damaged outputs", "stale": "read upstream results that were redone since"}
+
     def status(self, name: str) -> str:
-        """"done", "missing-outputs", "changed" or "todo"."""
+        """One of :attr:`STATUSES`: "done" only when the configuration hash matches, every recorded
+        output file is intact and the upstream stages still hold the results it read."""
         m = self.manifest(name)
         if m is None:
             started = self._read(self.started_path(name))
-            if started is not None and started.get("config_hash") != self.stage_hash(name):
+            if started is None:
+                return "todo"
+            if started.get("config_hash") != self.stage_hash(name):
                 return "changed"  # interrupted with another configuration: its partial outputs differ
-            return "todo"
+            return "interrupted"
         if m.get("config_hash") != self.stage_hash(name):
             return "changed"
         if not all((self.out / o).exists() for o in m.get("outputs", [])):
             return "missing-outputs"
+        if self.damaged_files(name):
+            return "damaged"
+        for u, rid in m.get("upstream_results", {}).items():
+            mu = self.manifest(u)
+            if mu is None or result_id(mu) != rid:
+                return "stale"
         return "done"
+
+    def _outputs_beside(self, name: str, files) -> list[str]:
+        """The stage's outputs in the same folder as the outputs holding ``files`` (an SAE's
+        ``autointerp.json`` and ``feature_stats/`` go together: the stage redoes that SAE whole)."""
+        outputs = (self.manifest(name) or {}).get("outputs", [])
+        holders = {o for o in outputs for f in files if f == o or f.startswith(o + "/")}
+        parents = {str(Path(o).parent) for o in holders}
+        return sorted(o for o in outputs if str(Path(o).parent) in parents)
+
+    def damaged_files(self, name: str) -> dict[str, str]:
+        """{file: what is wrong} for the files the stage's manifest records that are not intact."""
+        m = self.manifest(name) or {}
+        return damaged(self.out, m.get("files", {}), self._hasher)
 
     def _changed_sections(self, name: str) -> list[str]:
         m = self.manifest(name) or self._read(self.started_path(name)) or {}
@@ -169,10 +207,8 @@ class Run:
             for u in self.upstream_closure(n):
                 st = self.status(u)
                 if u not in names and st != "done":
-                    why = {"todo": "has not run", "changed": "was run with a different configuration",
-                           "missing-outputs": "has missing outputs"}[st]
-                    raise UserError(f"stage {n!r} reads the results of {u!r}, which {why} in {self.out}; "
-                                    f"run --stages {u},{n} (or all stages)")
+                    raise UserError(f"stage {n!r} reads the results of {u!r}, which {self.STATUSES[st]} in "
+                                    f"{self.out}; run --stages {u},{n} (or all stages)")
 
     def dependents(self, names: Sequence[str]) -> list[str]:
         """``names`` and every stage downstream of them, in stage order."""
@@ -184,65 +220,101 @@ class Run:
 
     def execute(self, names: Sequence[str], redo: Sequence[str] = ()) -> None:
         """Run ``names`` in order; ``redo`` stages (and those downstream of them, since they read
-        what is recomputed) are recomputed even if done."""
+        what is recomputed) are recomputed even if done. Process 0 holds the run folder's lock
+        throughout (a second launcher on the same folder is refused)."""
         redo = [n for n in self.dependents(redo) if n in names]
         self.check(names, redo)
         self.check_upstream(names)
-        total = len(names)
-        for i, n in enumerate(names, 1):
-            st = self.status(n)
-            # several processes: all read the status before process 0 changes anything of the stage,
-            # and each stage starts after process 0 has written everything of the one before
-            barrier(f"stage {n}: status read ({st})")  # processes that see different statuses stop here
-            if st == "done" and n not in redo:
-                m = self.manifest(n) or {}
-                print(f"[{i}/{total}] {n}: done ({m.get('seconds', 0):.0f}s earlier), skipped", flush=True)
-                self.timings[n] = float(m.get("seconds", 0.0))
-                continue
-            reason = {"missing-outputs": " (outputs missing: redoing)", "changed": " (redo requested)"}.get(st, "")
-            if n in redo and st == "done":
-                reason = " (redo requested)"
-            print(f"[{i}/{total}] {n}: {self.stages[n].help}{reason}", flush=True)
-            if self.stages[n].validate is not None:
-                self.stages[n].validate(self)
-            if self.is_writer and (n in redo or st in ("changed", "missing-outputs")):
-                self.manifest_path(n).unlink(missing_ok=True)
-            self.resume_ok = not (n in redo or st == "changed")
-            sections = json.loads(json.dumps(self.section_values(self.stages[n]), default=str))
-            if self.is_writer:
-                atomic_write_json(self.started_path(n), {"stage": n, "config_hash": self.stage_hash(n), "sections": sections})
-            t0 = time.time()
-            stage = self.stages[n]
-            if self.process_count > 1 and stage.split:
-                print(f"[{i}/{total}] {n}: process {self.process_index} of {self.process_count} takes its share "
-                      "of the SAEs", flush=True)
-            if self.is_writer or stage.collective or stage.split:
-                outputs = stage.fn(self)
-            else:
-                outputs = []
-                print(f"[{i}/{total}] {n}: running on process 0", flush=True)
-            if stage.split:
-                barrier(f"stage {n}: every share done")  # process 0 writes the manifest after all shares
-                missing = [o for o in outputs if not (self.out / o).exists()]
-                if missing and self.is_writer:
-                    raise UserError(f"stage {n!r}: {len(missing)} output(s) written by other processes are not visible "
-                                    f"here (e.g. {missing[0]}); put --out on storage every process sees")
-            seconds = time.time() - t0
+        lock = RunLock(self.out) if self.is_writer else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            for i, n in enumerate(names, 1):
+                self._execute_one(i, len(names), n, redo, lock)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _execute_one(self, i: int, total: int, n: str, redo: Sequence[str], lock: RunLock | None) -> None:
+        stage = self.stages[n]
+        st = self.status(n)
+        # several processes: all read the status before process 0 changes anything of the stage,
+        # and each stage starts after process 0 has written everything of the one before
+        barrier(f"stage {n}: status read ({st})")  # processes that see different statuses stop here
+        if st == "done" and n not in redo:
+            m = self.manifest(n) or {}
+            seconds = float(m.get("seconds_total", m.get("seconds", 0.0)))
+            print(f"[{i}/{total}] {n}: done ({seconds:.0f}s earlier), skipped", flush=True)
             self.timings[n] = seconds
-            if self.is_writer:
-                atomic_write_json(
-                    self.manifest_path(n),
-                    {
-                        "stage": n,
-                        "config_hash": self.stage_hash(n),
-                        "sections": sections,
-                        "upstream": list(self.stages[n].upstream),
-                        "versions": versions(),
-                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                        "seconds": round(seconds, 2),
-                        "outputs": sorted(set(outputs)),
-                    },
-                )
-                self.started_path(n).unlink(missing_ok=True)
-            barrier(f"stage {n}: finished")
-            print(f"[{i}/{total}] {n}: finished in {time.time() - t0:.1f}s", flush=True)
+            return
+        bad = self.damaged_files(n) if st == "damaged" and n not in redo else {}
+        if bad and stage.expensive:
+            f, why = next(iter(bad.items()))
+            raise UserError(f"{self.out / f} is damaged ({why}); --redo {n} recomputes it (and what depends on it)")
+        reason = {"missing-outputs": " (outputs missing: redoing)", "changed": " (redo requested)",
+                  "stale": " (upstream results were redone: redoing)"}.get(st, "")
+        if bad:
+            reason = f" (damaged: {next(iter(bad))}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}: redoing)"
+        if n in redo and st == "done":
+            reason = " (redo requested)"
+        print(f"[{i}/{total}] {n}: {stage.help}{reason}", flush=True)
+        if stage.validate is not None:
+            stage.validate(self)
+        self.resume_ok = not (n in redo or st in ("changed", "stale"))
+        previous = self._read(self.started_path(n)) or {}
+        if not (self.resume_ok and previous.get("config_hash") == self.stage_hash(n)):
+            previous = {}
+        if self.is_writer:
+            for o in self._outputs_beside(n, bad):  # the stage rewrites them; the rest is reused where it resumes
+                p = self.out / o
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+            if n in redo or st in ("changed", "missing-outputs", "damaged", "stale"):
+                self.manifest_path(n).unlink(missing_ok=True)
+        earlier = float(previous.get("seconds_before", 0.0)) + max(
+            0.0, float(previous.get("alive", 0.0)) - float(previous.get("started", 0.0)))
+        attempts = int(previous.get("attempts", 0)) + 1
+        sections = json.loads(json.dumps(self.section_values(stage), default=str))
+        t0 = time.time()
+        if lock is not None:
+            lock.beat(self.started_path(n), {"stage": n, "config_hash": self.stage_hash(n), "sections": sections,
+                                              "started": t0, "seconds_before": round(earlier, 2),
+                                              "attempts": attempts})
+        if self.process_count > 1 and stage.split:
+            print(f"[{i}/{total}] {n}: process {self.process_index} of {self.process_count} takes its share "
+                  "of the SAEs", flush=True)
+        if self.is_writer or stage.collective or stage.split:
+            outputs = stage.fn(self)
+        else:
+            outputs = []
+            print(f"[{i}/{total}] {n}: running on process 0", flush=True)
+        if stage.split:
+            barrier(f"stage {n}: every share done")  # process 0 writes the manifest after all shares
+            missing = [o for o in outputs if not (self.out / o).exists()]
+            if missing and self.is_writer:
+                raise UserError(f"stage {n!r}: {len(missing)} output(s) written by other processes are not visible "
+                                f"here (e.g. {missing[0]}); put --out on storage every process sees")
+        seconds = time.time() - t0
+        self.timings[n] = earlier + seconds
+        if self.is_writer:
+            lock.stop_beat()
+            outputs = sorted(set(outputs))
+            atomic_write_json(
+                self.manifest_path(n),
+                {
+                    "stage": n,
+                    "config_hash": self.stage_hash(n),
+                    "sections": sections,
+                    "upstream": list(stage.upstream),
+                    "upstream_results": {u: result_id(self.manifest(u) or {}) for u in self.upstream_closure(n)},
+                    "versions": versions(),
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "seconds": round(seconds, 2),
+                    "seconds_total": round(earlier + seconds, 2),
+                    "attempts": attempts,
+                    "outputs": outputs,
+                    "files": file_records(self.out, outputs, self._hasher),
+                },
+            )
+            self.started_path(n).unlink(missing_ok=True)
+        barrier(f"stage {n}: finished")
+        print(f"[{i}/{total}] {n}: finished in {time.time() - t0:.1f}s", flush=True)

@@ -163,6 +163,7 @@ def discard_training(run: Run, spec) -> None:
 
     shutil.rmtree(sweep_dir(run, spec), ignore_errors=True)
     (model_dir(run, spec) / "activations.npy").unlink(missing_ok=True)
+    (model_dir(run, spec) / "activations.npy.json").unlink(missing_ok=True)
 
 
 def validate_train(run: Run) -> None:
@@ -181,12 +182,35 @@ def validate_train(run: Run) -> None:
         check_sweep(specs, lm.config.d_model, c.train.d_sae)
 
 
+def cached_activations(path: Path, expected: dict):
+    """The harvested activations at ``path``, memory-mapped, after checking them against their
+    record: what they were harvested from must be ``expected`` (model, layer, text, context, tokens
+    asked) and the array must have the recorded shape; anything else is refused in one line."""
+    from jaxsae.train import load_activations
+    from jaxsae.train.shards import read_record
+
+    fix = f"delete {path} (it is harvested again) or --redo train"
+    rec = read_record(path)
+    if rec is None:
+        raise UserError(f"cached activations {path} have no record of what they were harvested from; {fix}")
+    diff = [k for k in expected if rec.get("source", {}).get(k) != expected[k]]
+    if diff:
+        k = diff[0]
+        raise UserError(f"cached activations {path} were harvested with {k} = {rec['source'].get(k)!r}, this run asks "
+                        f"for {expected[k]!r}; {fix}")
+    arr = load_activations(path)
+    if list(arr.shape) != list(rec.get("shape", [])):
+        raise UserError(f"cached activations {path} hold {arr.shape[0]} x {arr.shape[1]} values but their record says "
+                        f"{rec.get('shape')}; the file was replaced or damaged: {fix}")
+    return arr
+
+
 def stage_train(run: Run) -> list[str]:
     """Harvest the layer's residuals from the training text and train the whole sweep together
     (with several processes: one computation over all their devices, see :func:`train_sweep`)."""
     from jaxsae.distributed import barrier
-    from jaxsae.train import ActivationArray, harvest, load_activations, texts_from, train_sweep
-    from jaxsae.train.data import iter_texts
+    from jaxsae.train import ActivationArray, harvest, texts_from, train_sweep
+    from jaxsae.train.data import harvest_source, iter_texts
     from jaxsae.train.run import make_mesh
     from jaxsae.train.stream import ActivationStream
 
@@ -203,9 +227,10 @@ def stage_train(run: Run) -> list[str]:
             if run.is_writer and not acts_path.exists():
                 texts = texts_from(c.data.source, max_chars=c.train.tokens * 8)
                 harvest(lm, spec.layer, texts, c.train.tokens, acts_path, context=c.data.context,
-                        llm_batch=c.data.llm_batch)
+                        llm_batch=c.data.llm_batch, text=c.data.source)
             barrier(f"train: activations of {spec.name} written")
-            arr = load_activations(acts_path)  # memory-mapped: each process reads its batches' rows
+            arr = cached_activations(acts_path, harvest_source(lm, spec.layer, text=c.data.source, context=c.data.context,
+                                                               n_tokens=c.train.tokens))
             st = c.train.resolved(available_tokens=len(arr))
             acts = ActivationArray(arr, st.batch, st.seed)
         else:  # harvested on the fly, chunk by chunk (each process harvests the row blocks it trains on)
@@ -221,6 +246,8 @@ def stage_train(run: Run) -> list[str]:
         train_sweep(specs, acts, st, sweep_dir(run, spec),
                     mesh=mesh, metadata=md)
         outputs.append(rel(run, sweep_dir(run, spec) / "sweep.json"))
+        outputs += [rel(run, sae_path(run, spec, e) / f) for e in sweep_entries(run, spec)
+                    for f in ("cfg.json", "sae_weights.safetensors")]
     return outputs
 
 
@@ -283,7 +310,7 @@ def stage_autointerp(run: Run) -> list[str]:
         tokens = None  # the held-out contexts and their residuals: once per model, on first use
         resid_at = None
         entries = sweep_entries(run, spec)
-        outputs += [rel(run, sae_path(run, spec, e) / RESULTS_FILE) for e in entries]
+        outputs += [rel(run, sae_path(run, spec, e) / f) for e in entries for f in (RESULTS_FILE, "feature_stats")]
         for entry in progress(run.share(entries), f"autointerp {spec.name}"):
             d = sae_path(run, spec, entry)
             out = d / RESULTS_FILE
@@ -532,18 +559,19 @@ def stage_report(run: Run) -> list[str]:
 
 STAGES: list[Stage] = [
     Stage("train", ("models", "data", "train"), (), stage_train, "harvest activations and train the SAE sweep",
-          collective=True, validate=validate_train),
+          collective=True, validate=validate_train, expensive=True,
+          per_sae=("cfg.json", "sae_weights.safetensors")),
     Stage("metrics", ("eval",), ("train",), stage_metrics, "core metrics: L0, FVU, CE-loss and KL scores",
-          split=True),
+          split=True, per_sae=("metrics.json",)),
     Stage("autointerp", ("eval", "autointerp", "judge"), ("train",), stage_autointerp,
-          "feature statistics and AutoInterp scores (µ, CONCEPT100)", split=True),
+          "feature statistics and AutoInterp scores (µ, CONCEPT100)", split=True, per_sae=("autointerp.json",)),
     Stage("steer", ("steer", "judge"), ("autointerp",), stage_steer, "steering utility g without selection (AxBench)",
-          split=True, validate=validate_steer),
+          split=True, validate=validate_steer, per_sae=("steering/utility.json",)),
     # after "steer": with select.pool = "concepts" the scored latents are the steered concepts
     Stage("select", ("select",), ("autointerp", "steer"), stage_select, "ΔTC and output score of every latent",
-          split=True),
+          split=True, per_sae=("dtc.npz",)),
     Stage("steer_selected", ("select",), ("steer", "select"), stage_steer_selected,
-          "selection tiers by ΔTC and output score, chosen on dev, scored on test"),
+          "selection tiers by ΔTC and output score, chosen on dev, scored on test", per_sae=("steering/selected.json",)),
     Stage("analysis", ("analysis",), ("metrics", "steer_selected"), stage_analysis,
           "Kendall tau_b / psi / Psi, selection summaries -> results.json"),
     Stage("report", (), ("analysis",), stage_report, "report.md with tables beside the paper's, plots, examples"),
