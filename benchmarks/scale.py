@@ -38,14 +38,18 @@ the TPU's: keep a margin.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import re
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+
+# benchmarks/select.py would shadow the standard library's select module
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -83,6 +83,15 @@ class TrainConfig:
     """Steps between Orbax checkpoints."""
     seed: int = 0
     """Seed of initialisation and data order."""
+    sweep_shards: int = 0
+    """Devices each architecture's stack of SAEs is split over (groups padded with masked SAEs to a
+    multiple); 0: chosen by the layout rule (README, "Scaling out": the largest divisor of the
+    device count that divides every group)."""
+    feat_shards: int = 0
+    """Devices every SAE's latent axis (d_sae) is split over; must divide d_sae. 0: the rule (the
+    devices left by sweep_shards, keeping >= 256 latents per device)."""
+    data_shards: int = 0
+    """Devices the batch is split over; must divide batch. 0: the devices left by the other two."""
 
 
 @dataclass

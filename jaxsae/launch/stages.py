@@ -193,7 +193,7 @@ def stage_train(run: Run) -> list[str]:
     from jaxsae.distributed import barrier
     from jaxsae.train import ActivationArray, TrainSettings, harvest, load_activations, texts_from, train_sweep
     from jaxsae.train.data import iter_texts
-    from jaxsae.train.run import make_mesh
+    from jaxsae.train.run import auto_mesh
     from jaxsae.train.spec import sweep_from_levels
     from jaxsae.train.stream import ActivationStream
 
@@ -222,12 +222,12 @@ def stage_train(run: Run) -> list[str]:
                                     shards=c.data.harvest_shards)
         st = TrainSettings(d_sae=c.train.d_sae, batch=c.train.batch, steps=max(1, steps), lr=c.train.lr,
                            warmup_steps=c.train.warmup_steps, sparsity_warmup_steps=c.train.sparsity_warmup_steps,
-                           checkpoint_every=c.train.checkpoint_every, seed=c.train.seed)
+                           checkpoint_every=c.train.checkpoint_every, seed=c.train.seed,
+                           sweep_shards=c.train.sweep_shards, feat_shards=c.train.feat_shards,
+                           data_shards=c.train.data_shards)
         md = {"model_name": spec.name, "model_source": spec.source, "hook_layer": spec.layer,
               "context_size": c.data.context, "dataset_path": c.data.source}
-        import jax
-
-        mesh = make_mesh(1) if jax.device_count() > 1 else None  # data-parallel over every process's devices
+        mesh = auto_mesh(specs, st)  # the layout rule over every process's devices (jaxsae.train.layout)
         train_sweep(specs, acts, st, sweep_dir(run, spec),
                     mesh=mesh, metadata=md)
         outputs.append(rel(run, sweep_dir(run, spec) / "sweep.json"))

@@ -28,7 +28,7 @@ from jaxsae.io import atomic_write_json, atomic_write_text
 from jaxsae.sae import ARCHS, ArchConfig
 from jaxsae.train.data import ActivationArray, norm_scale
 from jaxsae.train.shards import METADATA_KEYS
-from jaxsae.train.layout import Layout, mesh_of
+from jaxsae.train.layout import Layout, choose_layout, layout_of, mesh_of
 from jaxsae.train.spec import SAESpec, TrainSettings, check_sweep, describe_scaled, scaled_down
 from jaxsae.train.trainer import abstract_state, first_bad, groups_of, init_state_sharded, make_step, metrics_rows, state_shardings
 
@@ -45,6 +45,15 @@ def make_mesh(sweep: int = 1, data: int | None = None, feat: int = 1) -> Mesh | 
     if n == 1:
         return None
     return mesh_of(Layout(sweep=sweep, feat=feat, data=data))
+
+
+def auto_mesh(specs: list[SAESpec], st: TrainSettings) -> Mesh | None:
+    """The mesh the launcher trains ``specs`` on: :func:`jaxsae.train.layout.choose_layout` over
+    every process's devices with ``st``'s fixed axes (None on a single device)."""
+    n = jax.device_count()
+    lay = choose_layout(n, [len(g.names) for g in groups_of(specs)], st.d_sae, st.batch,
+                        sweep=st.sweep_shards, feat=st.feat_shards, data=st.data_shards)
+    return None if n == 1 else mesh_of(lay)
 
 
 def data_source(acts, metadata: dict | None) -> dict:
@@ -242,6 +251,8 @@ def train_sweep(
         note = describe_scaled(scaled, st.steps)
         if note:
             print(note, flush=True)
+        if mesh is not None:
+            print(f"layout: {layout_of(mesh)} over {mesh.size} devices", flush=True)
     scale = norm_scale(acts)
     ckpt_dir = out / "checkpoints"
     mngr = _checkpointer(ckpt_dir)
