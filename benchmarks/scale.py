@@ -19,8 +19,10 @@ with ``--xla_force_host_platform_device_count``. Printed per model and layout:
     directions, so 450 GB/s each way); TPU v5e 197 TFLOP/s bf16, 819 GB/s HBM, ICI 400 GB/s per chip
     (both directions, 200 GB/s each way). Wire bytes of a ring collective over g devices:
     2(g-1)/g x bytes for an all-reduce, (g-1)/g for an all-gather / reduce-scatter / all-to-all,
-    1x for a permute. HBM bytes are XLA's "bytes accessed" (CPU cost model: it counts every
-    operand and result of every fused op once, while loops once per trip).
+    1x for a permute. HBM bytes are XLA's "bytes accessed" (the CPU cost model: every operand and
+    result of every top-level op) less the CPU backend's write and re-read of the top-k radix
+    compare [.., B, F, J], which it materialises ahead of its reduce-window tree where a GPU/TPU
+    reduction fusion reads the [B, F] bit patterns once (both figures are printed).
     Left out: overlap of compute and communication, kernel efficiency, the LLM forward beside it.
 
 What is compiled: f32 master weights and Adam state; ``--matmul bf16`` casts the step's batch to
@@ -102,7 +104,7 @@ def computations(hlo: str) -> dict[str, list[str]]:
     cur = None
     for line in hlo.splitlines():
         m = re.match(r"^(ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$", line)
-        if m and "=" not in line.split("{")[0]:
+        if m and not line[:1].isspace() and not line.startswith("HloModule"):
             cur = m.group(2)
             comps[cur] = []
             if m.group(1):
@@ -132,45 +134,36 @@ def _group_size(line: str) -> int:
 
 
 def _op_of(line: str) -> str | None:
-    m = re.search(r"=\s*(\([^=]*\)|\S+)\s+([a-z\-]+)\(", line)
+    m = re.match(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s([a-z][a-z0-9\-]*)\(", line)
     if not m:
         return None
     op = m.group(2)
     return op[:-6] if op.endswith("-start") else op
 
 
-def collective_bytes(hlo: str) -> dict[str, dict[str, float]]:
-    """Per collective kind: {"bytes": result bytes per device per step, "wire": bytes each device
-    sends (ring algorithm)}. While bodies count times their known trip count; a conditional counts
-    its largest branch once; ``-done`` halves of async pairs are not counted."""
+def walk(hlo: str, count, keys) -> dict[str, list[float]]:
+    """Sum ``count(line, op) -> {key: [a, b]}`` over the instructions one step executes: while
+    bodies times their known trip count (1 when unknown), a conditional's largest branch (by the
+    first figure summed over keys) once, called computations (calls=, to_apply=) once per call."""
     comps = computations(hlo)
     memo: dict[str, dict[str, list[float]]] = {}
+
+    def add(acc, part, n=1):
+        for k, (a, b) in part.items():
+            acc[k][0] += n * a
+            acc[k][1] += n * b
 
     def total(name: str) -> dict[str, list[float]]:
         if name in memo:
             return memo[name]
-        memo[name] = {}
-        acc: dict[str, list[float]] = {k: [0.0, 0.0] for k in COLLECTIVES}
+        memo[name] = {k: [0.0, 0.0] for k in keys}  # recursion guard
+        acc = {k: [0.0, 0.0] for k in keys}
         for line in comps.get(name, []):
             op = _op_of(line)
-            if op in COLLECTIVES:
-                rtype = line.split("=", 1)[1].split(op, 1)[0]
-                b = shape_bytes(rtype)
-                if line.split("=", 1)[1].strip().startswith("(") and "-start(" in line:
-                    b = max(shape_bytes(t) for t in re.findall(r"[a-z0-9]+\[[0-9,]*\]", rtype))
-                g = _group_size(line)
-                if op == "reduce-scatter":
-                    b *= g  # the operand is g times the result
-                wire = {"all-reduce": 2 * (g - 1) / g, "collective-permute": 1.0}.get(op, (g - 1) / g) * b
-                acc[op][0] += b
-                acc[op][1] += wire
+            add(acc, count(line, op))
             if op == "while":
-                body = re.search(r"body=%?([\w.\-]+)", line).group(1)
                 trip = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
-                n = int(trip.group(1)) if trip else 1
-                for k, (b, w) in total(body).items():
-                    acc[k][0] += n * b
-                    acc[k][1] += n * w
+                add(acc, total(re.search(r"body=%?([\w.\-]+)", line).group(1)), int(trip.group(1)) if trip else 1)
             elif op == "conditional":
                 names = re.findall(r"(?:true|false)_computation=%?([\w.\-]+)", line)
                 m = re.search(r"branch_computations=\{([^}]*)\}", line)
@@ -178,19 +171,60 @@ def collective_bytes(hlo: str) -> dict[str, dict[str, float]]:
                     names += [s.strip().lstrip("%") for s in m.group(1).split(",")]
                 branches = [total(n) for n in names]
                 if branches:
-                    best = max(branches, key=lambda t: sum(v[0] for v in t.values()))
-                    for k, (b, w) in best.items():
-                        acc[k][0] += b
-                        acc[k][1] += w
-            elif op in ("call", "fusion", "async-start") or "calls=" in line or "to_apply=" in line and op not in COLLECTIVES:
+                    add(acc, max(branches, key=lambda t: sum(v[0] for v in t.values())))
+            elif op not in COLLECTIVES and op != "fusion":  # a fusion's inside is not memory traffic
                 for callee in re.findall(r"(?:calls|to_apply)=%?([\w.\-]+)", line):
-                    for k, (b, w) in total(callee).items():
-                        acc[k][0] += b
-                        acc[k][1] += w
+                    add(acc, total(callee))
         memo[name] = acc
         return acc
 
-    return {k: {"bytes": b, "wire": w} for k, (b, w) in total("ENTRY").items()}
+    return total("ENTRY")
+
+
+def _collective(line: str, op: str | None) -> dict[str, list[float]]:
+    if op not in COLLECTIVES:
+        return {}
+    rtype = line.split("=", 1)[1].split(f" {op}", 1)[0]
+    b = shape_bytes(rtype)
+    if rtype.strip().startswith("(") and "-start(" in line:  # async start: (operand, result, ...)
+        b = max(shape_bytes(t) for t in re.findall(r"[a-z0-9]+\[[0-9,]*\]", rtype))
+    g = _group_size(line)
+    if op == "reduce-scatter":
+        b *= g  # the operand is g times the result
+    wire = {"all-reduce": 2 * (g - 1) / g, "collective-permute": 1.0}.get(op, (g - 1) / g) * b
+    return {op: [b, wire]}
+
+
+def collective_bytes(hlo: str) -> dict[str, dict[str, float]]:
+    """Per collective kind: {"bytes": result bytes per device per step, "wire": bytes each device
+    sends (ring algorithm)}, counted as :func:`walk` does (``-done`` halves of async pairs are not
+    collectives of their own)."""
+    got = walk(hlo, _collective, COLLECTIVES)
+    return {k: {"bytes": b, "wire": w} for k, (b, w) in got.items()}
+
+
+RADIX_DIGITS = (7, 15)
+"""Candidate counts of the top-k radix passes (ops.kth_largest_bits: 3- and 4-bit digits)."""
+
+
+def _radix_compare(line: str, op: str | None) -> dict[str, list[float]]:
+    """Bytes of a top-level (unfused) result whose last axis is a radix pass's candidates and that
+    is at least 1 MB: the CPU backend writes the [.., B, F, J] compare out before reducing it."""
+    if op is None or op in ("parameter", "get-tuple-element", "tuple"):
+        return {}
+    rtype = line.split("=", 1)[1].split(f" {op}", 1)[0].strip()
+    m = re.fullmatch(r"([a-z0-9]+)\[([0-9,]+)\](\{[0-9,]*\})?", rtype)
+    if not m or int(m.group(2).split(",")[-1]) not in RADIX_DIGITS or len(m.group(2).split(",")) < 3:
+        return {}
+    b = shape_bytes(rtype)
+    return {"radix": [b, b]} if b >= 1 << 20 else {}
+
+
+def radix_materialised_bytes(hlo: str) -> float:
+    """HBM bytes the CPU compiler spends writing and re-reading the top-k radix compare
+    [.., B, F, J] (a GPU or TPU reduction fusion computes it in registers from one read of the
+    [B, F] bit patterns)."""
+    return 2 * walk(hlo, _radix_compare, ("radix",))["radix"][0]
 
 
 # ------------------------------------------------------------------------------ the compile
@@ -252,7 +286,11 @@ def measure(name: str, d_in: int, n_devices: int, matmul: str) -> dict:
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    coll = collective_bytes(compiled.as_text())
+    hlo = compiled.as_text()
+    if os.environ.get("SCALE_HLO_DIR"):  # keep the compiled program for reading
+        Path(os.environ["SCALE_HLO_DIR"], f"{name}-{n_devices}-{matmul}.hlo.txt").write_text(hlo)
+    coll = collective_bytes(hlo)
+    radix = radix_materialised_bytes(hlo)
     n_saes = sum(padded(len(g.names), lay.sweep) for g in groups_of(specs))
     analytic = 12 * d_in * st.d_sae * st.batch * n_saes / n_devices
     return {
@@ -261,7 +299,7 @@ def measure(name: str, d_in: int, n_devices: int, matmul: str) -> dict:
         "argument": mem.argument_size_in_bytes, "output": mem.output_size_in_bytes,
         "temp": mem.temp_size_in_bytes, "alias": mem.alias_size_in_bytes,
         "flops_xla": float(cost.get("flops", 0.0)), "bytes_xla": float(cost.get("bytes accessed", 0.0)),
-        "flops_analytic": analytic, "collectives": coll,
+        "flops_analytic": analytic, "collectives": coll, "radix_cpu_bytes": radix,
     }
 
 
@@ -272,7 +310,8 @@ def figures(r: dict) -> dict:
     coll = sum(v["bytes"] for v in r["collectives"].values())
     wire = sum(v["wire"] for v in r["collectives"].values())
     t_compute = r["flops_analytic"] / chip.peak_bf16
-    terms = {"flops": max(r["flops_xla"], r["flops_analytic"]) / chip.peak_bf16, "hbm": r["bytes_xla"] / chip.hbm_bw,
+    hbm = max(r["bytes_xla"] - r.get("radix_cpu_bytes", 0.0), 0.0)
+    terms = {"flops": max(r["flops_xla"], r["flops_analytic"]) / chip.peak_bf16, "hbm": hbm / chip.hbm_bw,
              "link": wire / chip.link_bw}
     roof = max(terms.values())
     return {"peak": peak, "coll": coll, "wire": wire, "t_compute": t_compute, "terms": terms, "roofline": roof,
@@ -298,7 +337,8 @@ def row(r: dict) -> str:
     gb = lambda b: f"{b / 1e9:6.2f}"  # noqa: E731
     parts = " ".join(f"{k.split('-')[0][:7]} {v['bytes'] / 1e9:.3f}" for k, v in r["collectives"].items() if v["bytes"])
     return (f"{r['model']:<12} {r['devices']:>3} {r['layout']:<26} args {gb(r['argument'])} out {gb(r['output'])} "
-            f"temp {gb(r['temp'])} alias {gb(r['alias'])} peak {gb(f['peak'])} GB | coll {gb(f['coll'])} GB ({parts or '-'}) | "
+            f"temp {gb(r['temp'])} alias {gb(r['alias'])} peak {gb(f['peak'])} GB | HBM xla {gb(r['bytes_xla'])} "
+            f"less radix {gb(r.get('radix_cpu_bytes', 0.0))} GB | coll {gb(f['coll'])} GB ({parts or '-'}) | "
             f"TFLOP xla {r['flops_xla'] / 1e12:6.2f} analytic {r['flops_analytic'] / 1e12:6.2f} | "
             f"roofline {f['roofline'] * 1e3:6.2f} ms ({f['bound']}; flops {f['terms']['flops'] * 1e3:.2f}, "
             f"hbm {f['terms']['hbm'] * 1e3:.2f}, link {f['terms']['link'] * 1e3:.2f}) vs compute {f['t_compute'] * 1e3:.2f} ms")
