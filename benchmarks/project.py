@@ -21,7 +21,13 @@ Which chips each component runs on is what the launcher does (README, "Scaling o
     judge that work runs at the provider (the paper: about $5 of gpt-4o-mini per SAE).
 The paper's reported costs (2×A800) are printed beside it.
 
+SAE training is not projected from an efficiency: its step time is the roofline of the compiled
+full-shape step (``benchmarks/scale.py --json benchmarks/scale_full.json``, read here through
+scale.py's own ``figures``), times 5e8 / 2048 steps, on all chips of the slice with the launcher's
+layout; without that file the efficiency estimate is used and said so.
+
     python benchmarks/project.py [--measured-train 0.55] [--measured-fwd 0.45] [--mfu-cap 0.4]
+                                 [--scale-json benchmarks/scale_full.json]
 """
 
 from __future__ import annotations
@@ -110,8 +116,32 @@ def chips_for(name: str, hw: str) -> tuple[int, float]:
     return per_proc, -(-N_SAE // procs) / N_SAE  # per-SAE stages: ceil(30 / P) of the 30 SAEs each
 
 
-def seconds(name: str, flops: float, dec_bytes: float, hw: str, eff_train: float, eff_fwd: float, bw_eff: float) -> float:
+DEVICES = {"8xH100": 8, "v5e-64": 64}
+SCALE: dict = {}
+"""(model, hw) -> roofline seconds per training step, from benchmarks/scale.py's measurements."""
+
+
+def load_scale(path: Path) -> bool:
+    """Fill :data:`SCALE` from scale.py's ``--json`` output; False when there is none."""
+    if not path.exists():
+        return False
+    import json
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from scale import figures  # noqa: PLC0415 - benchmarks/ is not a package
+
+    for r in json.loads(path.read_text()):
+        hw = {v: k for k, v in DEVICES.items()}.get(r["devices"])
+        if hw is not None:
+            SCALE[(r["model"], hw)] = figures(r)["roofline"]
+    return True
+
+
+def seconds(name: str, flops: float, dec_bytes: float, hw: str, eff_train: float, eff_fwd: float, bw_eff: float,
+            model: str = "") -> float:
     bf16, f32, bw, _, _ = HW[hw]
+    if name.startswith("SAE training") and (model, hw) in SCALE:
+        return SCALE[(model, hw)] * (5e8 / 2048)  # compiled step's roofline x steps
     chips, share = chips_for(name, hw)
     if name.startswith("SAE training") or name.startswith("statistics"):
         t = flops / (chips * f32 * eff_train)
@@ -130,7 +160,13 @@ def main() -> None:
                     help="fraction of matmul peak the model forward reaches (benchmarks/forward.py)")
     ap.add_argument("--mfu-cap", type=float, default=0.4, help="upper bound on the efficiency assumed on accelerators")
     ap.add_argument("--bw-eff", type=float, default=0.5, help="fraction of HBM bandwidth reached by batched decode")
+    ap.add_argument("--scale-json", type=Path, default=Path(__file__).resolve().parent / "scale_full.json",
+                    help="benchmarks/scale.py --json output: SAE training from the compiled step's roofline")
     a = ap.parse_args()
+    if load_scale(a.scale_json):
+        print(f"SAE training: compiled full-shape step's roofline x 5e8/2048 steps ({a.scale_json.name}, benchmarks/scale.py)")
+    else:
+        print(f"SAE training: no {a.scale_json}; projected from the efficiency below (run benchmarks/scale.py --json)")
     e_tr, e_fw = min(a.measured_train, a.mfu_cap), min(a.measured_fwd, a.mfu_cap)
     print(f"efficiency assumed: SAE training {e_tr:.2f}, forwards {e_fw:.2f} of peak; decode {a.bw_eff:.2f} of HBM bandwidth")
     for hw, (_, _, _, procs, per_proc) in HW.items():
@@ -145,7 +181,8 @@ def main() -> None:
     for i, name in enumerate(names):
         per = [comp[m.name][i] for m in MODELS]
         cells = [f"{p[1] / 1e18:.3g} EFLOP" for p in per]
-        t = {hw: sum(seconds(name, p[1], p[2], hw, e_tr, e_fw, a.bw_eff) for p in per) for hw in HW}
+        t = {hw: sum(seconds(name, p[1], p[2], hw, e_tr, e_fw, a.bw_eff, m.name) for p, m in zip(per, MODELS))
+             for hw in HW}
         for hw in HW:
             totals[hw] += t[hw]
         print(f"| {name} | {' | '.join(cells)} | {t['8xH100'] / 3600:.2f} h | {t['v5e-64'] / 3600:.2f} h |")

@@ -712,3 +712,32 @@ def test_one_trainer_step_applies_the_constraints(arch_name):
         np.testing.assert_allclose(got_step, want_step, rtol=1e-4, atol=atol, err_msg=f"{arch_name} step {k}")
     if eps_proj == 0.0:
         assert np.max(np.abs(np.sum(g["W_dec"] * p["W_dec"], axis=1))) < 1e-12  # exactly tangent
+
+
+def test_radix_topk_threshold_is_the_exact_kth_largest():
+    """The 4-bit radix search returns lax.top_k's k-th largest value (per row, over the whole batch
+    and among valid columns) for every k, with zeros, ties, denormals and huge values present."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxsae.sae import ops
+
+    r = np.random.RandomState(0)
+    v = np.abs(r.randn(6, 40)).astype(np.float32)
+    v[0, :30] = 0.0  # fewer positives than k
+    v[1, 5:15] = 1.5  # ties at the threshold
+    v[2, :3] = [1e-40, 3e38, np.float32(2.0) ** -126]
+    for k in (1, 2, 7, 10, 11, 40):
+        want = np.asarray(jax.lax.top_k(jnp.asarray(v), k)[0])[:, -1]
+        got = np.asarray(ops.topk_mask(jnp.asarray(v), k))
+        np.testing.assert_array_equal(got, v >= want[:, None], err_msg=f"k={k}")
+        flat = np.sort(v.ravel())[::-1][k * 3 - 1]
+        np.testing.assert_array_equal(np.asarray(ops.batch_topk_mask(jnp.asarray(v), k * 3)), v >= flat)
+    valid = r.rand(40) < 0.5
+    want = np.asarray(jax.lax.top_k(jnp.asarray(np.where(valid, v, -1.0)), 5)[0])[:, -1]
+    np.testing.assert_array_equal(np.asarray(ops.masked_topk_mask(jnp.asarray(v), jnp.asarray(valid), 5)),
+                                  (v >= want[:, None]) & valid)
+    k_rows = jnp.asarray([[1], [3], [5], [8], [13], [40]])  # a per-row k
+    got = np.asarray(ops.topk_mask(jnp.asarray(v), k_rows))
+    for i, k in enumerate(np.asarray(k_rows)[:, 0]):
+        np.testing.assert_array_equal(got[i], v[i] >= np.sort(v[i])[::-1][k - 1])

@@ -211,7 +211,7 @@ def stage_train(run: Run) -> list[str]:
     from jaxsae.distributed import barrier
     from jaxsae.train import ActivationArray, harvest, texts_from, train_sweep
     from jaxsae.train.data import harvest_source, iter_texts
-    from jaxsae.train.run import make_mesh
+    from jaxsae.train.run import auto_mesh
     from jaxsae.train.stream import ActivationStream
 
     c = run.cfg
@@ -240,9 +240,7 @@ def stage_train(run: Run) -> list[str]:
                                     shards=c.data.harvest_shards)
         md = {"model_name": spec.name, "model_source": spec.source, "hook_layer": spec.layer,
               "context_size": c.data.context, "dataset_path": c.data.source}
-        import jax
-
-        mesh = make_mesh(1) if jax.device_count() > 1 else None  # data-parallel over every process's devices
+        mesh = auto_mesh(specs, st)  # the layout rule over every process's devices (jaxsae.train.layout)
         train_sweep(specs, acts, st, sweep_dir(run, spec),
                     mesh=mesh, metadata=md)
         outputs.append(rel(run, sweep_dir(run, spec) / "sweep.json"))

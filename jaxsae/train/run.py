@@ -28,20 +28,32 @@ from jaxsae.io import atomic_write_json, atomic_write_text
 from jaxsae.sae import ARCHS, ArchConfig
 from jaxsae.train.data import ActivationArray, norm_scale
 from jaxsae.train.shards import METADATA_KEYS
+from jaxsae.train.layout import Layout, choose_layout, layout_of, mesh_of
 from jaxsae.train.spec import SAESpec, TrainSettings, check_sweep, describe_scaled, scaled_down
-from jaxsae.train.trainer import first_bad, groups_of, init_state, make_step, metrics_rows, shard_state, state_shardings
+from jaxsae.train.trainer import abstract_state, first_bad, groups_of, init_state_sharded, make_step, metrics_rows, state_shardings
 
 
-def make_mesh(sweep: int = 1, data: int | None = None) -> Mesh | None:
-    """A ("sweep", "data") mesh over all devices, of every process (None on a single device)."""
+def make_mesh(sweep: int = 1, data: int | None = None, feat: int = 1) -> Mesh | None:
+    """A ("sweep", "data", "feat") mesh over all devices, of every process (None on a single
+    device); ``data`` defaults to the devices left by ``sweep`` and ``feat``. See
+    :mod:`jaxsae.train.layout`."""
     n = jax.device_count()
-    data = n // sweep if data is None else data
-    if sweep * data != n:
-        raise UserError(f"mesh {sweep}x{data} does not match the {n} devices; choose sizes whose product is {n}")
+    data = n // (sweep * feat) if data is None else data
+    if sweep * data * feat != n:
+        raise UserError(f"mesh sweep {sweep} x data {data} x feat {feat} does not match the {n} devices; "
+                        f"choose sizes whose product is {n}")
     if n == 1:
         return None
-    devices = np.asarray(jax.devices()).reshape(sweep, data)
-    return Mesh(devices, ("sweep", "data"))
+    return mesh_of(Layout(sweep=sweep, feat=feat, data=data))
+
+
+def auto_mesh(specs: list[SAESpec], st: TrainSettings) -> Mesh | None:
+    """The mesh the launcher trains ``specs`` on: :func:`jaxsae.train.layout.choose_layout` over
+    every process's devices with ``st``'s fixed axes (None on a single device)."""
+    n = jax.device_count()
+    lay = choose_layout(n, [len(g.names) for g in groups_of(specs)], st.d_sae, st.batch,
+                        sweep=st.sweep_shards, feat=st.feat_shards, data=st.data_shards)
+    return None if n == 1 else mesh_of(lay)
 
 
 def data_source(acts, metadata: dict | None) -> dict:
@@ -122,17 +134,22 @@ def _checkpointer(path: Path):
 def export_sweep(state, specs: list[SAESpec], st: TrainSettings, scale: float, d_in: int, out: Path,
                  metadata: dict, arch_cfg: ArchConfig, scaled: dict | None = None) -> dict[str, Path]:
     """Write every SAE of the sweep as a SAELens-v6 folder with the normalisation folded in
-    (``state`` on the host, see :func:`jaxsae.distributed.to_host`); ``metadata.jaxsae`` records the
-    effective training settings (``st``, ``arch_cfg``) and what a short run ``scaled`` down."""
-    host = to_host(state)
+    (``state`` on the devices or the host). One SAE is gathered at a time (a collective when the
+    state spans processes: every process calls this, process 0 alone writes); ``metadata.jaxsae``
+    records the effective training settings (``st``, ``arch_cfg``) and what a short run
+    ``scaled`` down. Padding SAEs (rows past the group's names) are never exported."""
     paths = {}
     by_name = {s.name: s for s in specs}
+    writer = jax.process_index() == 0
     for g in groups_of(specs):
         arch = ARCHS[g.arch]
-        grp = host["groups"][g.arch]
+        grp = state["groups"][g.arch]
         for i, name in enumerate(g.names):
-            params = jax.tree.map(lambda a: jnp.asarray(a[i]), grp["params"])
-            aux = jax.tree.map(lambda a: jnp.asarray(a[i]), grp["aux"])
+            one = to_host(_sae_at(grp, i))
+            params = jax.tree.map(jnp.asarray, one["params"])
+            aux = jax.tree.map(jnp.asarray, one["aux"])
+            if not writer:
+                continue
             sae_arch, tensors, extra = arch.export(params, aux, g.sparsity[i], arch_cfg, scale)
             extra = dict(extra)
             apply_b_dec = bool(extra.pop("apply_b_dec_to_input", True))
@@ -146,6 +163,27 @@ def export_sweep(state, specs: list[SAESpec], st: TrainSettings, scale: float, d
             sae = S.SAE(cfg=cfg, params={k: jnp.asarray(v, jnp.float32) for k, v in tensors.items()})
             paths[name] = S.save(sae, out / name)
     return paths
+
+
+def _sae_at(grp: dict, i: int) -> dict:
+    """SAE ``i``'s params and aux from its group's stacked (possibly sharded) state."""
+    pick = {"params": grp["params"], "aux": grp["aux"]}
+    if any(isinstance(a, jax.Array) and not a.is_fully_addressable for a in jax.tree.leaves(pick)):
+        return jax.jit(lambda t: jax.tree.map(lambda a: a[i], t))(pick)
+    return jax.tree.map(lambda a: a[i], pick)
+
+
+def _restore(mngr, step: int, abstract: dict, ckpt_dir: Path) -> dict:
+    """The checkpoint of ``step`` restored straight into ``abstract``'s shapes and shardings."""
+    import orbax.checkpoint as ocp
+
+    try:
+        return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+    except ValueError as e:
+        if "shape" not in str(e).lower():
+            raise
+        raise UserError(f"the checkpoint in {ckpt_dir} was saved with another layout (its padded groups differ: "
+                        f"{str(e).splitlines()[0][:200]}); resume with the same train.sweep_shards or delete it") from None
 
 
 def run_settings(st: TrainSettings, arch_cfg: ArchConfig) -> dict:
@@ -214,28 +252,24 @@ def train_sweep(
         note = describe_scaled(scaled, st.steps)
         if note:
             print(note, flush=True)
+        if mesh is not None:
+            print(f"layout: {layout_of(mesh)} over {mesh.size} devices", flush=True)
     scale = norm_scale(acts)
     ckpt_dir = out / "checkpoints"
     mngr = _checkpointer(ckpt_dir)
     first = acts.batch_at(0) / scale
-    state = init_state(specs, d_in, st, first, arch_cfg)
     start = 0
     latest = mngr.latest_step()
-    if latest is not None:
-        import orbax.checkpoint as ocp
-
-        if mesh is not None and jax.process_count() > 1:  # restore straight into the global placement
-            abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), state,
-                                    state_shardings(state, mesh))
-        else:
-            abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
-        state = mngr.restore(latest, args=ocp.args.StandardRestore(abstract))
+    if latest is None:
+        state = init_state_sharded(specs, d_in, st, first, arch_cfg, mesh)  # born sharded
+    else:
+        state = _restore(mngr, latest, abstract_state(specs, d_in, st, arch_cfg, mesh), ckpt_dir)
         start = int(to_host(state["step"]))
-    state = shard_state(state, mesh)
+    shardings = state_shardings(state, mesh)
     data_sharding = NamedSharding(mesh, P("data")) if mesh is not None and mesh.shape.get("data", 1) > 1 else None
-    if data_sharding is None and mesh is not None and jax.process_count() > 1:
-        data_sharding = NamedSharding(mesh, P())  # the batch must be a global array too
-    step_fn = make_step(specs, st, arch_cfg)
+    if data_sharding is None and mesh is not None:
+        data_sharding = NamedSharding(mesh, P())  # replicated (across "feat" and "sweep"), a global array
+    step_fn = make_step(specs, st, arch_cfg, shardings)
     log_path = out / "metrics.jsonl"
     log = None
     if writer:
@@ -280,7 +314,7 @@ def train_sweep(
             if (st.checkpoint_every and done_steps % st.checkpoint_every == 0) or done_steps == stop_after:
                 import orbax.checkpoint as ocp
 
-                mngr.save(done_steps, args=ocp.args.StandardSave(to_host(state)))  # every process
+                mngr.save(done_steps, args=ocp.args.StandardSave(state))  # each process its own shards
                 mngr.wait_until_finished()
             if stop_after is not None and done_steps >= stop_after:
                 return {}
@@ -290,10 +324,9 @@ def train_sweep(
         if bar is not None:
             bar.close()
         mngr.close()
-    host = to_host(state)  # every process: a collective when the state spans processes
+    md = {"d_sae_width": st.d_sae, **(metadata or {})}
+    paths = export_sweep(state, specs, st, scale, d_in, out, md, arch_cfg, scaled)  # every process
     if writer:
-        md = {"d_sae_width": st.d_sae, **(metadata or {})}
-        paths = export_sweep(host, specs, st, scale, d_in, out, md, arch_cfg, scaled)
         entries = []
         for s in specs:
             ev = evaluate(S.load(paths[s.name]), acts, start=max(0, acts.per_epoch - 8))

@@ -74,6 +74,13 @@ class TrainSettings:
     """Steps between Orbax checkpoints (0: none, so an interrupted run starts again from step 0)."""
     log_every: int = 10
     """Steps between metric log lines."""
+    sweep_shards: int = 0
+    """Devices the stacked SAE axis of every group is split over (groups padded to a multiple with
+    masked SAEs); 0: the launcher's rule (``jaxsae.train.layout``)."""
+    feat_shards: int = 0
+    """Devices every SAE's latent axis F is split over (must divide d_sae); 0: the launcher's rule."""
+    data_shards: int = 0
+    """Devices the batch is split over (must divide the batch); 0: the devices left by the other two."""
 
     def __post_init__(self):
         for name in ("d_sae", "batch", "tokens"):

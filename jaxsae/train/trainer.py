@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxsae.distributed import put, to_host
 from jaxsae.sae import ARCHS, ArchConfig, init_aux, ops
+from jaxsae.train.layout import layout_of, leaf_spec, padded
 from jaxsae.train.spec import SAESpec, TrainSettings
 
 
@@ -74,40 +75,77 @@ def sparsity_scale_at(step, st: TrainSettings):
 # ----------------------------------------------------------------------------------- state
 
 
-def init_state(specs: list[SAESpec], d_in: int, st: TrainSettings, first_batch_bd: np.ndarray, arch_cfg: ArchConfig) -> dict:
-    """Stacked params / aux / Adam moments per architecture group, plus the step counter."""
+def init_state(specs: list[SAESpec], d_in: int, st: TrainSettings, first_batch_bd, arch_cfg: ArchConfig,
+               sweep: int = 1) -> dict:
+    """Stacked params / aux / Adam moments per architecture group, plus the step counter.
+
+    Each group is padded to a multiple of ``sweep`` SAEs with masked copies of its last SAE
+    (fresh initialisations, same sparsity): they train alongside and are never logged, checked or
+    exported (those read only the first ``len(group.names)`` rows)."""
     key = jax.random.key(st.seed)
     state = {"step": jnp.int32(0), "groups": {}}
     x = jnp.asarray(first_batch_bd, jnp.float32)
     gm = None
     for g in groups_of(specs):
         arch = ARCHS[g.arch]
-        keys = [jax.random.fold_in(key, zlib.crc32(n.encode()) % (1 << 30)) for n in g.names]
+        n = padded(len(g.names), sweep)
+        names = list(g.names) + [f"{g.names[-1]}#pad{j}" for j in range(n - len(g.names))]
+        sparsity = list(g.sparsity) + [g.sparsity[-1]] * (n - len(g.names))
+        keys = [jax.random.fold_in(key, zlib.crc32(nm.encode()) % (1 << 30)) for nm in names]
         params = [arch.init(k, d_in, st.d_sae, arch_cfg) for k in keys]
         if arch.gm_init:
             gm = ops.geometric_median(x) if gm is None else gm
             params = [{**p, "b_dec": gm} for p in params]
         params = jax.tree.map(lambda *a: jnp.stack(a), *params)
-        aux = jax.tree.map(lambda *a: jnp.stack(a), *[init_aux(arch, st.d_sae) for _ in g.names])
+        aux = jax.tree.map(lambda *a: jnp.stack(a), *[init_aux(arch, st.d_sae) for _ in names])
         zeros = jax.tree.map(jnp.zeros_like, params)
         state["groups"][g.arch] = {"params": params, "aux": aux, "m": zeros, "v": jax.tree.map(jnp.zeros_like, params),
-                                   "sparsity": jnp.asarray(g.sparsity, jnp.float32)}
+                                   "sparsity": jnp.asarray(sparsity, jnp.float32)}
     return state
 
 
-def state_shardings(state: dict, mesh: Mesh) -> dict:
-    """Stacked leaves with their SAE axis over "sweep" (where it divides), the rest replicated."""
-    n = mesh.shape.get("sweep", 1)
+def state_shardings(state: dict, mesh: Mesh | None) -> dict | None:
+    """Per leaf: the stacked SAE axis over "sweep" and the latent axis F over "feat" (see
+    :mod:`jaxsae.train.layout`); refuses a leaf the mesh cannot divide. ``state`` may be abstract."""
+    if mesh is None:
+        return None
+    lay = layout_of(mesh)
 
-    def spec(a):
-        shape = np.shape(a)
-        return NamedSharding(mesh, P("sweep") if len(shape) >= 1 and n > 1 and shape[0] % n == 0 else P())
+    def spec(path, a):
+        return NamedSharding(mesh, leaf_spec(str(getattr(path[-1], "key", path[-1])), np.shape(a), lay))
 
-    return {"step": NamedSharding(mesh, P()), "groups": {k: jax.tree.map(spec, g) for k, g in state["groups"].items()}}
+    return {"step": NamedSharding(mesh, P()),
+            "groups": jax.tree_util.tree_map_with_path(spec, state["groups"])}
+
+
+def abstract_state(specs: list[SAESpec], d_in: int, st: TrainSettings, arch_cfg: ArchConfig,
+                   mesh: Mesh | None = None) -> dict:
+    """The state's ``ShapeDtypeStruct``s (with their shardings on ``mesh``); nothing is allocated."""
+    sweep = layout_of(mesh).sweep
+    x = jax.ShapeDtypeStruct((st.batch, d_in), jnp.float32)
+    shapes = jax.eval_shape(lambda x_bd: init_state(specs, d_in, st, x_bd, arch_cfg, sweep), x)
+    shardings = state_shardings(shapes, mesh)
+    if shardings is None:
+        return shapes
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
+
+
+def init_state_sharded(specs: list[SAESpec], d_in: int, st: TrainSettings, first_batch_bd, arch_cfg: ArchConfig,
+                       mesh: Mesh | None = None) -> dict:
+    """:func:`init_state` compiled with the state's shardings as ``out_shardings``: every device
+    computes only its own shards, so no process or device ever holds the whole sweep state."""
+    sweep = layout_of(mesh).sweep
+    x = np.asarray(first_batch_bd, np.float32)
+    abstract = abstract_state(specs, d_in, st, arch_cfg, mesh)
+    shardings = None if mesh is None else jax.tree.map(lambda a: a.sharding, abstract)
+    fn = jax.jit(lambda x_bd: init_state(specs, d_in, st, x_bd, arch_cfg, sweep), out_shardings=shardings)
+    if mesh is not None:
+        x = put(x, NamedSharding(mesh, P()))
+    return fn(x)
 
 
 def shard_state(state: dict, mesh: Mesh | None) -> dict:
-    """Place the state on the mesh (see :func:`state_shardings`). Every process holds the same
+    """Place a host state on the mesh (see :func:`state_shardings`). Every process holds the same
     host state and contributes its own devices' shards, so the mesh may span processes."""
     if mesh is None:
         return state
@@ -156,8 +194,10 @@ def _one_sae(arch, arch_cfg, st, params, aux, m, v, sparsity, x_bd, step, with_a
     return params, new_aux, m, v, metrics
 
 
-def make_step(specs: list[SAESpec], st: TrainSettings, arch_cfg: ArchConfig):
-    """The jitted sweep step ``(state, x_bd) -> (state, metrics)``; metrics[arch][name] is f32[S]."""
+def make_step(specs: list[SAESpec], st: TrainSettings, arch_cfg: ArchConfig, shardings: dict | None = None):
+    """The jitted sweep step ``(state, x_bd) -> (state, metrics)``; metrics[arch][name] is f32[S]
+    (S the group's stacked size, padding included). ``shardings``: the state's (from
+    :func:`state_shardings`), kept for the new state; the metrics come back replicated."""
     groups = groups_of(specs)
 
     def step_fn(state, x_bd):
@@ -169,7 +209,7 @@ def make_step(specs: list[SAESpec], st: TrainSettings, arch_cfg: ArchConfig):
             s = state["groups"][g.arch]
             args = (s["params"], s["aux"], s["m"], s["v"], s["sparsity"], x_bd, step)
 
-            def group_step(with_auxk, *a, arch=arch, n=len(g.names)):
+            def group_step(with_auxk, *a, arch=arch, n=s["sparsity"].shape[0]):
                 fn = functools.partial(_one_sae, arch, arch_cfg, st, with_auxk=with_auxk)
                 if n == 1:  # a lone SAE runs unbatched: XLA lays its weight gradients out without
                     # the transposes that a size-1 vmap axis costs (2x for JumpReLU on CPU)
@@ -190,7 +230,10 @@ def make_step(specs: list[SAESpec], st: TrainSettings, arch_cfg: ArchConfig):
             metrics[g.arch] = met
         return new, metrics
 
-    return jax.jit(step_fn, donate_argnums=0)
+    if shardings is None:
+        return jax.jit(step_fn, donate_argnums=0)
+    replicated = NamedSharding(shardings["step"].mesh, P())
+    return jax.jit(step_fn, donate_argnums=0, out_shardings=(shardings, replicated))
 
 
 def metrics_rows(metrics: dict, specs: list[SAESpec], step: int) -> list[dict[str, Any]]:
