@@ -1,6 +1,6 @@
 """The full sweep's training step at full shapes, compiled (not run) on fake-device meshes.
 
-For every model of configs/full.toml (30 SAEs = 5 architectures x 6 levels, width 16384, batch
+For every model of jaxsae/configs/full.toml (30 SAEs = 5 architectures x 6 levels, width 16384, batch
 2048) on an 8xH100 host (8 devices) and a v5e-64 slice (64 devices), with the launcher's own layout
 rule (``jaxsae.train.layout.choose_layout``), the real sweep step (``jaxsae.train.trainer.make_step``)
 is lowered from ``jax.ShapeDtypeStruct``s (nothing is allocated) and compiled by the CPU compiler
@@ -21,7 +21,7 @@ with ``--xla_force_host_platform_device_count``. Printed per model and layout:
     2(g-1)/g x bytes for an all-reduce, (g-1)/g for an all-gather / reduce-scatter / all-to-all,
     1x for a permute. HBM bytes are XLA's "bytes accessed" (the CPU cost model: every operand and
     result of every top-level op) less the CPU backend's write and re-read of the top-k radix
-    compare [.., B, F, J], which it materialises ahead of its reduce-window tree where a GPU/TPU
+    compare [J, .., B, F], which it materialises ahead of its reduce-window tree where a GPU/TPU
     reduction fusion reads the [B, F] bit patterns once (both figures are printed).
     Left out: overlap of compute and communication, kernel efficiency, the LLM forward beside it.
 
@@ -208,13 +208,14 @@ RADIX_DIGITS = (7, 15)
 
 
 def _radix_compare(line: str, op: str | None) -> dict[str, list[float]]:
-    """Bytes of a top-level (unfused) result whose last axis is a radix pass's candidates and that
-    is at least 1 MB: the CPU backend writes the [.., B, F, J] compare out before reducing it."""
+    """Bytes of a top-level (unfused) result of rank >= 3 with an axis of a radix pass's candidates
+    and at least 1 MB: the CPU backend writes the [J, .., B, F] compare out before reducing it."""
     if op is None or op in ("parameter", "get-tuple-element", "tuple"):
         return {}
     rtype = line.split("=", 1)[1].split(f" {op}", 1)[0].strip()
     m = re.fullmatch(r"([a-z0-9]+)\[([0-9,]+)\](\{[0-9,]*\})?", rtype)
-    if not m or int(m.group(2).split(",")[-1]) not in RADIX_DIGITS or len(m.group(2).split(",")) < 3:
+    dims = [int(d) for d in m.group(2).split(",")] if m else []
+    if len(dims) < 3 or not any(d in RADIX_DIGITS for d in dims):
         return {}
     b = shape_bytes(rtype)
     return {"radix": [b, b]} if b >= 1 << 20 else {}
@@ -231,18 +232,13 @@ def radix_materialised_bytes(hlo: str) -> float:
 
 
 def full_sweep():
-    """(models [(name, d_model)], specs, TrainSettings, TrainConfig) of configs/full.toml."""
+    """(models [(name, d_model)], specs, TrainSettings, the same settings) of jaxsae/configs/full.toml."""
     from jaxsae.launch.config import load_config
-    from jaxsae.train import TrainSettings
-    from jaxsae.train.spec import sweep_from_levels
 
     cfg = load_config("full")
-    specs = sweep_from_levels(cfg.train.archs, cfg.train.levels)
-    st = TrainSettings(d_sae=cfg.train.d_sae, batch=cfg.train.batch, steps=cfg.train.tokens // cfg.train.batch,
-                       lr=cfg.train.lr, warmup_steps=cfg.train.warmup_steps,
-                       sparsity_warmup_steps=cfg.train.sparsity_warmup_steps)
+    st = cfg.train.resolved()
     models = [(m.name, D_MODEL[m.source]) for m in cfg.models]
-    return models, specs, st, cfg.train
+    return models, cfg.train.sweep(), st, st
 
 
 def launcher_layout(n_devices: int, specs, st, train_cfg):
@@ -265,6 +261,9 @@ def compile_step(d_in: int, specs, st, layout, matmul: str = "f32"):
     from jaxsae.train.layout import mesh_of
     from jaxsae.train.trainer import abstract_state, make_step
 
+    from jaxsae.sae import ops
+
+    ops.DIGIT_BITS = 4  # the accelerators' top-k (8 radix passes), not the CPU's 31-pass bisection
     st = st.effective()
     mesh = mesh_of(layout, jax.devices()[: layout.size])
     arch_cfg = ArchConfig(dead_tokens=st.dead_tokens)

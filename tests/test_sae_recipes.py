@@ -714,13 +714,17 @@ def test_one_trainer_step_applies_the_constraints(arch_name):
         assert np.max(np.abs(np.sum(g["W_dec"] * p["W_dec"], axis=1))) < 1e-12  # exactly tangent
 
 
-def test_radix_topk_threshold_is_the_exact_kth_largest():
-    """The 4-bit radix search returns lax.top_k's k-th largest value (per row, over the whole batch
-    and among valid columns) for every k, with zeros, ties, denormals and huge values present."""
+@pytest.mark.parametrize("digit_bits", [1, 2, 4])
+def test_radix_topk_threshold_is_the_exact_kth_largest(digit_bits, monkeypatch):
+    """The radix search (1 bit per pass: the CPU's bisection; 4: the accelerators') returns
+    lax.top_k's k-th largest value (per row, over the whole batch and among valid columns) for
+    every k, with zeros, ties, denormals and huge values present."""
     import jax
     import jax.numpy as jnp
 
     from jaxsae.sae import ops
+
+    monkeypatch.setattr(ops, "DIGIT_BITS", digit_bits)
 
     r = np.random.RandomState(0)
     v = np.abs(r.randn(6, 40)).astype(np.float32)

@@ -1,9 +1,9 @@
-"""Shared SAE math: exact top-k masks by bisection, decoder-norm constraints, geometric median.
+"""Shared SAE math: exact top-k masks by a radix search, decoder-norm constraints, geometric median.
 
 Letters: B tokens in a batch, D the model width (d_in), F the dictionary width (d_sae).
 
-Top-k selection is done by an exact radix search (4 bits per pass, 8 passes) on the bit pattern
-of non-negative float32 values (their int32 bit patterns are ordered like the floats). It finds the exact k-th largest value as a
+Top-k selection is done by an exact radix search (4 bits per pass, 8 passes, on GPU/TPU; the
+31-step bisection on CPU) on the bit pattern of non-negative float32 values (their int32 bit patterns are ordered like the floats). It finds the exact k-th largest value as a
 threshold, so ``k`` may be a traced per-SAE array (one compiled step serves a whole sweep of k's)
 and the batch axis may be sharded across devices (the counts become all-reduces). Ties at the
 threshold are all kept; with continuous activations ties are measure-zero. Entries equal to zero may
@@ -27,17 +27,26 @@ def _nonneg_bits(v, valid=None):
     return bits
 
 
-_DIGIT_BITS = 4  # bits decided per pass: 8 passes over [B, F] instead of 31
+DIGIT_BITS: int | None = None
+"""Bits decided per pass of :func:`kth_largest_bits`: None picks 4 on GPU/TPU (8 passes over the
+data) and 1 on CPU (31 passes in a while loop: a CPU's compiler writes the 4-bit pass's [J, B, F]
+compare out, which is 7x slower there). benchmarks/scale.py sets 4 to compile what an accelerator runs."""
+
+
+def _digit_bits() -> int:
+    if DIGIT_BITS is not None:
+        return DIGIT_BITS
+    return 1 if jax.default_backend() == "cpu" else 4
 
 
 def kth_largest_bits(bits, k, axis):
     """Largest int t with count(bits >= t) >= k along ``axis`` (the k-th largest pattern).
 
-    A radix search: t is built from the top bit down, ``_DIGIT_BITS`` bits per pass (the first
-    pass takes the remainder, 3 of the 31). Each pass counts, in one read of ``bits``, the entries
-    at or above every candidate digit (t | j << shift for j = 1 .. 2**w - 1) and keeps the largest
-    candidate whose count is >= k; counts fall with j, so this is the bit-by-bit bisection's answer
-    (exact) in 8 passes over the data instead of 31.
+    A radix search: t is built from the top bit down, w = :data:`DIGIT_BITS` bits per pass (the
+    first pass takes the remainder of the 31). Each pass counts, in one read of ``bits``, the
+    entries at or above every candidate digit (t | j << shift, j = 1 .. 2**w - 1) and keeps the
+    largest candidate whose count is >= k; counts fall with j, so every w gives the bit-by-bit
+    bisection's exact answer (w = 1 is that bisection), in ceil(31 / w) passes over the data.
 
     Args:
       bits: int32 array of non-negative float bit patterns (-1 marks excluded entries).
@@ -49,16 +58,24 @@ def kth_largest_bits(bits, k, axis):
     axes = tuple(a % bits.ndim for a in ((axis,) if isinstance(axis, int) else axis))
     shape = tuple(1 if i in axes else n for i, n in enumerate(bits.shape))
     k = jnp.asarray(k, jnp.int32)
+    w_bits = _digit_bits()
+    if w_bits == 1:  # the plain bisection, as a loop (no unrolled passes for the compiler)
+        def body(i, t):
+            cand = t | jnp.left_shift(jnp.int32(1), _N_BITS - 1 - i)
+            count = jnp.sum((bits >= cand).astype(jnp.int32), axis=axes, keepdims=True)
+            return jnp.where(count >= k, cand, t)
+
+        return jax.lax.fori_loop(0, _N_BITS, body, jnp.zeros(shape, jnp.int32))
     t = jnp.zeros(shape, jnp.int32)
     hi = _N_BITS
     while hi > 0:
-        w = hi % _DIGIT_BITS or _DIGIT_BITS
+        w = hi % w_bits or w_bits
         shift = hi - w
-        j = jnp.arange(1, 1 << w, dtype=jnp.int32)  # candidate digits, [J]
-        cand = t[..., None] | jnp.left_shift(j, shift)  # [..., J]
-        count = jnp.sum((bits[..., None] >= cand).astype(jnp.int32), axis=axes, keepdims=True)
-        n_ok = jnp.sum((count >= k[..., None] if jnp.ndim(k) else count >= k).astype(jnp.int32), axis=-1)
-        t = t | jnp.left_shift(n_ok, shift)  # the largest digit whose count reaches k (counts fall with j)
+        j = jnp.arange(1, 1 << w, dtype=jnp.int32).reshape((-1,) + (1,) * bits.ndim)  # candidate digits [J, 1..]
+        cand = t[None] | jnp.left_shift(j, shift)  # [J, *shape]
+        count = jnp.sum((bits[None] >= cand).astype(jnp.int32), axis=tuple(a + 1 for a in axes), keepdims=True)
+        n_ok = jnp.sum((count >= k).astype(jnp.int32), axis=0)  # the largest digit whose count reaches k
+        t = t | jnp.left_shift(n_ok, shift)
         hi = shift
     return t
 
