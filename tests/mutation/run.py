@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -104,6 +105,7 @@ def main(argv=None) -> int:
             print(f"{m.name:32s} {m.file:28s} {' '.join(m.tests)}")
         return 0
     scratch = Path(tempfile.mkdtemp(prefix="jaxsae-mutation-"))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still removes its scratch copy
     try:
         copy_tree(scratch)
         check_imports_from(scratch)
