@@ -93,3 +93,47 @@ def test_a_folder_saelens_wrote_loads_in_jaxsae(tmp_path, arch):
     assert (f != 0).any() and ((f != 0) == (f_sl != 0)).all()
     _close(f, f_sl, f"{arch} codes")
     _close(np.asarray(ours.decode(f)), xh_sl, f"{arch} reconstruction")
+
+
+def test_relu_steps_equal_dictionary_learning_standard_trainer_april_update():
+    """Three steps of the ReLU SAE (LR warmup 0 -> 1/2 -> 1, sparsity warmup, clipping, Adam) from
+    dictionary_learning's own initialisation and the same batches equal its
+    ``StandardTrainerAprilUpdate.update`` to 1e-5 relative."""
+    import jax.numpy as jnp
+
+    _need("dictionary_learning")
+    from dictionary_learning.trainers.standard import StandardTrainerAprilUpdate
+
+    from jaxsae.sae import ArchConfig
+    from jaxsae.train import SAESpec, TrainSettings
+    from jaxsae.train.trainer import init_state, make_step
+
+    d, f, steps, l1 = 16, 32, 100, 0.1
+    torch.manual_seed(0)
+    ref = StandardTrainerAprilUpdate(steps=steps, activation_dim=d, dict_size=f, layer=0, lm_name="x", lr=1e-2,
+                                     l1_penalty=l1, warmup_steps=2, sparsity_warmup_steps=3, decay_start=80,
+                                     device="cpu", seed=0)
+    ae = ref.ae
+    st = TrainSettings(d_sae=f, batch=64, steps=steps, lr=1e-2, warmup_steps=2, sparsity_warmup_steps=3,
+                       decay_start=0.8, checkpoint_every=0)
+    spec = SAESpec("relu", 0, l1)
+    r = np.random.default_rng(0)
+    xs = [(r.normal(size=(64, d)) + 0.5).astype(np.float32) for _ in range(3)]
+    state = init_state([spec], d, st, xs[0], ArchConfig())
+
+    def theirs():
+        return {"W_enc": ae.encoder.weight.detach().numpy().T, "b_enc": ae.encoder.bias.detach().numpy(),
+                "W_dec": ae.decoder.weight.detach().numpy().T, "b_dec": ae.bias.detach().numpy()}
+
+    start = {k: v.copy() for k, v in theirs().items()}
+    state["groups"]["relu"]["params"] = {k: jnp.asarray(v[None].copy()) for k, v in start.items()}
+    step = make_step([spec], st, ArchConfig())
+    for i, x in enumerate(xs):
+        ref.update(i, torch.from_numpy(x))
+        state, _ = step(state, jnp.asarray(x))
+    want = theirs()
+    for k, v in want.items():
+        got = np.asarray(state["groups"]["relu"]["params"][k][0])
+        assert np.abs(v - start[k]).max() > 1e-3, k  # the steps moved every tensor
+        np.testing.assert_allclose(got - start[k], v - start[k], rtol=1e-4, atol=1e-6, err_msg=f"relu {k} update")
+        _close(got, v, f"relu {k} after 3 steps")
