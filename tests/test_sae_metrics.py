@@ -90,7 +90,7 @@ class _PlantedSAE:
     cannot flip a token), and decodes with a random dictionary around 0.7 · mean(x) (x̂ near x,
     not equal: cosine and norm ratio away from 1)."""
 
-    def __init__(self, x_nd: np.ndarray, fires: list[int], seed: int = 0):
+    def __init__(self, x_nd: np.ndarray, fires: list[int], seed: int = 0, tiny: int | None = None):
         r = np.random.RandomState(seed)
         self.d_sae = len(fires)
         self.w_df = r.randn(x_nd.shape[1], self.d_sae).astype(np.float32)
@@ -99,6 +99,9 @@ class _PlantedSAE:
         for j, n in enumerate(fires):
             cuts.append(proj[0, j] + 1.0 if n == 0 else 0.5 * (proj[n - 1, j] + proj[n, j]))
         self.b_f = -np.asarray(cuts, np.float32)
+        if tiny is not None:  # latent ``tiny`` fires on the same tokens with codes ~1e-5 (still non-zero)
+            self.w_df[:, tiny] *= 1e-5
+            self.b_f[tiny] *= 1e-5
         self.w_dec_fd = (r.randn(self.d_sae, x_nd.shape[1]) * 0.1 * x_nd.std()).astype(np.float32)
         self.b_dec_d = (0.7 * x_nd.mean(0) + r.randn(x_nd.shape[1]) * 0.1 * x_nd.std()).astype(np.float32)
 
@@ -117,10 +120,11 @@ def test_reconstruction_and_frequency_metrics_equal_numpy(tiny_llama, data):
     x = np.asarray(tiny_llama.residual(tokens, LAYER))[counted].astype(np.float64)
     n = len(x)
     fires = [0, 1, 3, 20, 40, 0]
-    sae = _PlantedSAE(x.astype(np.float32), fires)
+    sae = _PlantedSAE(x.astype(np.float32), fires, tiny=2)
     got = core_metrics(tiny_llama, sae, LAYER, tokens, counted, batch=4)
     f = sae.encode(x)
     assert [int(v) for v in (f > 0).sum(0)] == fires
+    assert 0 < f[:, 2].max() < 1e-3  # small codes still count as firing (L0, dead)
     x_hat = sae.decode(f)
     nx, nh = np.linalg.norm(x, axis=1), np.linalg.norm(x_hat, axis=1)
     want = {
