@@ -305,6 +305,12 @@ def main() -> None:
               f"(prompts ~{w['explain_prompt_tokens_mean']:.0f} tokens) + detection {w['detect_s']:.1f}s "
               f"({w['detection_questions']} questions) + other {w['other_s']:.2f}s")
     print(json.dumps(result))
+    if "speedup_vs_reference_without_compile" in result:  # target: the streaming pass beats materialising
+        ratio = result["speedup_vs_reference_without_compile"]
+        if ratio < 1.0:
+            print("missed: statistics pass >= 1x the materialise-then-numpy reference (without compile)")
+        print(f"statistics pass vs materialise-then-numpy reference, without compile: {ratio:.2f}x (target >= 1)")
+        sys.exit(0 if ratio >= 1.0 else 1)
 
 
 if __name__ == "__main__":

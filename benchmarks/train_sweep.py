@@ -452,6 +452,17 @@ def main() -> None:
         print(f"sweep per-SAE cost vs PyTorch TopK step: {result['speedup_sweep_per_sae_vs_torch_topk']:.2f}x "
               f"(sweep time / {n_sae} vs one torch TopK step; architectures differ in cost)")
     print(json.dumps(result))
+    # targets: the stacked sweep is no slower than a loop of separately jitted SAEs, nor than
+    # dictionary_learning's trainers on the same batches (each checked when measured); ratio last
+    checks = [(f"sweep vs {name} >= 1x", result[key]) for name, key in
+              (("loop", "speedup_sweep_vs_loop"), ("dictionary_learning", "speedup_sweep_vs_dictionary_learning"))
+              if key in result]
+    missed = [name for name, v in checks if v < 1.0]
+    if missed:
+        print("missed: " + "; ".join(missed))
+    if checks:
+        print(f"{checks[-1][0].replace(' >= 1x', '')}: {checks[-1][1]:.2f}x (target >= 1)")
+    sys.exit(1 if missed else 0)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -14,6 +15,30 @@ import pytest
 jax.config.update("jax_default_matmul_precision", "float32")
 
 from tiny_models import build_tiny  # noqa: E402
+
+AXBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "axbench"
+"""Real AxBench concept data, read in place (never copied into the repository)."""
+
+
+def in_ci() -> bool:
+    """True under CI (``CI=true``), where data the tests need must be present: no silent skips."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_axbench() -> Path:
+    """The AxBench data folder; a test without it is skipped on a workstation and fails under CI."""
+    if AXBENCH.is_dir() and any(AXBENCH.glob("concept10/*/metadata.jsonl")):
+        return AXBENCH
+    msg = f"AxBench data not found under {AXBENCH} (the ../shared/axbench folder beside the repository)"
+    if in_ci():
+        pytest.fail(msg + "; CI=true requires it: put the data there", pytrace=False)
+    pytest.skip(msg)
+
+
+@pytest.fixture
+def axbench() -> Path:
+    """The AxBench data folder (see :func:`require_axbench`)."""
+    return require_axbench()
 
 
 @pytest.fixture(scope="session")

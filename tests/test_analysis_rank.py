@@ -228,3 +228,22 @@ def test_determinism_with_seed():
     c = rank_agreement(recs, settings=TauSettings(n_perm=999, n_boot=999, seed=1))
     assert c["overall"]["tau_b"] == a["overall"]["tau_b"]
     assert c["overall"]["ci"] != a["overall"]["ci"]
+
+
+@pytest.mark.parametrize("level", [0.95, 0.8])
+def test_perm_null_band_equals_the_quantiles_of_every_permutation(level):
+    """The permutation null band is the central ``ci_level`` interval (numpy's linear quantiles) of
+    tau_b over every reordering of y, computed here by scipy on each permutation; one group without
+    ties and one with ties in x and y (n = 7: 5040 permutations)."""
+    rng = np.random.default_rng(4)
+    cases = [(rng.normal(size=7), rng.normal(size=7)),
+             (np.array([1.0, 2, 2, 3, 4, 4, 5]), np.array([3.0, 1, 4, 1, 5, 9, 2]))]
+    for x, y in cases:
+        taus = [scipy.stats.kendalltau(x, y[list(p)]).statistic for p in itertools.permutations(range(len(y)))]
+        a = (1 - level) / 2
+        want = np.quantile(taus, [a, 1 - a])
+        got = tau_group(x, y, TauSettings(n_perm=math.factorial(len(x)), n_boot=50, ci_level=level),
+                        np.random.default_rng(0))
+        assert got["p_exact"]
+        assert got["perm_null_band"] == pytest.approx(want, rel=1e-9, abs=1e-12)
+        assert want[0] < -0.2 and want[1] > 0.2  # a band wide enough that a shifted quantile moves it

@@ -32,9 +32,10 @@ def default_answer(body: dict) -> str:
 class FakeChatServer:
     """A threaded /v1/chat/completions server on 127.0.0.1 (ephemeral port).
 
-    ``plan``: actions consumed one per request, in arrival order: an int HTTP status, "timeout"
-    (sleep ``sleep_s`` then answer), "garbage" (200 with a non-JSON body), "drop" (close without
-    answering), "ok". When the plan is empty every request is answered by ``answer(body)``.
+    ``plan``: actions consumed one per request, in arrival order: an int HTTP status, a tuple
+    (status, Retry-After value), "timeout" (sleep ``sleep_s`` then answer), "garbage" (200 with a
+    non-JSON body), "drop" (close without answering), "null" (a completion whose content is null),
+    "ok". When the plan is empty every request is answered by ``answer(body)``.
     """
 
     def __init__(self, plan=(), answer=default_answer, delay_s=0.0, sleep_s=1.0):
@@ -74,6 +75,8 @@ class FakeChatServer:
                         return self._send(404, b'{"error": "not found"}')
                     if server.delay_s:
                         time.sleep(server.delay_s)
+                    if isinstance(action, tuple):
+                        return self._send(action[0], b'{"error": {"message": "injected"}}', [("Retry-After", action[1])])
                     if isinstance(action, int):
                         hdrs = [("Retry-After", "0")] if action == 429 else []
                         return self._send(action, b'{"error": {"message": "injected"}}', hdrs)
@@ -88,7 +91,8 @@ class FakeChatServer:
                     reply = {
                         "id": "x", "object": "chat.completion", "model": body["model"],
                         "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": server.answer(body)}}],
+                                     "message": {"role": "assistant",
+                                                 "content": None if action == "null" else server.answer(body)}}],
                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                     }
                     self._send(200, json.dumps(reply).encode())
@@ -297,3 +301,24 @@ def test_api_judge_end_to_end_with_failure_accounting(server, tmp_path):
     d = judge.describe()
     assert d == f"api:{judge.client.url}:judge-model:temperature=0:max_tokens=256:prompt={prompt_digest()}"
     assert SECRET not in d and d != APIJudge(client(srv.url, tmp_path), temperature=0.7).describe()
+
+
+def test_a_positive_retry_after_is_waited_for(server, tmp_path):
+    """The server's Retry-After (1 s) outweighs the client's own backoff (10 ms)."""
+    srv = server(plan=[(429, "1")])
+    c = client(srv.url, tmp_path, backoff_max_s=5.0)
+    t0 = time.monotonic()
+    assert c.chat(msgs("x")) == default_answer({"messages": msgs("x")})
+    assert time.monotonic() - t0 >= 0.9 and len(srv.calls) == 2 and c.stats.retries == 1
+
+
+def test_null_content_is_a_parse_failure_that_scores_zero(server, tmp_path):
+    """A completion whose content is null is an answer without a rating: 0, not ok, counted."""
+    from jaxsae.judge import RatingRequest
+    from jaxsae.judge.api import APIJudge
+
+    srv = server(plan=["null"])
+    judge = APIJudge(client(srv.url, tmp_path))
+    r = judge.rate([RatingRequest("fluency", "cats", "Write.", "Cats purr.")])[0]
+    assert r.score == 0.0 and not r.ok and r.text == ""
+    assert len(srv.calls) == 1

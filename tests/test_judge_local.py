@@ -110,3 +110,17 @@ def test_smollm2_rates_fluent_text_above_random_tokens(smollm2):
         assert r.ok and sum(r.probs) == pytest.approx(1.0) and 0 <= r.score <= 2
         assert r.digit_mass > 0.05  # the model does answer with a digit at the slot
     assert scores[:12].mean() > scores[12:].mean()
+
+
+def test_a_rating_without_digit_mass_fails_and_scores_zero(tiny_llama, monkeypatch):
+    """NaN or zero probability on the three digits is a failed rating: it scores 0 (as the API
+    judge's failures and the README say), not the 1.0 of a uniform guess; valid rows are untouched."""
+    judge = LocalJudge(tiny_llama, batch_size=4)
+    rows = np.array([[0.1, 0.2, 0.5], [np.nan, np.nan, np.nan], [0.0, 0.0, 0.0], [0.3, np.nan, 0.1]], np.float32)
+    monkeypatch.setattr(judge, "slot_probs", lambda items: rows[: len(items)])
+    good, nan, zero, partial = judge.rate(REQS[:4])
+    assert good.ok and good.score == pytest.approx((0.2 + 2 * 0.5) / 0.8, rel=1e-6) and good.argmax == 2.0
+    for r in (nan, zero, partial):
+        assert not r.ok and r.score == 0.0 and r.argmax == 0.0
+        assert np.all(np.isfinite(r.probs)) and np.isfinite(r.digit_mass)
+    assert judge.stats()["ratings"] == 4

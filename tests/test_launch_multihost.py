@@ -137,3 +137,54 @@ def test_streamed_harvest_split_over_processes_trains_the_same_saes(tmp_path):
     one, two, _ = one_and_two_processes(tmp_path, "train", "--data.no-store-activations")
     same_weights(one, two)
     assert not (two / "tiny-random-llama" / "activations.npy").exists()
+
+
+_FAILING = """
+import sys, time
+from jaxsae.distributed import barrier, init_distributed, report_failure
+from jaxsae.errors import UserError, cli_errors
+
+with cli_errors():
+    index, count = init_distributed()
+    assert count == 2
+    barrier("start")
+    if index == 1:  # what jaxsae.launch does when a stage raises in a multi-process run
+        time.sleep(2.0)  # (both have left the first barrier: its polls last up to 1 s)
+        try:
+            raise ValueError("metrics of sae-3 failed: disk full")
+        except BaseException as e:
+            report_failure(f"{type(e).__name__}: {e}")
+            raise
+    time.sleep(4.0)  # process 0 is still working when process 1 fails
+    barrier("end of stage metrics")
+    print("passed the barrier")
+"""
+
+
+def test_a_failing_process_stops_the_other_at_its_next_barrier_with_its_message(tmp_path):
+    """Two local processes: process 1 fails inside a stage; process 0 reaches its next barrier and
+    stops there at once (exit 2, one line naming process 1 and its error) instead of waiting for a
+    process that will never come."""
+    import time
+
+    script = tmp_path / "fail.py"
+    script.write_text(_FAILING)
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=ROOT, env=env(1, JAXSAE_COORDINATOR=f"localhost:{port}", JAXSAE_NUM_PROCESSES="2",
+                                                JAXSAE_PROCESS_ID=str(i), JAXSAE_BARRIER_TIMEOUT="120"))
+             for i in range(2)]
+    t0 = time.monotonic()
+    try:
+        logs = [p.communicate(timeout=150) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert time.monotonic() - t0 < 100  # not the barrier timeout
+    (out0, err0), (out1, err1) = logs
+    assert procs[1].returncode != 0 and "disk full" in err1
+    assert procs[0].returncode == 2, (out0, err0[-2000:])
+    assert "passed the barrier" not in out0
+    assert "stopping: process 1: ValueError: metrics of sae-3 failed: disk full" in err0

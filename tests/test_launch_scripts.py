@@ -86,3 +86,24 @@ def test_multi_gpu_starts_one_process_per_gpu(fakes, tmp_path):
         assert f"coord=localhost:12355 n=2 id={i} gpu={i}" in line
     r = subprocess.run(["bash", str(ROOT / "launch" / "multi_gpu.sh")], env=dict(env, NGPU="0"), capture_output=True, text=True)
     assert r.returncode == 2 and "no GPU" in r.stderr
+
+
+def test_multi_gpu_stops_the_others_when_one_process_fails(fakes, tmp_path):
+    """Process 1 dies at once; process 0 would run for a minute: the script kills it, and returns
+    non-zero well before that, with process 1's message in its log."""
+    import time
+
+    env, _ = fakes
+    venv_python = Path(env["VENV"]) / "bin" / "python"
+    pid0 = tmp_path / "pid0"
+    fake(venv_python, f'if [ "$JAXSAE_PROCESS_ID" = 1 ]; then sleep 1; echo "process 1: boom" >&2; exit 3; fi\n'
+                      f'echo $$ > {pid0}\nexec sleep 60\n')
+    t0 = time.monotonic()
+    r = subprocess.run(["bash", str(ROOT / "launch" / "multi_gpu.sh"), "debug"], env=dict(env, LOG_DIR=str(tmp_path / "logs")),
+                       capture_output=True, text=True, timeout=50)
+    assert r.returncode == 1 and time.monotonic() - t0 < 30
+    assert "process 1: boom" in (tmp_path / "logs" / "process-1.log").read_text()
+    pid = int(pid0.read_text())
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):  # process 0 was stopped (not left running)
+        os.kill(pid, 0)

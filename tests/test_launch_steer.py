@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import in_ci, require_axbench
 from test_launch_smoke import ROOT, STAGES, env, launch, ran
 
 AXBENCH = ROOT.parent / "shared" / "axbench" / "concept10" / "prod_2b_l20_v1"
@@ -116,7 +117,8 @@ def test_bad_concept_files_and_settings_are_one_line_errors(run_dir, tmp_path):
     wide = concept_file(tmp_path / "wide.jsonl", [(3, "ok"), (500, "too wide")])
     msg = fail(out, "--steer.concepts", str(wide), "--redo", "steer")
     assert "names latent 500 but the SAE" in msg and "has 128 latents" in msg
-    if AXBENCH.is_dir():  # a real AxBench set names Gemma Scope 16k latents: too wide for the smoke SAEs
+    if AXBENCH.is_dir() or in_ci():  # a real AxBench set names Gemma Scope 16k latents: too wide for the smoke SAEs
+        require_axbench()  # under CI=true the data must be there (a loud failure, not a silent pass)
         msg = fail(out, "--steer.concepts", str(AXBENCH / "latent_eval_data.parquet"), "--redo", "steer")
         assert "names latent 16038 but the SAE" in msg
     out = tmp_path / "select"  # a stage that failed keeps its configuration: a fresh copy for the select settings

@@ -29,8 +29,9 @@ def random_sae(d_in: int, d_sae: int, seed: int = 0, arch: str = "jumprelu") -> 
     return S.SAE(cfg=cfg, params=params)
 
 
-def naive_scores(lm, sae, layer, features, *, alpha=10.0, k=1, mode="additive", max_acts=None):
-    """Two full forwards per feature, with the intervention written out as the hook does it."""
+def naive_scores(lm, sae, layer, features, *, alpha=10.0, k=1, mode="additive", max_acts=None, rank_factors=None):
+    """Two full forwards per feature, with the intervention written out as the hook does it
+    (``rank_factors``: a list that receives each feature's (1 − best rank / |V|))."""
     enc, dec = S.encode_fn(sae), S.decode_fn(sae)
     ids = np.asarray([lm.token_ids(DEFAULT_PREFIX)])
 
@@ -58,6 +59,8 @@ def naive_scores(lm, sae, layer, features, *, alpha=10.0, k=1, mode="additive", 
         p = np.exp(logp)
         best_rank = min(int(np.sum(p > p[t])) for t in lens)
         out.append((1 - best_rank / len(p)) * p[lens].max())
+        if rank_factors is not None:
+            rank_factors.append(1 - best_rank / len(p))
     return np.array(dtc), np.array(out)
 
 
@@ -67,11 +70,12 @@ def test_batched_dtc_equals_naive_on_tiny_model(tiny_llama, k):
     feats = np.array([0, 5, 17, 33, 47])
     got = feature_scores(tiny_llama, sae, 1, k=k, features=feats, batch_size=4)
     want_dtc, want_out = naive_scores(tiny_llama, sae, 1, feats, k=k)
-    np.testing.assert_allclose(got["delta_tc"], want_dtc, atol=1e-4)
-    np.testing.assert_allclose(got["output_score"], want_out, atol=1e-5)
+    np.testing.assert_allclose(got["delta_tc"], want_dtc, rtol=1e-4, atol=1e-5)
+    # the output scores are ~3e-4 (p ~ 1/|V| on a random model): compared relatively
+    np.testing.assert_allclose(got["output_score"], want_out, rtol=1e-5)
     # ΔTC alone (no logit-lens pass) is the same ΔC_k
     alone = delta_token_confidence(tiny_llama, sae, 1, k=k, features=feats, batch_size=4)
-    np.testing.assert_allclose(alone, want_dtc, atol=1e-4)
+    np.testing.assert_allclose(alone, want_dtc, rtol=1e-4, atol=1e-5)
     assert set(feature_scores(tiny_llama, sae, 1, k=k, features=feats, output_score=False)) == {"features", "delta_tc"}
 
 
@@ -81,8 +85,21 @@ def test_decoder_mode_equals_naive(tiny_llama):
     feats = np.array([1, 2, 30])
     got = feature_scores(tiny_llama, sae, 2, features=feats, mode="decoder", max_acts=m)
     want_dtc, want_out = naive_scores(tiny_llama, sae, 2, feats, mode="decoder", max_acts=m)
-    np.testing.assert_allclose(got["delta_tc"], want_dtc, atol=1e-4)
-    np.testing.assert_allclose(got["output_score"], want_out, atol=1e-5)
+    np.testing.assert_allclose(got["delta_tc"], want_dtc, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["output_score"], want_out, rtol=1e-5)
+
+
+def test_output_score_rank_factor_against_naive(tiny_llama):
+    """A weak push (α = 0.5) leaves the lens tokens far down the distribution, so the output score's
+    (1 − best rank / |V|) factor is 0.88…0.997 here: the score must match the naive one to 1e-5 relative."""
+    sae = random_sae(tiny_llama.config.d_model, 48)
+    feats = np.array([0, 5, 17, 33, 47])
+    factors = []
+    got = feature_scores(tiny_llama, sae, 1, alpha=0.5, features=feats, batch_size=4)
+    want_dtc, want_out = naive_scores(tiny_llama, sae, 1, feats, alpha=0.5, rank_factors=factors)
+    assert min(factors) < 0.95  # the factor matters by far more than the tolerance
+    np.testing.assert_allclose(got["output_score"], want_out, rtol=1e-5)
+    np.testing.assert_allclose(got["delta_tc"], want_dtc, rtol=1e-4, atol=1e-5)
 
 
 def test_alpha_zero_gives_zero(tiny_llama):

@@ -252,6 +252,11 @@ def finish(state, cfg: FeatureStatsConfig, tokens: np.ndarray, counted: np.ndarr
     """FeatureStats from a final :class:`~jaxsae.features.stream.StatsState` (the IW draw is cut
     from the reservoir here)."""
     state = jax.tree.map(np.asarray, state)
+    bad = ~np.isfinite(state.sum_act)
+    if bad.any():
+        raise UserError(f"feature statistics: {int(bad.sum())} of {bad.size} latents have NaN or inf activations on the "
+                        "held-out text; the SAE's weights or the model's residuals are not finite (re-export the SAE, "
+                        "or load the model in float32)")
     spec = cfg.spec()
     iw_val, iw_pos, iw_win = finalize_iw(state.iw_key, state.iw_val, state.iw_pos, state.iw_win, state.top_val, spec.n_iw)
     top_win = np.where((state.top_pos >= 0)[..., None], state.top_win, 0.0)

@@ -235,10 +235,13 @@ class LocalJudge(Judge):
         ratings = []
         scores = np.arange(len(self.digit_ids), dtype=np.float64)
         for p, m in zip(p_nk, mass_n):
-            ok = bool(np.isfinite(m) and m > 0)
-            q = p / m if ok else np.full_like(p, 1.0 / p.size)
-            ratings.append(Rating(score=float(q @ scores), argmax=float(np.argmax(q)), ok=ok,
-                                  probs=tuple(float(v) for v in q), digit_mass=float(m)))
+            if np.isfinite(m) and m > 0:
+                q = p / m
+                ratings.append(Rating(score=float(q @ scores), argmax=float(np.argmax(q)), ok=True,
+                                      probs=tuple(float(v) for v in q), digit_mass=float(m)))
+            else:  # no valid rating (NaN or zero digit mass): a failure scores 0, as the API judge's do
+                ratings.append(Rating(score=0.0, argmax=0.0, ok=False, probs=(0.0,) * p.size,
+                                      digit_mass=float(m) if np.isfinite(m) else 0.0))
         self._n += len(items)
         self._mass_sum += float(np.nansum(mass_n))
         self._mass_min = min(self._mass_min, float(np.nanmin(mass_n)))

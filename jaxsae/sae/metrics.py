@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsae.errors import UserError
 from jaxsae.models.decoder import forward_from
 
 
@@ -118,9 +119,15 @@ def core_metrics_many(lm, saes, layer: int, tokens_nt: np.ndarray, counted_nt: n
         n_ce += float(n)
         n_kl += float(nk)
         x = np.asarray(resid)[valid]
-        for sae, acc in zip(saes, sums):
+        if not np.isfinite(x).all():
+            raise UserError(f"core metrics: the model's residuals at layer {layer} hold NaN or inf on the held-out "
+                            "text; load the model in float32 (a low-precision model can overflow)")
+        for i, (sae, acc) in enumerate(zip(saes, sums)):
             f = np.asarray(sae.encode(x))
             x_hat = np.asarray(sae.decode(f))
+            if not (np.isfinite(f).all() and np.isfinite(x_hat).all()):
+                raise UserError(f"core metrics: SAE {i} of {len(saes)} (d_sae={sae.d_sae}) gives NaN or "
+                                "inf codes or reconstructions; its weights are not finite: retrain or re-export it")
             acc.add(x, f, x_hat)
             spliced = np.array(resid)
             spliced[valid] = x_hat

@@ -189,6 +189,10 @@ def load(path: str | os.PathLike) -> SAE:
     if cfg["architecture"] == "topk" and not cfg.get("k"):
         raise UserError(f"{cfg_file}: a topk SAE needs 'k' in its config")
     _validate(cfg, raw, path)
+    for k in _KEYS[cfg["architecture"]]:
+        n_bad = int(np.sum(~np.isfinite(raw[k])))
+        if n_bad:
+            raise UserError(f"{w_file}: {k} holds {n_bad} NaN or inf values; the SAE is corrupt: retrain or re-export it")
     params = {k: jnp.asarray(raw[k], jnp.float32) for k in _KEYS[cfg["architecture"]]}
     return SAE(cfg=cfg, params=params)
 

@@ -172,6 +172,11 @@ def feature_scores(
         dtc[s : s + n] = np.asarray(d)[:n]
         if output_score:
             out[s : s + n] = np.asarray(o)[:n]
+    bad = ~(np.isfinite(dtc) & np.isfinite(out))
+    if bad.any():
+        raise UserError(f"ΔTC: {int(bad.sum())} of {len(feats)} features score NaN or inf (first: latent "
+                        f"{int(feats[bad][0])}); the SAE's decoder rows or the model's logits are not finite "
+                        "(re-export the SAE, or load the model in float32)")
     result = {"features": feats, "delta_tc": dtc}
     return {**result, "output_score": out} if output_score else result
 

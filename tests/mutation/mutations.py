@@ -1,0 +1,115 @@
+"""The mutation list: one wrong version of each core formula and the tests that must catch it.
+
+Each entry changes one constant, term or operator. ``original`` must occur exactly once in
+``file`` (the runner reports a stale entry otherwise, so an edited formula cannot silently drop out
+of the list). ``tests`` are pytest node ids or files, kept small: each mutation runs them alone.
+To add a formula: append a Mutation here and run ``python tests/mutation/run.py --only NAME``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One deliberate error in a core formula."""
+
+    name: str
+    """Short unique id (``--only`` selects by it)."""
+    file: str
+    """Path relative to the repository root."""
+    original: str
+    """Exact text of the formula as it is (must occur once in ``file``)."""
+    mutated: str
+    """The wrong text that replaces it."""
+    tests: tuple[str, ...]
+    """pytest node ids / files (relative to the root) that must fail on the mutant."""
+
+
+DTC = "jaxsae/select/dtc.py"
+METRICS = "jaxsae/sae/metrics.py"
+KENDALL = "jaxsae/analysis/kendall.py"
+TRAINER = "jaxsae/train/trainer.py"
+OPS = "jaxsae/sae/ops.py"
+
+T_DTC = "tests/test_select_dtc.py::test_batched_dtc_equals_naive_on_tiny_model"
+T_OUT = "tests/test_select_dtc.py::test_output_score_rank_factor_against_naive"
+T_DEC = "tests/test_select_dtc.py::test_decoder_mode_equals_naive"
+T_METRICS = "tests/test_sae_metrics.py::test_reconstruction_and_frequency_metrics_equal_numpy"
+T_CORE = "tests/test_sae_metrics.py::test_core_metrics_equal_naive_reference"
+T_RANK = "tests/test_analysis_rank.py"
+T_REF = "tests/test_train_references.py"
+T_RECIPES = "tests/test_sae_recipes.py"
+
+MUTATIONS: list[Mutation] = [
+    # ---------------------------------------------------------------- ΔTC and the output score
+    Mutation("dtc-rank-factor", DTC, "out = (1.0 - rank / z.shape[-1]) * p_best", "out = p_best", (T_OUT,)),
+    Mutation("dtc-rank-ties", DTC, "rank = jnp.sum(z > z_best[:, None], axis=1)",
+             "rank = jnp.sum(z >= z_best[:, None], axis=1) + 100", (T_OUT,)),
+    Mutation("dtc-pbest-unnormalised", DTC, "p_best = jnp.exp(z_best - lse)", "p_best = jnp.exp(z_best)", (T_OUT,)),
+    Mutation("dtc-confidence-sign", DTC, "    return lse_b - top", "    return top - lse_b", (T_DTC,)),
+    Mutation("dtc-topk-sum", DTC, "jnp.mean(jax.lax.top_k(logits_bv, k)[0], axis=-1)",
+             "jnp.sum(jax.lax.top_k(logits_bv, k)[0], axis=-1)", (T_DTC,)),
+    Mutation("dtc-additive-amax", DTC, "delta = alpha * amax * rows", "delta = alpha * rows", (T_DTC,)),
+    Mutation("dtc-decoder-unit", DTC,
+             "unit = rows / jnp.maximum(jnp.linalg.norm(rows, axis=1, keepdims=True), 1e-12)", "unit = rows", (T_DEC,)),
+    # ---------------------------------------------------------------- core metrics
+    Mutation("metrics-cossim-denominator", METRICS, "np.maximum(nx * nh, 1e-12)", "np.maximum(nx * nx, 1e-12)",
+             (T_METRICS,)),
+    Mutation("metrics-dense-threshold", METRICS, "np.mean(freq > 0.1)", "np.mean(freq > 0.01)", (T_METRICS,)),
+    Mutation("metrics-dead-once", METRICS, "np.mean(self.fired == 0)", "np.mean(self.fired <= 1)", (T_METRICS,)),
+    Mutation("metrics-l2-ratio-inverted", METRICS, "np.sum(nh / np.maximum(nx, 1e-12))",
+             "np.sum(nx / np.maximum(nh, 1e-12))", (T_METRICS,)),
+    Mutation("metrics-mse-per-element", METRICS, '"mse": self.err / n,', '"mse": self.err / n / len(self.sum_x),',
+             (T_METRICS,)),
+    Mutation("metrics-l0-count", METRICS, "self.l0 += float(np.sum(f != 0))", "self.l0 += float(np.sum(f > 1e-3))",
+             (T_METRICS,)),
+    Mutation("metrics-variance-unbiased", METRICS, "float(np.sum(np.asarray(self.sum_x) ** 2)) / n",
+             "float(np.sum(np.asarray(self.sum_x) ** 2)) / (n - 1)", (T_METRICS,)),
+    Mutation("metrics-kl-reversed", METRICS, "kl = jnp.sum(jnp.exp(lp_clean) * (lp_clean - lp), axis=-1)",
+             "kl = jnp.sum(jnp.exp(lp) * (lp - lp_clean), axis=-1)", (T_CORE,)),
+    Mutation("metrics-ce-score", METRICS, "(ce_zero - ce_sae) / (ce_zero - ce_clean)",
+             "(ce_zero - ce_sae) / (ce_sae - ce_clean)", (T_CORE,)),
+    Mutation("metrics-ce-from-counted", METRICS, "jnp.sum(ce * valid_bt[:, :-1].astype(jnp.float32))",
+             "jnp.sum(ce * valid_bt[:, 1:].astype(jnp.float32))", (T_CORE,)),
+    # ---------------------------------------------------------------- Kendall statistics
+    Mutation("kendall-null-band", KENDALL, "np.quantile(null, [a, 1.0 - a])", "np.quantile(null, [a / 2, 1.0 - a / 2])",
+             (T_RANK + "::test_perm_null_band_equals_the_quantiles_of_every_permutation",)),
+    Mutation("kendall-tau-denominator", KENDALL, "den = np.sqrt(nx.astype(np.float64) * ny)",
+             "den = (nx.astype(np.float64) + ny) / 2", (T_RANK + "::test_vectorised_tau_matches_scipy_and_naive",)),
+    Mutation("kendall-pvalue-strict", KENDALL, "hits = int(np.sum(np.abs(null_taus) >= abs(tau_obs) - tol))",
+             "hits = int(np.sum(np.abs(null_taus) > abs(tau_obs) + tol))",
+             (T_RANK + "::test_permutation_pvalue_exact_matches_scipy_exact_null",)),
+    Mutation("kendall-pvalue-plus-one", KENDALL, "return (hits + 1) / (null_taus.size + 1)",
+             "return hits / null_taus.size", (T_RANK + "::test_perfect_concordance_n8_has_tiny_pvalue",)),
+    # ---------------------------------------------------------------- training
+    Mutation("adam-eps", TRAINER, "(jnp.sqrt(v_ / c2) + 1e-8)", "(jnp.sqrt(v_ / c2) + 1e-6)", (T_REF,)),
+    Mutation("adam-bias-correction", TRAINER, "c2 = 1.0 - b2**t", "c2 = 1.0", (T_REF,)),
+    Mutation("adam-first-moment", TRAINER, "b1 * m_ + (1 - b1) * g", "b1 * m_ + (1 - b1) * g * 0.5", (T_REF,)),
+    Mutation("gm-is-mean", OPS, "_, guess, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), mean, mean))",
+             "guess = mean", (T_REF,)),
+    Mutation("gm-unweighted", OPS, "w = 1.0 / jnp.linalg.norm(points_nd - guess, axis=-1)",
+             "w = 1.0 / jnp.linalg.norm(points_nd - guess, axis=-1) ** 2", (T_REF,)),
+    Mutation("clip-always", OPS, "scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))",
+             "scale = max_norm / (norm + 1e-6)", (T_REF,)),
+    Mutation("lr-warmup-offset", TRAINER, "warm = step / max(st.warmup_steps, 1)",
+             "warm = (step + 1) / max(st.warmup_steps, 1)", ("tests/test_train_schedule.py",)),
+    Mutation("relu-l1-decoder-norm", "jaxsae/sae/relu.py", "l1 = jnp.mean(jnp.sum(f_bf * dec_norm_f, axis=-1))",
+             "l1 = jnp.mean(jnp.sum(f_bf, axis=-1))", (T_RECIPES + "::test_relu_loss_and_grads",)),
+    Mutation("jumprelu-penalty", "jaxsae/sae/jumprelu.py", "jnp.square(l0 / sparsity - 1.0)",
+             "jnp.abs(l0 / sparsity - 1.0)", (T_RECIPES + "::test_jumprelu_loss_grads_and_pseudo_gradients",)),
+    Mutation("auxk-no-centering", "jaxsae/sae/topk.py",
+             "denom = jnp.mean(jnp.sum(jnp.square(e - jnp.mean(e, axis=0, keepdims=True)), axis=-1))",
+             "denom = jnp.mean(jnp.sum(jnp.square(e), axis=-1))", (T_RECIPES + "::test_auxk_hand_example",)),
+    # ---------------------------------------------------------------- judging and steering
+    Mutation("judge-failure-scores-uniform", "jaxsae/judge/local.py", "ratings.append(Rating(score=0.0, argmax=0.0, ok=False,",
+             "ratings.append(Rating(score=1.0, argmax=0.0, ok=False,",
+             ("tests/test_judge_local.py::test_a_rating_without_digit_mass_fails_and_scores_zero",)),
+    Mutation("harmonic-mean-arithmetic", "jaxsae/judge/rubric.py",
+             "3.0 / (1.0 / safe[0] + 1.0 / safe[1] + 1.0 / safe[2])", "(safe[0] + safe[1] + safe[2]) / 3.0",
+             ("tests/test_judge_rubric.py::test_harmonic_mean_and_zero_guard",)),
+    Mutation("steer-direction-not-unit", "jaxsae/steer/edits.py",
+             "return (w / np.maximum(np.linalg.norm(w, axis=-1, keepdims=True), 1e-12)).astype(np.float32)",
+             "return w.astype(np.float32)", ("tests/test_steer_edits.py::test_unit_directions",)),
+]
