@@ -320,3 +320,49 @@ def test_smollm2_end_to_end(smollm2):
         assert r["n_pos"] == r["n_neg"] == 2 and 0.0 <= r["auroc"] <= 1.0
         assert 0.0 < r["digit_mass"] <= 1.0 and 0.0 <= r["agreement"] <= 1.0 and r["ok_fraction"] == 1.0
         assert r["ci_low"] <= r["auroc"] <= r["ci_high"]
+
+
+@needs_axbench
+def test_cli_detector_with_api_judge(stats, tiny_dirs, tmp_path):
+    """--feature-stats: the AutoInterp detector measured through the local HTTP judge, which
+    answers every detection with the true activating windows (known from the statistics)."""
+    from test_judge_api import FakeChatServer
+
+    from jaxsae.features import save
+    from jaxsae.judge.__main__ import main
+    from jaxsae.models import load_model
+
+    text_model = str(tiny_dirs("llama"))
+    tt = P.TokenText(load_model(text_model).tokenizer)
+    cfg = AutoInterpConfig()
+    truth = {}
+    for f in select_latents(stats, AutoInterpConfig(n_latents=3, n_concept=3)).scored:
+        ex = latent_examples(stats, f, cfg)
+        for w, lab in zip(ex.scoring, ex.labels):
+            truth[P.render_window(tt(w.tokens))] = bool(lab)
+
+    def answer(body):
+        content = body["messages"][-1]["content"]
+        if "Passages:" not in content:
+            if "[Sentence Fragment Start]" in content:
+                return "Rating: [[1]]"
+            return "This neuron activates on code."
+        lines = content.split("Passages:\n\n", 1)[1].split("\n")  # windows hold no newline (shown as ↵)
+        hits = [ln.split(". ", 1)[0] for ln in lines if truth[ln.split(". ", 1)[1]]]
+        return ", ".join(hits) or "None"
+
+    save(stats, tmp_path / "sae" / "feature_stats")
+    server = FakeChatServer(answer=answer)
+    try:
+        out = tmp_path / "v.json"
+        rc = main(["validate", "--axbench", str(AXBENCH), "--judge", "api", "--base-url", server.url, "--model", "m",
+                   "--api-key-env", "", "--n-per-class", "2", "--n-boot", "100", "--feature-stats",
+                   str(tmp_path / "sae"), "--text-model", text_model, "--detector-latents", "3", "--out", str(out)])
+    finally:
+        server.close()
+    assert rc == 0
+    det = json.loads(out.read_text())["detector"]
+    assert (det["auroc"], det["ci_low"], det["n_latents"], det["n_explained"], det["score"]) == (1.0, 1.0, 3, 3,
+                                                                                                "predicted")
+    assert det["n_pos"] + det["n_neg"] == 3 * cfg.n_scoring
+    assert main(["validate", "--axbench", str(AXBENCH), "--feature-stats", str(tmp_path)]) == 2  # no stats.json

@@ -49,11 +49,19 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0, help="seed of the example draw and the bootstrap")
     v.add_argument("--min-digit-mass", type=float, default=0.5,
                    help="flag a local judge whose mean probability on the digits 0/1/2 is below this")
+    v.add_argument("--feature-stats", default="", metavar="DIR",
+                   help="also measure the AutoInterp detector: a feature_stats folder (or an SAE folder holding one) "
+                        "whose latents' activating windows are told from random ones")
+    v.add_argument("--text-model", default="",
+                   help="load_model source whose tokenizer turns the windows' token ids into text (default: the "
+                        "model recorded in the feature statistics)")
+    v.add_argument("--detector-latents", type=int, default=8, help="latents whose scoring windows test the detector")
     v.add_argument("--out", default="judge_validity.json", help="where the JSON result is written (atomically)")
     return p
 
 
 def _judge(a):
+    """(rating judge, AutoInterp judge maker): the maker builds the detector judge on the same model."""
     if a.judge == "local":
         import jax.numpy as jnp
 
@@ -64,12 +72,45 @@ def _judge(a):
             dtype = jnp.dtype(a.dtype)
         except TypeError as e:
             raise UserError(f"--dtype {a.dtype!r} is not a dtype; use float32 or bfloat16") from e
-        return LocalJudge(load_model(a.model, dtype=dtype), batch_size=a.batch_size)
+        lm = load_model(a.model, dtype=dtype)
+
+        def detector(cfg):
+            from jaxsae.autointerp.judges import LocalJudge as Detector
+
+            return Detector(lm, cfg)
+
+        return LocalJudge(lm, batch_size=a.batch_size), detector
     from jaxsae.judge import APIJudge, ChatClient
 
     cache = Path(a.cache_dir) if a.cache_dir else Path(a.out).resolve().parent / "judge_cache"
-    return APIJudge(ChatClient(a.base_url, a.model, api_key_env=a.api_key_env or None, cache_dir=cache,
-                               max_concurrency=a.max_concurrency))
+    client = ChatClient(a.base_url, a.model, api_key_env=a.api_key_env or None, cache_dir=cache,
+                        max_concurrency=a.max_concurrency)
+
+    def detector(cfg):
+        from jaxsae.autointerp.judges import ApiJudge
+
+        return ApiJudge(client, cfg)
+
+    return APIJudge(client), detector
+
+
+def _stats(a):
+    """The feature statistics of --feature-stats and the token-to-text function of their model."""
+    from jaxsae.autointerp.prompts import TokenText
+    from jaxsae.features import load
+    from jaxsae.models import load_model
+
+    d = Path(a.feature_stats)
+    if (d / "feature_stats").is_dir():
+        d = d / "feature_stats"
+    if not (d / "stats.json").is_file():
+        raise UserError(f"--feature-stats {a.feature_stats!r} holds no stats.json; pass a feature_stats folder "
+                        "(the autointerp stage writes one beside each SAE)")
+    stats = load(d)
+    source = a.text_model or stats.meta.get("model")
+    if not source:
+        raise UserError("the feature statistics do not name their model; pass --text-model")
+    return stats, TokenText(load_model(str(source)).tokenizer)
 
 
 def _line(name: str, r: dict) -> str:
@@ -94,16 +135,24 @@ def validate_main(a) -> int:
 
     criteria = tuple(c.strip() for c in a.criteria.split(",") if c.strip())
     s = ValiditySettings(axbench_dir=a.axbench, n_per_class=a.n_per_class, criteria=criteria, n_boot=a.n_boot,
-                         ci_level=a.ci_level, seed=a.seed, min_digit_mass=a.min_digit_mass)
+                         ci_level=a.ci_level, seed=a.seed, min_digit_mass=a.min_digit_mass,
+                         detector_latents=a.detector_latents)
     if not 0.0 < s.ci_level < 1.0:
         raise UserError(f"--ci-level must lie strictly between 0 and 1, got {s.ci_level}")
     examples = labelled_examples(s.axbench_dir, n_per_class=s.n_per_class, seed=s.seed, criteria=s.criteria)
-    judge = _judge(a)
+    stats = _stats(a) if a.feature_stats else None
+    judge, detector = _judge(a)
     res = validate_judge(judge, examples, settings=s)
     res["judge_stats"] = judge.stats()
+    if stats is not None:
+        from jaxsae.autointerp.config import AutoInterpConfig
+        from jaxsae.judge.validate import validate_detector
+
+        cfg = AutoInterpConfig()
+        res["detector"] = validate_detector(detector(cfg), stats[0], stats[1], cfg, settings=s)
     atomic_write_json(a.out, res)
     print(f"judge {res['judge']}  ({res['seconds']:.1f} s, data {res['data']}, key {res['cache_key']})")
-    for name, r in res["criteria"].items():
+    for name, r in [*res["criteria"].items(), *([("detector", res["detector"])] if "detector" in res else [])]:
         print(_line(name, r))
     print(verdict(res) or "the judge separates every measured criterion (each CI excludes 0.5)")
     print(f"wrote {a.out}")
