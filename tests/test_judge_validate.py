@@ -232,7 +232,7 @@ class FakeDetector:
     def detect(self, explanations, window_texts, examples):
         out = []
         for ws in window_texts:
-            y = [self.truth[w] for w in ws]
+            y = [self.truth.get(w, False) for w in ws]
             if self.mode == "p_yes":
                 out.append(Detection(predicted=None, p_yes=[0.9 if v else 0.2 for v in y]))
             elif self.mode == "list":
@@ -366,3 +366,19 @@ def test_cli_detector_with_api_judge(stats, tiny_dirs, tmp_path):
                                                                                                 "predicted")
     assert det["n_pos"] + det["n_neg"] == 3 * cfg.n_scoring
     assert main(["validate", "--axbench", str(AXBENCH), "--feature-stats", str(tmp_path)]) == 2  # no stats.json
+
+
+@needs_axbench
+def test_cache_with_detector(stats, tmp_path):
+    ex = labelled_examples(AXBENCH, n_per_class=8, seed=0)
+    lab = _labels(ex)
+    j = KnownJudge(lambda r: Rating(2.0 * lab[(r.criterion, r.instruction, r.fragment)], 0.0, True))
+    cfg = AutoInterpConfig()
+    s = ValiditySettings(axbench_dir=str(AXBENCH), n_per_class=8, n_boot=100, detector_latents=2)
+    det = FakeDetector({}, "random")
+    a = validate_cached(j, s, tmp_path, detector_judge=det, stats=stats, token_text=token_text, autointerp_cfg=cfg)
+    assert a["detector"]["n_latents"] == 2 and (tmp_path / f"{a['cache_key']}.json").is_file()
+    b = validate_cached(j, s, tmp_path, detector_judge=det, stats=stats, token_text=token_text, autointerp_cfg=cfg)
+    assert a == b and j.calls == 1
+    c = validate_cached(j, s, tmp_path)  # without the detector: another result
+    assert c["cache_key"] != a["cache_key"] and "detector" not in c and j.calls == 2

@@ -352,12 +352,22 @@ def validate_judge(judge: Judge, examples: dict[str, Sequence[Labelled]], *,
             "min_digit_mass": settings.min_digit_mass, "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def validate_cached(judge: Judge, settings: ValiditySettings, cache_dir: str | Path) -> dict[str, Any]:
+def validate_cached(judge: Judge, settings: ValiditySettings, cache_dir: str | Path, *, detector_judge=None,
+                    stats=None, token_text=None, autointerp_cfg=None) -> dict[str, Any]:
     """:func:`validate_judge` on :func:`labelled_examples` of ``settings``, kept as
-    ``cache_dir/<cache_key>.json`` (written atomically) and read back when it is there."""
+    ``cache_dir/<cache_key>.json`` (written atomically) and read back when it is there.
+
+    With ``detector_judge`` (an AutoInterp judge), ``stats`` and ``token_text``, the result also
+    holds ``"detector"`` (:func:`validate_detector`), and the key the statistics' fingerprint."""
     ex = labelled_examples(settings.axbench_dir, n_per_class=settings.n_per_class, seed=settings.seed,
                            criteria=settings.criteria)
-    key = cache_key(judge.describe(), data_hash(ex), _sizes(settings))
+    sizes = _sizes(settings)
+    if detector_judge is not None:
+        sizes.update(detector=getattr(detector_judge, "name", type(detector_judge).__name__),
+                     detector_latents=settings.detector_latents,
+                     stats=(stats.meta.get("fingerprint") if stats is not None else None),
+                     autointerp=_json(dataclasses.asdict(autointerp_cfg)) if autointerp_cfg is not None else None)
+    key = cache_key(judge.describe(), data_hash(ex), sizes)
     path = Path(cache_dir) / f"{key}.json"
     try:
         old = json.loads(path.read_text())
@@ -366,6 +376,9 @@ def validate_cached(judge: Judge, settings: ValiditySettings, cache_dir: str | P
     except (OSError, ValueError, AttributeError):
         pass
     res = validate_judge(judge, ex, settings=settings)
+    if detector_judge is not None:
+        res["detector"] = validate_detector(detector_judge, stats, token_text, autointerp_cfg, settings=settings)
+    res["cache_key"] = key
     atomic_write_json(path, res)
     return res
 
