@@ -382,3 +382,12 @@ def test_cache_with_detector(stats, tmp_path):
     assert a == b and j.calls == 1
     c = validate_cached(j, s, tmp_path)  # without the detector: another result
     assert c["cache_key"] != a["cache_key"] and "detector" not in c and j.calls == 2
+
+
+@needs_axbench
+def test_criteria_subset_draws_the_same():
+    full = labelled_examples(AXBENCH, n_per_class=4, seed=2)
+    only = labelled_examples(AXBENCH, n_per_class=4, seed=2, criteria=("fluency",))
+    assert list(only) == ["fluency"] and only["fluency"] == full["fluency"]
+    with pytest.raises(UserError, match="unknown criteria"):
+        labelled_examples(AXBENCH, criteria=("style",))

@@ -291,8 +291,8 @@ def labelled_examples(axbench_dir: str | Path, *, n_per_class: int = 24, seed: i
         raise UserError(f"unknown criteria {bad}; choose among {', '.join(CRITERIA)}")
     rows = axbench_rows(axbench_dir)
     out = {}
-    for k, crit in enumerate(criteria):
-        out[crit] = _BUILDERS[crit](rows, n_per_class, np.random.default_rng([seed, k]))
+    for crit in criteria:  # each criterion's draw depends on the seed and its name only
+        out[crit] = _BUILDERS[crit](rows, n_per_class, np.random.default_rng([seed, CRITERIA.index(crit)]))
         labels = [e.label for e in out[crit]]
         if sum(labels) < 2 or len(labels) - sum(labels) < 2:
             raise UserError(f"the AxBench sets under {axbench_dir} give fewer than 2 examples of a class for "
