@@ -391,3 +391,16 @@ def test_criteria_subset_draws_the_same():
     assert list(only) == ["fluency"] and only["fluency"] == full["fluency"]
     with pytest.raises(UserError, match="unknown criteria"):
         labelled_examples(AXBENCH, criteria=("style",))
+
+
+def test_markdown_table():
+    from jaxsae.judge.validate import markdown_table
+
+    res = {"criteria": {"concept": {"auroc": 0.52, "ci_low": 0.41, "ci_high": 0.63, "ci_level": 0.95, "n_pos": 24,
+                                    "n_neg": 24, "digit_mass": 0.24, "agreement": 0.5}},
+           "detector": {"auroc": 0.8, "ci_low": 0.7, "ci_high": 0.9, "ci_level": 0.95, "n_pos": 20, "n_neg": 36}}
+    assert markdown_table(res) == [
+        "| criterion | AUROC | 95% CI | n (pos/neg) | digit mass | argmax agreement |",
+        "|---|---:|---:|---:|---:|---:|",
+        "| concept | 0.52 | 0.41–0.63 | 24/24 | 0.24 | 0.50 |",
+        "| detector | 0.80 | 0.70–0.90 | 20/36 | – | – |"]

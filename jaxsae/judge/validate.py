@@ -477,6 +477,25 @@ def verdict(result: dict) -> str | None:
     return "; ".join(lines) + "; " + tail
 
 
+def markdown_table(result: dict) -> list[str]:
+    """The result as markdown table lines (criterion, AUROC, CI, n per class, digit mass, argmax
+    agreement), the detector last when measured, for the report and the run's last lines."""
+    def num(v):
+        return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.2f}"
+
+    crits = dict(result.get("criteria") or {})
+    if isinstance(result.get("detector"), dict):
+        crits["detector"] = result["detector"]
+    level = round(100 * float(next(iter(crits.values()), {}).get("ci_level") or 0.95))
+    lines = [f"| criterion | AUROC | {level}% CI | n (pos/neg) | digit mass | argmax agreement |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for c, r in crits.items():
+        lines.append(f"| {c} | {num(r.get('auroc'))} | {num(r.get('ci_low'))}–{num(r.get('ci_high'))} | "
+                     f"{r.get('n_pos', 0)}/{r.get('n_neg', 0)} | {num(r.get('digit_mass'))} | "
+                     f"{num(r.get('agreement'))} |")
+    return lines
+
+
 def _json(x):
     """JSON-able copy: numpy scalars as Python numbers, non-finite floats as None."""
     if isinstance(x, dict):
