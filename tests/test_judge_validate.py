@@ -404,3 +404,19 @@ def test_markdown_table():
         "|---|---:|---:|---:|---:|---:|",
         "| concept | 0.52 | 0.41–0.63 | 24/24 | 0.24 | 0.50 |",
         "| detector | 0.80 | 0.70–0.90 | 20/36 | – | – |"]
+
+
+def test_detector_with_local_autointerp_judge(stats, tiny_dirs):
+    """The local AutoInterp judge end to end (a tiny random model: the numbers mean nothing, the
+    path does): its own explanations, then P(yes) per scoring window as the score."""
+    from jaxsae.autointerp import LocalJudge as Detector
+    from jaxsae.models import load_model
+
+    tiny_llama = load_model(str(tiny_dirs("llama", max_position_embeddings=2048)))
+
+    cfg = AutoInterpConfig(max_explanation_tokens=4)
+    r = validate_detector(Detector(tiny_llama, cfg), stats, P.TokenText(tiny_llama.tokenizer), cfg,
+                          settings=ValiditySettings(detector_latents=2, n_boot=100))
+    assert r["score"] == "p_yes" and r["n_latents"] == 2 and r["n_pos"] + r["n_neg"] == r["n_explained"] * 14
+    assert r["n_explained"] == 0 or 0.0 <= r["auroc"] <= 1.0
+    json.dumps(r)
