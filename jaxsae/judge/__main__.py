@@ -25,7 +25,12 @@ def _parser() -> argparse.ArgumentParser:
         help="measure how well a judge separates labelled examples (AUROC with a bootstrap CI per criterion)",
         description="Rate labelled AxBench examples (concept present vs absent, instruction followed vs not, "
                     "fluent vs shuffled/repeated text) and report per criterion the AUROC with a bootstrap CI, "
-                    "n per class, the digit mass and the expected/argmax agreement (local judges), and a verdict.")
+                    "n per class, the digit mass and the expected/argmax agreement (local judges), and a verdict.",
+        epilog="AUROC: P(rating of a positive > rating of a negative) + half the ties; the CI resamples each "
+               "class on its own. Digit mass: mean probability the judge puts on the digits 0/1/2 at the rating "
+               "slot. Agreement: fraction of ratings whose argmax digit equals the expected rating rounded. "
+               "The verdict flags every criterion whose CI includes 0.5 (or whose AUROC is at most 0.5) and a "
+               "digit mass below --min-digit-mass: then g (or, for the detector, µ) is not interpretable.")
     v.add_argument("--axbench", required=True, metavar="DIR",
                    help="folder of AxBench concept sets (train_data.parquet / latent_eval_data.parquet, searched "
                         "recursively; every set found is pooled), e.g. ../shared/axbench")
@@ -41,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="api: environment variable holding the key ('' for none); the key is never written")
     v.add_argument("--max-concurrency", type=int, default=8, help="api: requests in flight")
     v.add_argument("--cache-dir", default="",
-                   help="api: folder of the request cache (default: judge_cache beside --out)")
+                   help="api: folder of the request cache; '' puts it in judge_cache beside --out")
     v.add_argument("--n-per-class", type=int, default=24, help="examples per class and criterion")
     v.add_argument("--criteria", default="concept,instruction,fluency", help="comma-separated criteria to measure")
     v.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the AUROC")
