@@ -137,3 +137,36 @@ def test_streamed_harvest_split_over_processes_trains_the_same_saes(tmp_path):
     one, two, _ = one_and_two_processes(tmp_path, "train", "--data.no-store-activations")
     same_weights(one, two)
     assert not (two / "tiny-random-llama" / "activations.npy").exists()
+
+
+TO_HOST = """
+import numpy as np, jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jaxsae.distributed import init_distributed, put, to_host
+init_distributed()
+mesh = Mesh(np.asarray(jax.devices()).reshape(4), ("data",))
+x = np.arange(24, dtype=np.float32).reshape(8, 3)
+tree = {"rows": put(x, NamedSharding(mesh, P("data"))), "same": put(x, NamedSharding(mesh, P())), "n": 3}
+assert not tree["rows"].is_fully_addressable
+got = to_host(tree)
+assert isinstance(got["rows"], np.ndarray) and np.array_equal(got["rows"], x), got["rows"]
+assert np.array_equal(got["same"], x) and int(got["n"]) == 3
+print("ok", jax.process_index())
+"""
+
+
+def test_to_host_gathers_arrays_that_span_processes():
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", TO_HOST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=ROOT, env=env(2, JAXSAE_COORDINATOR=f"localhost:{port}", JAXSAE_NUM_PROCESSES="2",
+                                                JAXSAE_PROCESS_ID=str(i)))
+             for i in range(2)]
+    try:
+        logs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for i, (p, (out, err)) in enumerate(zip(procs, logs)):
+        assert p.returncode == 0 and f"ok {i}" in out, (i, out[-2000:], err[-3000:])
