@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/select.py
 	$(BIN)/python benchmarks/autointerp.py
 	$(BIN)/python benchmarks/project.py
+	$(BIN)/python benchmarks/permutation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
