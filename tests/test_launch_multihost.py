@@ -188,3 +188,36 @@ def test_a_failing_process_stops_the_other_at_its_next_barrier_with_its_message(
     assert procs[0].returncode == 2, (out0, err0[-2000:])
     assert "passed the barrier" not in out0
     assert "stopping: process 1: ValueError: metrics of sae-3 failed: disk full" in err0
+
+
+TO_HOST = """
+import numpy as np, jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jaxsae.distributed import init_distributed, put, to_host
+init_distributed()
+mesh = Mesh(np.asarray(jax.devices()).reshape(4), ("data",))
+x = np.arange(24, dtype=np.float32).reshape(8, 3)
+tree = {"rows": put(x, NamedSharding(mesh, P("data"))), "same": put(x, NamedSharding(mesh, P())), "n": 3}
+assert not tree["rows"].is_fully_addressable
+got = to_host(tree)
+assert isinstance(got["rows"], np.ndarray) and np.array_equal(got["rows"], x), got["rows"]
+assert np.array_equal(got["same"], x) and int(got["n"]) == 3
+print("ok", jax.process_index())
+"""
+
+
+def test_to_host_gathers_arrays_that_span_processes():
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", TO_HOST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=ROOT, env=env(2, JAXSAE_COORDINATOR=f"localhost:{port}", JAXSAE_NUM_PROCESSES="2",
+                                                JAXSAE_PROCESS_ID=str(i)))
+             for i in range(2)]
+    try:
+        logs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for i, (p, (out, err)) in enumerate(zip(procs, logs)):
+        assert p.returncode == 0 and f"ok {i}" in out, (i, out[-2000:], err[-3000:])

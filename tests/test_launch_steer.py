@@ -123,8 +123,11 @@ def test_bad_concept_files_and_settings_are_one_line_errors(run_dir, tmp_path):
         assert "names latent 16038 but the SAE" in msg
     out = tmp_path / "select"  # a stage that failed keeps its configuration: a fresh copy for the select settings
     shutil.copytree(run_dir, out)
-    assert "select.tier_choice must be 'dev'" in fail(out, "--select.tier-choice", "test", "--redo", "select")
-    assert "select.pool must be 'all'" in fail(out, "--select.tier-choice", "test", "--select.pool", "some",
-                                               "--redo", "select")
+    for flag, value, choices in (("--select.tier-choice", "test", ("'dev'", "'eval'")),
+                                 ("--select.pool", "some", ("'all'", "'concepts'"))):  # Literal choices: tyro's report
+        r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), flag, value,
+                            "--redo", "select"], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=300)
+        assert r.returncode == 2 and flag in r.stderr and value in r.stderr, r.stderr
+        assert all(c in r.stderr for c in choices), r.stderr
     # settings are checked before a stage's finished outputs are touched: its manifest survives
     assert (out / "manifests" / "steer_selected.json").exists() and (out / "manifests" / "select.json").exists()

@@ -1,6 +1,6 @@
 """Rank agreement between two per-SAE scores (µ and g): pooled tau_b, per-axis tau_b, psi, Psi.
 
-Definitions (protocol.md §4, the paper's Table 1):
+Definitions (arXiv 2510.03659, Table 1):
   overall  tau_b over all SAEs pooled.
   axis A   one group per architecture;  psi_A = mean of the group tau_b's.
   axis B   one group per sparsity level; psi_B = mean of the group tau_b's.

@@ -2,7 +2,7 @@
 agreement of µ with the post-selection score and with the gain (the paper reports both readings:
 v1 correlates µ with the gain L(θ), the ICLR version with the post-selection score).
 
-Definitions (protocol.md §6):
+Definitions (arXiv 2510.03659, Table 2 and Fig. 8):
   mean[m]        mean over the group's SAEs of record[methods[m]] (``none`` = no selection, g).
   lift_pct[m]    100 * (mean[m] / mean[none] - 1): a ratio of the group means (Table 2 -> +146.6 %).
   relative_pct   100 * (mean[b] / mean[a] - 1) for each later method b over an earlier one a.
@@ -61,7 +61,7 @@ def selection_summary(
 
     ``average`` takes the plain mean over groups of each per-group figure (how the paper's
     "+52.52 %" most likely arises: the mean over models of the difference in percentage-point lift
-    between ΔTC and the output score; protocol.md §6).
+    between ΔTC and the output score, from the paper's Table 2).
     """
     labels = list(methods)
     base = labels[0]

@@ -209,7 +209,7 @@ def selection_tables(summary: Mapping[str, Any] | None, by_arch: Mapping[str, An
         extra += [f"{cell(k, 40)} {num(v, 1)} pp of lift" for k, v in (avg.get("pp_lift_difference") or {}).items()]
         if extra:
             out.append("\nAveraged over models: " + "; ".join(extra) + " (the paper's \"+52.52 %\" most likely "
-                       "is the difference in percentage-point lift, protocol.md §6).\n")
+                       "is the difference in percentage-point lift between the paper's Table 2 columns).\n")
     else:
         out.append(note("No selection summary in results.json."))
     if isinstance(by_arch, Mapping) and by_arch.get("groups"):

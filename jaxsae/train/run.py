@@ -187,8 +187,8 @@ def _restore(mngr, step: int, abstract: dict, ckpt_dir: Path) -> dict:
 
 
 def run_settings(st: TrainSettings, arch_cfg: ArchConfig) -> dict:
-    """The effective settings a sweep trained with (JSON-able)."""
-    return {**dataclasses.asdict(st), "threshold_start_step": arch_cfg.threshold_start_step}
+    """The effective settings a sweep trained with (as JSON reads them back: lists, not tuples)."""
+    return json.loads(json.dumps({**dataclasses.asdict(st), "threshold_start_step": arch_cfg.threshold_start_step}))
 
 
 def evaluate(sae, acts: ActivationArray, n_batches: int = 8, start: int = 0) -> dict:
