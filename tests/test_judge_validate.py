@@ -21,7 +21,7 @@ from jaxsae.autointerp import prompts as P
 from jaxsae.autointerp.judges import Detection
 from jaxsae.errors import UserError
 from jaxsae.features import FeatureStatsConfig, stats_from_codes
-from jaxsae.judge import APIJudge, ChatClient, Judge, Rating
+from jaxsae.judge import Judge, Rating
 from jaxsae.judge.validate import (ValiditySettings, auroc, bootstrap_ci, cache_key, data_hash, labelled_examples,
                                    repeated_words, validate_cached, validate_detector, validate_judge, verdict)
 

@@ -118,7 +118,6 @@ def test_reconstruction_and_frequency_metrics_equal_numpy(tiny_llama, data):
     a wrong threshold) and on 30–60% of tokens."""
     tokens, counted = data
     x = np.asarray(tiny_llama.residual(tokens, LAYER))[counted].astype(np.float64)
-    n = len(x)
     fires = [0, 1, 3, 20, 40, 0]
     sae = _PlantedSAE(x.astype(np.float32), fires, tiny=2)
     got = core_metrics(tiny_llama, sae, LAYER, tokens, counted, batch=4)

@@ -4,7 +4,6 @@ instruction pool's offline fallbacks, and the seeded dev/test split of instructi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

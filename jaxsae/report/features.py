@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
 import math
 import re
 from pathlib import Path

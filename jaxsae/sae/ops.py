@@ -2,13 +2,13 @@
 
 Letters: B tokens in a batch, D the model width (d_in), F the dictionary width (d_sae).
 
-Top-k selection is done by an exact radix search (4 bits per pass, 8 passes, on GPU/TPU; the
-31-step bisection on CPU) on the bit pattern of non-negative float32 values (their int32 bit patterns are ordered like the floats). It finds the exact k-th largest value as a
-threshold, so ``k`` may be a traced per-SAE array (one compiled step serves a whole sweep of k's)
-and the batch axis may be sharded across devices (the counts become all-reduces). Ties at the
-threshold are all kept; with continuous activations ties are measure-zero. Entries equal to zero may
-be "selected" when fewer than k entries are positive, exactly as ``torch.topk`` would pick zeros;
-they contribute nothing.
+Top-k selection is done by an exact radix search (4 bits per pass, 8 passes, on GPU/TPU; the 31-step
+bisection on CPU) on the bit pattern of non-negative float32 values (their int32 bit patterns are
+ordered like the floats). It finds the exact k-th largest value as a threshold, so ``k`` may be a
+traced per-SAE array (one compiled step serves a whole sweep of k's) and the batch axis may be
+sharded across devices (the counts become all-reduces). Ties at the threshold are all kept; with
+continuous activations ties are measure-zero. Entries equal to zero may be "selected" when fewer
+than k entries are positive, exactly as ``torch.topk`` would pick zeros; they contribute nothing.
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ def main(argv=None) -> int:
         else:
             shutil.rmtree(scratch, ignore_errors=True)
     bad = [r for r in rows if r[1] != "killed"]
-    print(f"\n| mutation | file | result | s |\n|---|---|---|---|")
+    print("\n| mutation | file | result | s |\n|---|---|---|---|")
     for m, status, secs, _ in rows:
         print(f"| {m.name} | {m.file} | {status} | {secs:.0f} |")
     print(f"\n{len(rows) - len(bad)} of {len(rows)} mutations killed, {sum(r[1] == 'SURVIVED' for r in rows)} survived, "
