@@ -245,7 +245,7 @@ class FakeDetector:
 def test_detector(stats):
     cfg = AutoInterpConfig(n_latents=4)
     s = ValiditySettings(detector_latents=4, n_boot=300)
-    sel = select_latents(stats, AutoInterpConfig(n_latents=4, n_concept=4))
+    sel = select_latents(stats, AutoInterpConfig(n_latents=4, n_concepts=4))
     truth, n_pos = {}, 0
     for f in sel.scored:
         ex = latent_examples(stats, f, cfg)
@@ -336,7 +336,7 @@ def test_cli_detector_with_api_judge(stats, tiny_dirs, tmp_path):
     tt = P.TokenText(load_model(text_model).tokenizer)
     cfg = AutoInterpConfig()
     truth = {}
-    for f in select_latents(stats, AutoInterpConfig(n_latents=3, n_concept=3)).scored:
+    for f in select_latents(stats, AutoInterpConfig(n_latents=3, n_concepts=3)).scored:
         ex = latent_examples(stats, f, cfg)
         for w, lab in zip(ex.scoring, ex.labels):
             truth[P.render_window(tt(w.tokens))] = bool(lab)
