@@ -657,8 +657,10 @@ def test_one_trainer_step_applies_the_constraints(arch_name):
     """One Adam step of the trainer against numpy: hand gradient, parallel-gradient removal
     (+1e-6 for the TopK family, bare for gated's ConstrainedAdam), global-norm clip 1 (TopK only),
     Adam with the recipe's betas, then decoder rows renormalised (+eps32 / bare)."""
+    import optax
+
     from jaxsae.train.spec import TrainSettings
-    from jaxsae.train.trainer import _one_sae
+    from jaxsae.train.trainer import _one_sae, optimizer
 
     arch = ARCHS[arch_name]
     step, lr = 10, 1e-3
@@ -702,9 +704,11 @@ def test_one_trainer_step_applies_the_constraints(arch_name):
     want["W_dec"] = want["W_dec"] / (np.linalg.norm(want["W_dec"], axis=1, keepdims=True) + eps_norm)
 
     j = lambda d: {k: jnp.asarray(a, jnp.float32) for k, a in d.items()}  # noqa: E731
-    params, _, _, _, _ = jax.jit(
+    # the optax state after `step` updates, holding these moments (Adam's and the schedule's count)
+    opt = optax.tree_utils.tree_set(optimizer(arch, st).init(j(p)), mu=j(m), nu=j(v), count=jnp.int32(step))
+    params, _, _, _ = jax.jit(
         lambda *a: _one_sae(arch, cfg, st, *a, with_auxk=arch.has_auxk)
-    )(j(p), aux, j(m), j(v), jnp.float32(sparsity), jnp.asarray(x, jnp.float32), jnp.int32(step))
+    )(j(p), aux, opt, jnp.float32(sparsity), jnp.asarray(x, jnp.float32), jnp.int32(step))
     for k in p:
         # compare the step taken (~lr), allowing for float32 rounding of the parameters themselves
         got_step, want_step = np.asarray(params[k], np.float64) - p[k], want[k] - p[k]
