@@ -10,6 +10,7 @@ Output folder::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -27,9 +28,10 @@ from jaxsae.errors import UserError
 from jaxsae.io import atomic_write_json, atomic_write_text
 from jaxsae.sae import ARCHS, ArchConfig
 from jaxsae.train.data import ActivationArray, norm_scale
+from jaxsae.train.prefetch import Prefetcher
 from jaxsae.train.shards import METADATA_KEYS
 from jaxsae.train.spec import SAESpec, TrainSettings, check_sweep, describe_scaled, scaled_down
-from jaxsae.train.trainer import first_bad, groups_of, init_state, make_step, metrics_rows, shard_state, state_shardings
+from jaxsae.train.trainer import first_bad_step, groups_of, init_state, make_step, metrics_rows, shard_state, state_shardings
 
 
 def make_mesh(sweep: int = 1, data: int | None = None) -> Mesh | None:
@@ -231,10 +233,11 @@ def train_sweep(
         state = mngr.restore(latest, args=ocp.args.StandardRestore(abstract))
         start = int(to_host(state["step"]))
     state = shard_state(state, mesh)
-    data_sharding = NamedSharding(mesh, P("data")) if mesh is not None and mesh.shape.get("data", 1) > 1 else None
-    if data_sharding is None and mesh is not None and jax.process_count() > 1:
-        data_sharding = NamedSharding(mesh, P())  # the batch must be a global array too
-    step_fn = make_step(specs, st, arch_cfg)
+    if mesh is not None:  # the batch over "data" (replicated without one), a global array
+        data_sharding = NamedSharding(mesh, P("data") if mesh.shape.get("data", 1) > 1 else P())
+    else:  # the default device (jax.default_device), where the step runs
+        data_sharding = jnp.zeros(()).sharding
+    step_fn = make_step(specs, st, arch_cfg, mesh=mesh)
     log_path = out / "metrics.jsonl"
     log = None
     if writer:
@@ -250,21 +253,35 @@ def train_sweep(
 
         bar = tqdm(total=st.steps, initial=start, desc=f"train {len(specs)} SAEs", unit="step", dynamic_ncols=True)
     t0, tok0 = time.time(), 0
+
+    def batch(step):  # on the prefetch thread: host read + transfer, ahead of the step
+        if not data_sharding.is_fully_addressable:
+            # each process reads only the rows its devices hold
+            return jax.make_array_from_callback(
+                (st.batch, d_in), data_sharding, lambda index: acts.batch_at(step, index[0]) / scale)
+        return jax.device_put(acts.batch_at(step) / scale, data_sharding)
+
+    pending = []  # (step, metrics) of the steps not yet checked for NaN / inf
+
+    def check_finite():
+        """Stop with the first SAE and step that went non-finite since the last check (one
+        device-to-host read for all of them)."""
+        bad = first_bad_step(pending, specs)
+        pending.clear()
+        if bad is not None:
+            raise UserError(diverged_message(*bad, mngr.latest_step(), ckpt_dir))
+
+    prefetch = Prefetcher(batch, steps)
     try:
-        for step in steps:
-            if data_sharding is not None and not data_sharding.is_fully_addressable:
-                # each process reads only the rows its devices hold
-                x = jax.make_array_from_callback(
-                    (st.batch, d_in), data_sharding, lambda index, step=step: acts.batch_at(step, index[0]) / scale)
-            else:
-                x = jnp.asarray(acts.batch_at(step) / scale)
-                if data_sharding is not None:
-                    x = jax.device_put(x, data_sharding)
-            state, met = step_fn(state, x)
-            bad = first_bad(met, specs)
-            if bad is not None:
-                raise UserError(diverged_message(*bad, step, mngr.latest_step(), ckpt_dir))
+        for step, x in prefetch:
+            # the steady-state step neither reads from nor writes to the host implicitly
+            with jax.transfer_guard("disallow") if step > start else contextlib.nullcontext():
+                state, met = step_fn(state, x)
+            pending.append((step, met))
             done_steps = step + 1
+            save = (st.checkpoint_every and done_steps % st.checkpoint_every == 0) or done_steps == stop_after
+            if done_steps % st.log_every == 0 or done_steps == st.steps or save:
+                check_finite()  # before anything is logged or saved from this state
             if done_steps % st.log_every == 0 or done_steps == st.steps:
                 rows = metrics_rows(met, specs, step)  # every process: may be a collective
                 if log is not None:
@@ -275,7 +292,7 @@ def train_sweep(
                 tok0 += st.batch
                 bar.update(1)
                 bar.set_postfix(tok_s=f"{tok0 / max(time.time() - t0, 1e-9):,.0f}", sae_tok_s=f"{tok0 * len(specs) / max(time.time() - t0, 1e-9):,.0f}")
-            if (st.checkpoint_every and done_steps % st.checkpoint_every == 0) or done_steps == stop_after:
+            if save:
                 import orbax.checkpoint as ocp
 
                 mngr.save(done_steps, args=ocp.args.StandardSave(to_host(state)))  # every process
@@ -283,6 +300,7 @@ def train_sweep(
             if stop_after is not None and done_steps >= stop_after:
                 return {}
     finally:
+        prefetch.close()
         if log is not None:
             log.close()
         if bar is not None:

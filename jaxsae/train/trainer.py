@@ -198,9 +198,11 @@ def _one_sae(arch, arch_cfg, st, params, aux, opt_state, sparsity, x_bd, step, w
     return params, new_aux, opt_state, metrics
 
 
-def make_step(specs: list[SAESpec], st: TrainSettings, arch_cfg: ArchConfig):
-    """The jitted sweep step ``(state, x_bd) -> (state, metrics)``; metrics[arch][name] is f32[S]."""
+def make_step(specs: list[SAESpec], st: TrainSettings, arch_cfg: ArchConfig, mesh: Mesh | None = None):
+    """The jitted sweep step ``(state, x_bd) -> (state, metrics)``; metrics[arch][key] is f32[S]
+    (bool[S] for ``_params_finite``), replicated over ``mesh`` so that reading them is a plain copy."""
     groups = groups_of(specs)
+    replicated = NamedSharding(mesh, P()) if mesh is not None else None
 
     def step_fn(state, x_bd):
         step = state["step"]
@@ -230,6 +232,8 @@ def make_step(specs: list[SAESpec], st: TrainSettings, arch_cfg: ArchConfig):
                 params, aux, opt, met = group_step(False, *args)
             new["groups"][g.arch] = {"params": params, "aux": aux, "opt": opt, "sparsity": s["sparsity"]}
             metrics[g.arch] = met
+        if replicated is not None:
+            metrics = jax.lax.with_sharding_constraint(metrics, replicated)
         return new, metrics
 
     return jax.jit(step_fn, donate_argnums=0)
@@ -252,6 +256,20 @@ def metrics_rows(metrics: dict, specs: list[SAESpec], step: int) -> list[dict[st
 def all_finite(tree) -> jax.Array:
     """bool[]: every entry of every leaf is finite."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+
+
+def first_bad_step(pending: list[tuple[int, dict]], specs: list[SAESpec]) -> tuple[str, str, int] | None:
+    """(name, what, step) of the earliest of the ``pending`` (step, metrics) pairs, in step order, at
+    which an SAE went non-finite (see :func:`first_bad`), or None. One device-to-host read for all
+    of them (a collective when the metrics span processes), so the loop checks every ``log_every``
+    steps without a per-step sync."""
+    keys = ("loss", "_params_finite")
+    host = to_host([{a: {k: v for k, v in m[a].items() if k in keys} for a in m} for _, m in pending])
+    for (step, _), met in zip(pending, host):
+        bad = first_bad(met, specs)
+        if bad is not None:
+            return (*bad, step)
+    return None
 
 
 def first_bad(metrics: dict, specs: list[SAESpec]) -> tuple[str, str] | None:
