@@ -83,6 +83,9 @@ class TrainConfig:
     """Steps between Orbax checkpoints."""
     seed: int = 0
     """Seed of initialisation and data order."""
+    matmul_dtype: str = "auto"
+    """Operand dtype of the SAE encoder/decoder matmuls: "float32", "bfloat16" (bf16 operands with
+    f32 accumulation; weights and Adam state stay f32) or "auto" (bfloat16 on GPU/TPU, float32 on CPU)."""
 
 
 @dataclass

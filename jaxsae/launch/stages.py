@@ -174,9 +174,10 @@ def discard_training(run: Run, spec) -> None:
 def validate_train(run: Run) -> None:
     """Every model's layer and the sweep's sparsity settings against its width, before the train
     stage removes anything (loads the models, which the stage then reuses)."""
-    from jaxsae.train.spec import check_sweep, sweep_from_levels
+    from jaxsae.train.spec import check_sweep, resolve_matmul_dtype, sweep_from_levels
 
     c = run.cfg
+    resolve_matmul_dtype(c.train.matmul_dtype)  # a bad value stops before anything is removed
     if not c.data.store_activations and (c.data.harvest_shards < 1 or c.train.batch % c.data.harvest_shards):
         raise UserError(f"train.batch ({c.train.batch}) must be a multiple of data.harvest_shards "
                         f"({c.data.harvest_shards}) when streaming; change one of them")
@@ -222,7 +223,8 @@ def stage_train(run: Run) -> list[str]:
                                     shards=c.data.harvest_shards)
         st = TrainSettings(d_sae=c.train.d_sae, batch=c.train.batch, steps=max(1, steps), lr=c.train.lr,
                            warmup_steps=c.train.warmup_steps, sparsity_warmup_steps=c.train.sparsity_warmup_steps,
-                           checkpoint_every=c.train.checkpoint_every, seed=c.train.seed)
+                           checkpoint_every=c.train.checkpoint_every, seed=c.train.seed,
+                           matmul_dtype=c.train.matmul_dtype)
         md = {"model_name": spec.name, "model_source": spec.source, "hook_layer": spec.layer,
               "context_size": c.data.context, "dataset_path": c.data.source}
         import jax

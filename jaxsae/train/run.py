@@ -30,7 +30,7 @@ from jaxsae.sae import ARCHS, ArchConfig
 from jaxsae.train.data import ActivationArray, norm_scale
 from jaxsae.train.prefetch import Prefetcher
 from jaxsae.train.shards import METADATA_KEYS
-from jaxsae.train.spec import SAESpec, TrainSettings, check_sweep, describe_scaled, scaled_down
+from jaxsae.train.spec import SAESpec, TrainSettings, check_sweep, describe_scaled, resolve_matmul_dtype, scaled_down
 from jaxsae.train.trainer import first_bad_step, groups_of, init_state, make_step, metrics_rows, shard_state, state_shardings
 
 
@@ -72,9 +72,10 @@ def sweep_signature(specs: list[SAESpec], st: TrainSettings, d_in: int, source: 
 
 def effective_recipe(st: TrainSettings, arch_cfg: ArchConfig) -> tuple[TrainSettings, ArchConfig, dict]:
     """The settings a run of ``st.steps`` steps actually uses (warmups, dead window and threshold
-    EMA start capped for short runs) and {name: [asked, used]} of what was scaled down."""
-    used = st.effective()
-    cfg = arch_cfg.replace(dead_tokens=used.dead_tokens,
+    EMA start capped for short runs; the matmul dtype resolved) and {name: [asked, used]} of what
+    was scaled down."""
+    used = dataclasses.replace(st.effective(), matmul_dtype=resolve_matmul_dtype(st.matmul_dtype))
+    cfg = arch_cfg.replace(dead_tokens=used.dead_tokens, matmul_dtype=used.matmul_dtype,
                            threshold_start_step=min(arch_cfg.threshold_start_step, st.steps // 5))
     asked = {**st.recipe(), "threshold_start_step": arch_cfg.threshold_start_step}
     scaled = scaled_down(asked, {**used.recipe(), "threshold_start_step": cfg.threshold_start_step})
