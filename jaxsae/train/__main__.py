@@ -61,6 +61,8 @@ class Args:
     """Steps between checkpoints (0: none, so an interrupted run starts again from step 0)."""
     mesh: str = "1x0"
     """Device mesh SWEEPxDATA (0 = all remaining devices), e.g. 2x4 on 8 devices."""
+    matmul_dtype: str = "auto"
+    """SAE matmul operands: float32, bfloat16 (f32 accumulation, f32 weights) or auto (bf16 on GPU/TPU)."""
     progress: bool = True
     """Show a progress bar with tokens/s."""
 
@@ -202,7 +204,7 @@ def main(args: Args) -> None:
     sweep, _, data = args.mesh.partition("x")
     mesh = make_mesh(int(sweep or 1), int(data) if data and int(data) > 0 else None)
     st = TrainSettings(d_sae=args.d_sae, batch=args.batch, steps=args.steps, lr=args.lr, seed=args.seed,
-                       checkpoint_every=args.checkpoint_every)
+                       checkpoint_every=args.checkpoint_every, matmul_dtype=args.matmul_dtype)
     result = train_sweep(specs, ActivationArray(acts, args.batch, args.seed), st, args.out, mesh=mesh,
                          metadata=metadata, progress=args.progress)
     if jax.process_index() == 0:
