@@ -184,7 +184,7 @@ def _one_sae(arch, arch_cfg, st, params, aux, opt_state, sparsity, x_bd, step, w
 
     (total, (terms, new_aux, f_bf)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     project = decoder_projection(arch)
-    # the norm clipping sees (logged; XLA computes the projection once)
+    # logged: the norm of the projected gradient, which the clip sees
     gnorm = ops.global_norm(project.update(grads, optax.EmptyState(), params)[0] if project else grads)
     updates, opt_state = optimizer(arch, st).update(grads, opt_state, params)
     params = constrain_decoder(arch, optax.apply_updates(params, updates))
