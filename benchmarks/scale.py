@@ -25,9 +25,10 @@ with ``--xla_force_host_platform_device_count``. Printed per model and layout:
     reduction fusion reads the [B, F] bit patterns once (both figures are printed).
     Left out: overlap of compute and communication, kernel efficiency, the LLM forward beside it.
 
-What is compiled: f32 master weights and Adam state; ``--matmul bf16`` casts the step's batch to
-bfloat16 (the matmul inputs the optim branch's ``train.matmul_dtype`` makes bf16), which changes
-nothing in the state; the default is what the trainer does today (f32).
+What is compiled: the trainer's step as it runs, f32 master weights and optax (Adam) state, an f32
+batch; ``--matmul bf16`` compiles it with ``train.matmul_dtype = "bfloat16"`` (the encoder / decoder
+matmuls take bf16 operands and accumulate in f32, forward and backward: what "auto" picks on a GPU or
+TPU), which changes nothing in the state; the default, f32, is ``matmul_dtype = "float32"``.
 
 The issue's "Done when" thresholds are checked (<= 16 GB/device on 8 devices, <= 12 GB/chip on
 64, collectives <= 1.5 GB/device/step on 8, roofline within 2x of pure compute at bf16 peak); the
@@ -251,8 +252,15 @@ def launcher_layout(n_devices: int, specs, st, train_cfg):
                          data=getattr(train_cfg, "data_shards", 0))
 
 
+MATMUL_DTYPE = {"f32": "float32", "bf16": "bfloat16"}
+"""``--matmul`` -> ``train.matmul_dtype``."""
+
+
 def compile_step(d_in: int, specs, st, layout, matmul: str = "f32"):
-    """The compiled sweep step of ``specs`` at width ``d_in`` on ``layout`` (fake devices)."""
+    """The compiled sweep step of ``specs`` at width ``d_in`` on ``layout`` (fake devices), its SAE
+    matmuls in ``matmul`` (f32 | bf16, see :data:`MATMUL_DTYPE`)."""
+    import dataclasses
+
     import jax
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec as P
@@ -264,14 +272,14 @@ def compile_step(d_in: int, specs, st, layout, matmul: str = "f32"):
     from jaxsae.sae import ops
 
     ops.DIGIT_BITS = 4  # the accelerators' top-k (8 radix passes), not the CPU's 31-pass bisection
-    st = st.effective()
+    dtype = MATMUL_DTYPE[matmul]
+    st = dataclasses.replace(st.effective(), matmul_dtype=dtype)
     mesh = mesh_of(layout, jax.devices()[: layout.size])
-    arch_cfg = ArchConfig(dead_tokens=st.dead_tokens)
+    arch_cfg = ArchConfig(dead_tokens=st.dead_tokens, matmul_dtype=dtype)  # as train_sweep's effective_recipe
     state = abstract_state(specs, d_in, st, arch_cfg, mesh)
     shardings = jax.tree.map(lambda a: a.sharding, state)
     step = make_step(specs, st, arch_cfg, shardings)
-    dtype = jnp.bfloat16 if matmul == "bf16" else jnp.float32
-    x = jax.ShapeDtypeStruct((st.batch, d_in), dtype, sharding=NamedSharding(mesh, P("data")))
+    x = jax.ShapeDtypeStruct((st.batch, d_in), jnp.float32, sharding=NamedSharding(mesh, P("data")))
     return step.lower(state, x).compile()
 
 
@@ -357,7 +365,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="", help="comma-separated model names of full.toml (default: all)")
     ap.add_argument("--devices", default="8,64", help="device counts to compile for (8: 8xH100, 64: v5e-64)")
-    ap.add_argument("--matmul", choices=("f32", "bf16"), default="f32", help="dtype of the step's batch (matmul inputs)")
+    ap.add_argument("--matmul", choices=("f32", "bf16"), default="f32",
+                    help="train.matmul_dtype of the compiled step (bf16: bf16 operands, f32 accumulation)")
     ap.add_argument("--json", default="", help="also write the measurements to this file")
     ap.add_argument("--timeout", type=int, default=3600)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -657,8 +657,10 @@ def test_one_trainer_step_applies_the_constraints(arch_name):
     """One Adam step of the trainer against numpy: hand gradient, parallel-gradient removal
     (+1e-6 for the TopK family, bare for gated's ConstrainedAdam), global-norm clip 1 (TopK only),
     Adam with the recipe's betas, then decoder rows renormalised (+eps32 / bare)."""
+    import optax
+
     from jaxsae.train.spec import TrainSettings
-    from jaxsae.train.trainer import _one_sae
+    from jaxsae.train.trainer import _one_sae, optimizer
 
     arch = ARCHS[arch_name]
     step, lr = 10, 1e-3
@@ -702,9 +704,11 @@ def test_one_trainer_step_applies_the_constraints(arch_name):
     want["W_dec"] = want["W_dec"] / (np.linalg.norm(want["W_dec"], axis=1, keepdims=True) + eps_norm)
 
     j = lambda d: {k: jnp.asarray(a, jnp.float32) for k, a in d.items()}  # noqa: E731
-    params, _, _, _, _ = jax.jit(
+    # the optax state after `step` updates, holding these moments (Adam's and the schedule's count)
+    opt = optax.tree_utils.tree_set(optimizer(arch, st).init(j(p)), mu=j(m), nu=j(v), count=jnp.int32(step))
+    params, _, _, _ = jax.jit(
         lambda *a: _one_sae(arch, cfg, st, *a, with_auxk=arch.has_auxk)
-    )(j(p), aux, j(m), j(v), jnp.float32(sparsity), jnp.asarray(x, jnp.float32), jnp.int32(step))
+    )(j(p), aux, opt, jnp.float32(sparsity), jnp.asarray(x, jnp.float32), jnp.int32(step))
     for k in p:
         # compare the step taken (~lr), allowing for float32 rounding of the parameters themselves
         got_step, want_step = np.asarray(params[k], np.float64) - p[k], want[k] - p[k]
@@ -745,3 +749,67 @@ def test_radix_topk_threshold_is_the_exact_kth_largest(digit_bits, monkeypatch):
     got = np.asarray(ops.topk_mask(jnp.asarray(v), k_rows))
     for i, k in enumerate(np.asarray(k_rows)[:, 0]):
         np.testing.assert_array_equal(got[i], v[i] >= np.sort(v[i])[::-1][k - 1])
+
+
+@pytest.mark.parametrize("arch_name", ["relu", "topk", "jumprelu", "gated"])
+def test_optimizer_chain_equals_torch_adam_over_several_steps(arch_name):
+    """The trainer's optax chain plus the decoder renormalisation, 8 updates through the LR warmup,
+    plateau and decay, against torch doing what dictionary_learning's trainers do: the parallel
+    gradient removed from W_dec (rows / (norm + 1e-6); bare norm for Gated's ConstrainedAdam),
+    ``clip_grad_norm_``, ``torch.optim.Adam`` with the recipe's betas at the schedule's LR, rows
+    renormalised (+eps32; bare for Gated). Some gradients are tiny (1e-7) so that Adam's eps is
+    visible in the step (an eps of 1e-6 instead of 1e-8 changes those entries' steps ~10x)."""
+    torch = pytest.importorskip("torch")
+    import optax
+
+    from jaxsae.train.spec import TrainSettings
+    from jaxsae.train.trainer import constrain_decoder, optimizer
+
+    arch = ARCHS[arch_name]
+    st = TrainSettings(d_sae=F, batch=B, steps=10, lr=1e-2, warmup_steps=3, decay_start=0.5)
+    rng = np.random.default_rng(3)
+    w_fd = _unit_rows(rng.normal(size=(F, D)))
+    p0 = _f32({"W_enc": rng.normal(size=(D, F)) * 0.3, "b_enc": rng.normal(size=F) * 0.1, "W_dec": w_fd,
+               "b_dec": rng.normal(size=D) * 0.1})
+    grad_scale = {"W_enc": 0.05, "b_enc": 1e-7, "W_dec": 0.05, "b_dec": 3.0}  # clipped (norm > 1) and tiny
+    grads = [{k: rng.normal(size=v.shape) * grad_scale[k] for k, v in p0.items()} for _ in range(8)]
+
+    opt = optimizer(arch, st)
+    params = {k: jnp.asarray(v, jnp.float32) for k, v in p0.items()}
+    state = opt.init(params)
+
+    @jax.jit
+    def jax_step(params, state, g):
+        updates, state = opt.update(g, state, params)
+        return constrain_decoder(arch, optax.apply_updates(params, updates)), state
+
+    tp = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in p0.items()}
+    b1, b2 = arch.betas
+    adam = torch.optim.Adam(list(tp.values()), lr=st.lr, betas=(b1, b2))
+    decay = int(st.decay_start * st.steps)
+    for step, g in enumerate(grads):
+        params, state = jax_step(params, state, {k: jnp.asarray(v, jnp.float32) for k, v in g.items()})
+        with torch.no_grad():
+            for k, t in tp.items():
+                t.grad = torch.tensor(np.asarray(g[k], np.float32), dtype=torch.float64)
+            if arch.decoder != "free":
+                w = tp["W_dec"]
+                normed = w / (w.norm(dim=1, keepdim=True) + (1e-6 if arch.decoder == "unit" else 0.0))
+                w.grad -= (w.grad * normed).sum(dim=1, keepdim=True) * normed
+        if arch.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(list(tp.values()), arch.clip_norm)
+        lr_scale = step / st.warmup_steps if step < st.warmup_steps else (
+            (st.steps - step) / (st.steps - decay) if step >= decay else 1.0)
+        adam.param_groups[0]["lr"] = st.lr * lr_scale
+        adam.step()
+        with torch.no_grad():
+            w = tp["W_dec"]
+            if arch.decoder == "unit":
+                w /= w.norm(dim=1, keepdim=True) + float(np.finfo(np.float32).eps)
+            elif arch.decoder == "unit_bare":
+                w /= w.norm(dim=1, keepdim=True)
+    for k in p0:
+        got = np.asarray(params[k], np.float64) - p0[k]
+        want = tp[k].detach().numpy() - p0[k]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=4 * np.finfo(np.float32).eps * np.max(np.abs(p0[k])),
+                                   err_msg=f"{arch_name} {k} after 8 steps")

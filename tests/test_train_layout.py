@@ -85,6 +85,10 @@ _SHARDED = textwrap.dedent(
     def run(lay):
         mesh = None if lay is None else mesh_of(Layout(*lay))
         state = init_state_sharded(specs, x.shape[1], st, x[:128], cfg, mesh)
+        # the optax state as born (init compiled with out_shardings), named by its path
+        opt_kinds = {"/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path):
+                     list(v.sharding.spec) for path, v in
+                     jax.tree_util.tree_leaves_with_path(state["groups"]["topk"]["opt"])} if mesh else {}
         sh = state_shardings(state, mesh)
         step = make_step(specs, st, cfg, sh)
         xs = None if mesh is None else NamedSharding(mesh, P("data"))
@@ -94,25 +98,27 @@ _SHARDED = textwrap.dedent(
         host = jax.device_get(state)
         kinds = {k: list(v.sharding.spec) for k, v in state["groups"]["topk"]["params"].items()} if mesh else {}
         n_pad = {a: int(g["sparsity"].shape[0]) for a, g in host["groups"].items()}
-        return host, jax.device_get(met), kinds, n_pad
+        return host, jax.device_get(met), kinds, n_pad, opt_kinds
 
-    ref, ref_met, _, _ = run(None)
+    ref, ref_met, _, _, _ = run(None)
     report = {}
     for name, lay in {"feat": (1, 8, 1), "sweep_feat_padded": (4, 2, 1), "data_feat": (1, 2, 4)}.items():
-        got, met, kinds, n_pad = run(lay)
+        got, met, kinds, n_pad, opt_kinds = run(lay)
         worst = 0.0
         for a, g in ref["groups"].items():
             n = g["sparsity"].shape[0]
-            for part in ("params", "aux", "m", "v"):
-                for k, want in g[part].items():
-                    have = np.asarray(got["groups"][a][part][k])[:n]
-                    want = np.asarray(want)
+            for part in ("params", "aux", "opt"):  # opt: the optax state (Adam's count, mu, nu; the schedule's count)
+                leaves = jax.tree.leaves(got["groups"][a][part])
+                assert len(leaves) == len(jax.tree.leaves(g[part]))
+                for have, want in zip(leaves, jax.tree.leaves(g[part])):
+                    have = np.asarray(have, np.float64)[:n]
+                    want = np.asarray(want, np.float64)
                     err = np.max(np.abs(have - want) / (1e-5 + 1e-5 * np.abs(want)))
                     worst = max(worst, float(err))
             for k, want in ref_met[a].items():
                 have, want = np.asarray(met[a][k], np.float64)[:n], np.asarray(want, np.float64)
                 worst = max(worst, float(np.nanmax(np.abs(have - want) / (1e-5 + 1e-5 * np.abs(want)))))
-        report[name] = {"worst": worst, "kinds": kinds, "n_pad": n_pad}
+        report[name] = {"worst": worst, "kinds": kinds, "n_pad": n_pad, "opt_kinds": opt_kinds}
 
     # sharded kill-and-resume (2-D padded layout) equals the uninterrupted sharded run, bit for bit
     acts = ActivationArray(x, 128)
@@ -158,6 +164,13 @@ def test_the_state_is_laid_out_as_asked(sharded):
     assert report["sweep_feat_padded"]["kinds"]["W_dec"] == ["sweep", "feat", None]
     assert report["sweep_feat_padded"]["n_pad"] == {a: 4 for a in ("topk", "batchtopk", "matryoshka", "jumprelu", "relu", "gated")}
     assert report["feat"]["n_pad"]["topk"] == 2
+    # the optax state is born sharded like the params: Adam's moments follow their parameter, the
+    # per-SAE update counts (Adam's, the LR schedule's) are split over "sweep" like the SAEs
+    opt = report["sweep_feat_padded"]["opt_kinds"]
+    assert opt["2/mu/W_dec"] == opt["2/nu/W_dec"] == ["sweep", "feat", None], opt
+    assert opt["2/mu/W_enc"] == ["sweep", None, "feat"] and opt["2/mu/b_dec"] == ["sweep", None], opt
+    assert opt["2/count"] == opt["3/count"] == ["sweep"], opt
+    assert report["feat"]["opt_kinds"]["2/mu/b_enc"] == [None, "feat"]
 
 
 def test_sharded_resume_equals_uninterrupted_and_padding_is_never_exported(sharded):

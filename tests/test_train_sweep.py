@@ -100,9 +100,9 @@ def test_auxk_is_skipped_only_while_no_latent_can_be_dead(dead_tokens):
         mets = {}
         for arch, s in state["groups"].items():
             fn = functools.partial(_one_sae, ARCHS[arch], cfg, SMALL, with_auxk=True)
-            p, a, m, v, mets[arch] = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, None, None))(
-                s["params"], s["aux"], s["m"], s["v"], s["sparsity"], x_bd, state["step"])
-            new["groups"][arch] = {"params": p, "aux": a, "m": m, "v": v, "sparsity": s["sparsity"]}
+            p, a, o, mets[arch] = jax.vmap(fn, in_axes=(0, 0, 0, 0, None, None))(
+                s["params"], s["aux"], s["opt"], s["sparsity"], x_bd, state["step"])
+            new["groups"][arch] = {"params": p, "aux": a, "opt": o, "sparsity": s["sparsity"]}
         return new, mets
 
     got, want = jax.tree.map(jnp.array, state), jax.tree.map(jnp.array, state)

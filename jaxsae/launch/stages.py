@@ -169,9 +169,10 @@ def discard_training(run: Run, spec) -> None:
 def validate_train(run: Run) -> None:
     """Every model's layer and the sweep's sparsity settings against its width, before the train
     stage removes anything (loads the models, which the stage then reuses)."""
-    from jaxsae.train.spec import check_sweep
+    from jaxsae.train.spec import check_sweep, resolve_matmul_dtype
 
     c = run.cfg
+    resolve_matmul_dtype(c.train.matmul_dtype)  # a bad value stops before anything is removed
     if not c.data.store_activations and c.train.batch % c.data.harvest_shards:
         raise UserError(f"train.batch ({c.train.batch}) must be a multiple of data.harvest_shards "
                         f"({c.data.harvest_shards}) when streaming; change one of them")

@@ -25,9 +25,11 @@ Loss signature (one SAE, one batch)::
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 
 # The paper's six sparsity levels (Wang et al. 2025, App. A; SAEBench demo config for the L1 grids).
@@ -60,6 +62,10 @@ class ArchConfig:
     """Matryoshka group fractions of d_sae (the last group takes the remainder)."""
     matryoshka_weights: tuple[float, ...] | None = None
     """Per-group loss weights; None = 1/n_groups each (dictionary_learning default)."""
+    matmul_dtype: str = "float32"
+    """Operand dtype of the training encoder / decoder matmuls ("float32" | "bfloat16"): bf16
+    operands with f32 accumulation and f32 results, forward and backward (see :func:`matmul`);
+    parameters, optimiser state and every other operation stay f32."""
 
     def replace(self, **kw) -> "ArchConfig":
         return dataclasses.replace(self, **kw)
@@ -99,6 +105,38 @@ def update_since_fired(since_f, fired_f, n_tokens: int):
     """Tokens since each latent last fired: reset where it fired this batch, else add the batch."""
     grown = jnp.minimum(since_f + n_tokens, _SATURATE)
     return jnp.where(fired_f, 0, grown).astype(jnp.int32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _low_matmul(a, b, dtype):
+    return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+
+
+def _low_matmul_fwd(a, b, dtype):
+    a_low, b_low = a.astype(dtype), b.astype(dtype)
+    return jnp.matmul(a_low, b_low, preferred_element_type=jnp.float32), (a_low, b_low)
+
+
+def _low_matmul_bwd(dtype, res, g):
+    a_low, b_low = res
+    g_low = g.astype(dtype)
+    da = jnp.matmul(g_low, b_low.T, preferred_element_type=jnp.float32)
+    db = jnp.matmul(a_low.T, g_low, preferred_element_type=jnp.float32)
+    return da, db
+
+
+_low_matmul.defvjp(_low_matmul_fwd, _low_matmul_bwd)
+
+
+def matmul(a_bk, b_kn, cfg=None):
+    """f32[B, N] = a @ b in ``cfg.matmul_dtype`` (f32 without a cfg). For "bfloat16" both operands
+    are rounded to bf16 and the product accumulates in f32 (``preferred_element_type``); the
+    backward matmuls (da = g b^T, db = a^T g) take bf16 operands too and also return f32, so weight
+    gradients are f32 sums over the batch."""
+    dtype = getattr(cfg, "matmul_dtype", "float32")
+    if dtype == "float32":
+        return a_bk @ b_kn
+    return _low_matmul(a_bk, b_kn, jnp.dtype(dtype))
 
 
 def decode(params, f_bf):

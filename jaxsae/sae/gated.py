@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxsae.sae.arch import Arch, fold_scale, mse, update_since_fired
+from jaxsae.sae.arch import Arch, fold_scale, matmul, mse, update_since_fired
 
 
 def init(key, d_in: int, d_sae: int, cfg) -> dict:
@@ -33,9 +33,9 @@ def init(key, d_in: int, d_sae: int, cfg) -> dict:
     }
 
 
-def gate_and_codes(params, x_bd):
+def gate_and_codes(params, x_bd, cfg=None):
     """(pi_gate f32[B, F], f f32[B, F])."""
-    u = (x_bd - params["b_dec"]) @ params["W_enc"]
+    u = matmul(x_bd - params["b_dec"], params["W_enc"], cfg)
     pi_gate = u + params["b_gate"]
     pi_mag = jnp.exp(params["r_mag"]) * u + params["b_mag"]
     f = (pi_gate > 0).astype(u.dtype) * jax.nn.relu(pi_mag)
@@ -48,12 +48,12 @@ def infer(params, aux, x_bd, sparsity, cfg):
 
 
 def loss(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=False):
-    pi_gate, f = gate_and_codes(params, x_bd)
-    x_hat = f @ params["W_dec"] + params["b_dec"]
+    pi_gate, f = gate_and_codes(params, x_bd, cfg)
+    x_hat = matmul(f, params["W_dec"], cfg) + params["b_dec"]
     recon = mse(x_bd, x_hat)
     gate_acts = jax.nn.relu(pi_gate)
     l1 = jnp.mean(jnp.sum(jnp.abs(gate_acts), axis=-1))
-    x_hat_gate = gate_acts @ jax.lax.stop_gradient(params["W_dec"]) + jax.lax.stop_gradient(params["b_dec"])
+    x_hat_gate = matmul(gate_acts, jax.lax.stop_gradient(params["W_dec"]), cfg) + jax.lax.stop_gradient(params["b_dec"])
     aux_recon = mse(x_bd, x_hat_gate)
     total = recon + sparsity * ctx["sparsity_scale"] * l1 + aux_recon
     new_aux = {"since_fired": update_since_fired(aux["since_fired"], jnp.any(f > 0, axis=0), x_bd.shape[0])}

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsae.sae import ops
-from jaxsae.sae.arch import Arch, fold_scale, mse, update_since_fired
+from jaxsae.sae.arch import Arch, fold_scale, matmul, mse, update_since_fired
 
 
 def init(key, d_in: int, d_sae: int, cfg) -> dict:
@@ -42,9 +42,9 @@ def init(key, d_in: int, d_sae: int, cfg) -> dict:
     }
 
 
-def pre_acts(params, x_bd):
+def pre_acts(params, x_bd, cfg=None):
     """f32[B, F] post-ReLU encoder pre-activations (before any top-k selection)."""
-    return jax.nn.relu((x_bd - params["b_dec"]) @ params["W_enc"] + params["b_enc"])
+    return jax.nn.relu(matmul(x_bd - params["b_dec"], params["W_enc"], cfg) + params["b_enc"])
 
 
 def _k(sparsity):
@@ -59,13 +59,13 @@ def select_batch_topk(pre_bf, sparsity):
     return pre_bf * jax.lax.stop_gradient(ops.batch_topk_mask(pre_bf, _k(sparsity) * pre_bf.shape[0]))
 
 
-def auxk_loss(params, pre_bf, resid_bd, dead_f, d_in: int):
+def auxk_loss(params, pre_bf, resid_bd, dead_f, d_in: int, cfg=None):
     """The normalised AuxK term (f32[]) for a detached residual ``resid_bd``."""
     e = jax.lax.stop_gradient(resid_bd)
     n_dead = jnp.sum(dead_f.astype(jnp.int32))
     k_aux = jnp.maximum(jnp.minimum(d_in // 2, n_dead), 1)
     mask = jax.lax.stop_gradient(ops.masked_topk_mask(pre_bf, dead_f, k_aux))
-    recon = (pre_bf * mask) @ params["W_dec"]
+    recon = matmul(pre_bf * mask, params["W_dec"], cfg)
     l2 = mse(e, recon)
     denom = jnp.mean(jnp.sum(jnp.square(e - jnp.mean(e, axis=0, keepdims=True)), axis=-1))
     return jnp.where(n_dead > 0, jnp.nan_to_num(l2 / denom, nan=0.0, posinf=0.0, neginf=0.0), 0.0)
@@ -98,7 +98,7 @@ def _finish(params, aux, x_bd, pre_bf, f_bf, x_hat, total, terms, ctx, cfg, with
             update_threshold):
     since = update_since_fired(aux["since_fired"], jnp.any(f_bf > 0, axis=0), x_bd.shape[0])
     if with_auxk:
-        aux_term = auxk_loss(params, pre_bf, x_bd - x_hat, since >= cfg.dead_tokens, x_bd.shape[1])
+        aux_term = auxk_loss(params, pre_bf, x_bd - x_hat, since >= cfg.dead_tokens, x_bd.shape[1], cfg)
         terms["auxk"] = aux_term
         total = total + cfg.auxk_alpha * aux_term
     else:
@@ -108,9 +108,9 @@ def _finish(params, aux, x_bd, pre_bf, f_bf, x_hat, total, terms, ctx, cfg, with
 
 
 def loss_topk(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=True):
-    pre = pre_acts(params, x_bd)
+    pre = pre_acts(params, x_bd, cfg)
     f = select_topk(pre, sparsity)
-    x_hat = f @ params["W_dec"] + params["b_dec"]
+    x_hat = matmul(f, params["W_dec"], cfg) + params["b_dec"]
     recon = mse(x_bd, x_hat)
     total, terms, new_aux = _finish(params, aux, x_bd, pre, f, x_hat, recon, {"mse": recon}, ctx, cfg,
                                     with_auxk, _update_threshold_rows)
@@ -118,9 +118,9 @@ def loss_topk(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=True):
 
 
 def loss_batchtopk(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=True):
-    pre = pre_acts(params, x_bd)
+    pre = pre_acts(params, x_bd, cfg)
     f = select_batch_topk(pre, sparsity)
-    x_hat = f @ params["W_dec"] + params["b_dec"]
+    x_hat = matmul(f, params["W_dec"], cfg) + params["b_dec"]
     recon = mse(x_bd, x_hat)
     total, terms, new_aux = _finish(params, aux, x_bd, pre, f, x_hat, recon, {"mse": recon}, ctx, cfg,
                                     with_auxk, _update_threshold_batch)
@@ -137,14 +137,14 @@ def matryoshka_groups(d_sae: int, cfg) -> tuple[tuple[int, ...], tuple[float, ..
 
 
 def loss_matryoshka(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=True):
-    pre = pre_acts(params, x_bd)
+    pre = pre_acts(params, x_bd, cfg)
     f = select_batch_topk(pre, sparsity)
     sizes, weights = matryoshka_groups(f.shape[-1], cfg)
     x_hat = jnp.broadcast_to(params["b_dec"], x_bd.shape)
     group_losses = []
     start = 0
     for size, w in zip(sizes, weights):
-        x_hat = x_hat + f[:, start:start + size] @ params["W_dec"][start:start + size]
+        x_hat = x_hat + matmul(f[:, start:start + size], params["W_dec"][start:start + size], cfg)
         group_losses.append(mse(x_bd, x_hat) * w)
         start += size
     recon = jnp.mean(jnp.stack(group_losses))

@@ -10,6 +10,7 @@ Output folder::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -27,10 +28,12 @@ from jaxsae.errors import UserError
 from jaxsae.io import atomic_write_json, atomic_write_text
 from jaxsae.sae import ARCHS, ArchConfig
 from jaxsae.train.data import ActivationArray, norm_scale
+from jaxsae.train.prefetch import Prefetcher
 from jaxsae.train.shards import METADATA_KEYS
 from jaxsae.train.layout import Layout, choose_layout, layout_of, mesh_of
-from jaxsae.train.spec import SAESpec, TrainSettings, check_sweep, describe_scaled, scaled_down
-from jaxsae.train.trainer import abstract_state, first_bad, groups_of, init_state_sharded, make_step, metrics_rows, state_shardings
+from jaxsae.train.spec import SAESpec, TrainSettings, check_sweep, describe_scaled, resolve_matmul_dtype, scaled_down
+from jaxsae.train.trainer import (abstract_state, first_bad_step, groups_of, init_state_sharded, make_step, metrics_rows,
+                                  state_shardings)
 
 
 def make_mesh(sweep: int = 1, data: int | None = None, feat: int = 1) -> Mesh | None:
@@ -82,9 +85,10 @@ def sweep_signature(specs: list[SAESpec], st: TrainSettings, d_in: int, source: 
 
 def effective_recipe(st: TrainSettings, arch_cfg: ArchConfig) -> tuple[TrainSettings, ArchConfig, dict]:
     """The settings a run of ``st.steps`` steps actually uses (warmups, dead window and threshold
-    EMA start capped for short runs) and {name: [asked, used]} of what was scaled down."""
-    used = st.effective()
-    cfg = arch_cfg.replace(dead_tokens=used.dead_tokens,
+    EMA start capped for short runs; the matmul dtype resolved) and {name: [asked, used]} of what
+    was scaled down."""
+    used = dataclasses.replace(st.effective(), matmul_dtype=resolve_matmul_dtype(st.matmul_dtype))
+    cfg = arch_cfg.replace(dead_tokens=used.dead_tokens, matmul_dtype=used.matmul_dtype,
                            threshold_start_step=min(arch_cfg.threshold_start_step, st.steps // 5))
     asked = {**st.recipe(), "threshold_start_step": arch_cfg.threshold_start_step}
     scaled = scaled_down(asked, {**used.recipe(), "threshold_start_step": cfg.threshold_start_step})
@@ -266,9 +270,10 @@ def train_sweep(
         state = _restore(mngr, latest, abstract_state(specs, d_in, st, arch_cfg, mesh), ckpt_dir)
         start = int(to_host(state["step"]))
     shardings = state_shardings(state, mesh)
-    data_sharding = NamedSharding(mesh, P("data")) if mesh is not None and mesh.shape.get("data", 1) > 1 else None
-    if data_sharding is None and mesh is not None:
-        data_sharding = NamedSharding(mesh, P())  # replicated (across "feat" and "sweep"), a global array
+    if mesh is not None:  # the batch over "data" (replicated across "feat" and "sweep"), a global array
+        data_sharding = NamedSharding(mesh, P("data") if mesh.shape.get("data", 1) > 1 else P())
+    else:  # the default device (jax.default_device), where the step runs
+        data_sharding = jnp.zeros(()).sharding
     step_fn = make_step(specs, st, arch_cfg, shardings)
     log_path = out / "metrics.jsonl"
     log = None
@@ -285,21 +290,35 @@ def train_sweep(
 
         bar = tqdm(total=st.steps, initial=start, desc=f"train {len(specs)} SAEs", unit="step", dynamic_ncols=True)
     t0, tok0 = time.time(), 0
+
+    def batch(step):  # on the prefetch thread: host read + transfer, ahead of the step
+        if not data_sharding.is_fully_addressable:
+            # each process reads only the rows its devices hold
+            return jax.make_array_from_callback(
+                (st.batch, d_in), data_sharding, lambda index: acts.batch_at(step, index[0]) / scale)
+        return jax.device_put(acts.batch_at(step) / scale, data_sharding)
+
+    pending = []  # (step, metrics) of the steps not yet checked for NaN / inf
+
+    def check_finite():
+        """Stop with the first SAE and step that went non-finite since the last check (one
+        device-to-host read for all of them)."""
+        bad = first_bad_step(pending, specs)
+        pending.clear()
+        if bad is not None:
+            raise UserError(diverged_message(*bad, mngr.latest_step(), ckpt_dir))
+
+    prefetch = Prefetcher(batch, steps)
     try:
-        for step in steps:
-            if data_sharding is not None and not data_sharding.is_fully_addressable:
-                # each process reads only the rows its devices hold
-                x = jax.make_array_from_callback(
-                    (st.batch, d_in), data_sharding, lambda index, step=step: acts.batch_at(step, index[0]) / scale)
-            else:
-                x = jnp.asarray(acts.batch_at(step) / scale)
-                if data_sharding is not None:
-                    x = jax.device_put(x, data_sharding)
-            state, met = step_fn(state, x)
-            bad = first_bad(met, specs)
-            if bad is not None:
-                raise UserError(diverged_message(*bad, step, mngr.latest_step(), ckpt_dir))
+        for step, x in prefetch:
+            # the steady-state step neither reads from nor writes to the host implicitly
+            with jax.transfer_guard("disallow") if step > start else contextlib.nullcontext():
+                state, met = step_fn(state, x)
+            pending.append((step, met))
             done_steps = step + 1
+            save = (st.checkpoint_every and done_steps % st.checkpoint_every == 0) or done_steps == stop_after
+            if done_steps % st.log_every == 0 or done_steps == st.steps or save:
+                check_finite()  # before anything is logged or saved from this state
             if done_steps % st.log_every == 0 or done_steps == st.steps:
                 rows = metrics_rows(met, specs, step)  # every process: may be a collective
                 if log is not None:
@@ -311,7 +330,7 @@ def train_sweep(
                 bar.update(1)
                 rate = tok0 / max(time.time() - t0, 1e-9)
                 bar.set_postfix(tok_s=f"{rate:,.0f}", sae_tok_s=f"{rate * len(specs):,.0f}")
-            if (st.checkpoint_every and done_steps % st.checkpoint_every == 0) or done_steps == stop_after:
+            if save:
                 import orbax.checkpoint as ocp
 
                 mngr.save(done_steps, args=ocp.args.StandardSave(state))  # each process its own shards
@@ -319,6 +338,7 @@ def train_sweep(
             if stop_after is not None and done_steps >= stop_after:
                 return {}
     finally:
+        prefetch.close()
         if log is not None:
             log.close()
         if bar is not None:

@@ -73,7 +73,12 @@ class TrainSettings:
     checkpoint_every: int = 1000
     """Steps between Orbax checkpoints (0: none, so an interrupted run starts again from step 0)."""
     log_every: int = 10
-    """Steps between metric log lines."""
+    """Steps between metric log lines (and NaN/inf checks: a diverged SAE stops training within
+    this many steps, naming the step it diverged at)."""
+    matmul_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Operand dtype of the SAE encoder / decoder matmuls: "float32", "bfloat16" (bf16 operands,
+    f32 accumulation, f32 weights and Adam state) or "auto" (bfloat16 on GPU/TPU, float32 on CPU);
+    sweep.json records the one used."""
     sweep_shards: int = 0
     """Devices the stacked SAE axis of every group is split over (groups padded to a multiple with
     masked SAEs); 0: the launcher's rule (``jaxsae.train.layout``)."""
@@ -115,6 +120,23 @@ class TrainSettings:
         """The schedule and dead-window values (what :meth:`effective` may scale down)."""
         return {"warmup_steps": self.warmup_steps, "decay_start": self.decay_start,
                 "sparsity_warmup_steps": self.sparsity_warmup_steps, "dead_tokens": self.dead_tokens}
+
+
+MATMUL_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def resolve_matmul_dtype(value: str, backend: str | None = None) -> str:
+    """"float32" or "bfloat16" for a ``matmul_dtype`` setting; "auto" picks bfloat16 on a GPU/TPU
+    ``backend`` (default: ``jax.default_backend()``) and float32 on CPU."""
+    if value not in MATMUL_DTYPES:
+        raise UserError(f"matmul_dtype {value!r} is not one of {', '.join(MATMUL_DTYPES)}; fix the setting")
+    if value != "auto":
+        return value
+    if backend is None:
+        import jax
+
+        backend = jax.default_backend()
+    return "float32" if backend == "cpu" else "bfloat16"
 
 
 def scaled_down(asked: dict, used: dict) -> dict[str, list]:

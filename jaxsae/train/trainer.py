@@ -7,9 +7,10 @@ batch over "data"; the same code runs on 1 device, 8 fake CPU devices, a GPU or 
 
 Schedules (dictionary_learning's ``get_lr_schedule`` / ``get_sparsity_warmup_fn``, step for step):
 LR linear warmup from 0 (0 at step 0), constant, linear decay to 0 from ``int(decay_start * steps)``;
-sparsity coefficient linear warmup from 0. Optimiser: Adam with the
-architecture's betas, global-norm clipping per SAE where the recipe clips; unit-norm decoders get
-the gradient component along each row removed before the step and rows renormalised after it.
+sparsity coefficient linear warmup from 0. Optimiser (:func:`optimizer`, one optax chain per
+architecture, vmapped over its SAEs): unit-norm decoders get the gradient component along each row
+removed, global-norm clipping where the recipe clips, Adam with the architecture's betas (eps
+1e-8), the LR schedule; unit-norm decoder rows are renormalised after the update.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxsae.distributed import put, to_host
@@ -72,12 +74,67 @@ def sparsity_scale_at(step, st: TrainSettings):
     return jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / st.sparsity_warmup_steps)
 
 
+# ------------------------------------------------------------------------------- optimiser
+
+ADAM_EPS = 1e-8
+"""Adam's eps (torch.optim.Adam's default, which dictionary_learning uses)."""
+
+
+def project_decoder_grad(eps: float) -> optax.GradientTransformation:
+    """Stateless optax transform removing from W_dec's gradient f32[F, D] its component along each
+    decoder row (:func:`jaxsae.sae.ops.remove_parallel_grad`; needs ``params`` in ``update``)."""
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("project_decoder_grad needs the parameters")
+        return {**updates, "W_dec": ops.remove_parallel_grad(params["W_dec"], updates["W_dec"], eps=eps)}, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def decoder_projection(arch) -> optax.GradientTransformation | None:
+    """The recipe's decoder-gradient projection: rows / (norm + 1e-6) for the TopK family and
+    JumpReLU (dictionary_learning's ``remove_gradient_parallel_to_decoder_directions``), rows / norm
+    for Gated's ConstrainedAdam; None for a free decoder (ReLU)."""
+    if arch.decoder == "unit":
+        return project_decoder_grad(1e-6)
+    if arch.decoder == "unit_bare":
+        return project_decoder_grad(0.0)
+    return None
+
+
+def optimizer(arch, st: TrainSettings) -> optax.GradientTransformation:
+    """One SAE's update rule: decoder-gradient projection (unit-norm decoders), global-norm clip
+    (where ``arch.clip_norm`` is set; optax's g * c / ||g|| differs from torch's c / (||g|| + 1e-6)
+    by under 1e-6 relative), Adam with ``arch.betas`` and eps :data:`ADAM_EPS` (torch.optim.Adam's
+    update), then ``-lr_at(count)``. Its state (projection, clip: empty; Adam's count, mu, nu; the
+    schedule's count) counts the updates taken, so it equals the sweep step."""
+    parts = [t for t in (decoder_projection(arch),) if t is not None]
+    if arch.clip_norm is not None:
+        parts.append(optax.clip_by_global_norm(arch.clip_norm))
+    b1, b2 = arch.betas
+    parts.append(optax.scale_by_adam(b1=b1, b2=b2, eps=ADAM_EPS))
+    parts.append(optax.scale_by_learning_rate(lambda count: lr_at(count, st)))
+    return optax.chain(*parts)
+
+
+def constrain_decoder(arch, params: dict) -> dict:
+    """The post-update decoder renormalisation: rows / (norm + eps32) (``set_decoder_norm_to_unit_norm``)
+    for "unit", rows / norm for "unit_bare" (ConstrainedAdam), unchanged for a free decoder."""
+    if arch.decoder == "unit":
+        return {**params, "W_dec": ops.unit_norm_rows(params["W_dec"], eps=float(jnp.finfo(jnp.float32).eps))}
+    if arch.decoder == "unit_bare":
+        return {**params, "W_dec": ops.unit_norm_rows(params["W_dec"])}
+    return params
+
+
 # ----------------------------------------------------------------------------------- state
 
 
 def init_state(specs: list[SAESpec], d_in: int, st: TrainSettings, first_batch_bd, arch_cfg: ArchConfig,
                sweep: int = 1) -> dict:
-    """Stacked params / aux / Adam moments per architecture group, plus the step counter.
+    """Per architecture group its stacked params, aux, optax state ("opt", see :func:`optimizer`,
+    vmapped over the group) and sparsity settings, plus the step counter.
 
     Each group is padded to a multiple of ``sweep`` SAEs with masked copies of its last SAE
     (fresh initialisations, same sparsity): they train alongside and are never logged, checked or
@@ -98,21 +155,25 @@ def init_state(specs: list[SAESpec], d_in: int, st: TrainSettings, first_batch_b
             params = [{**p, "b_dec": gm} for p in params]
         params = jax.tree.map(lambda *a: jnp.stack(a), *params)
         aux = jax.tree.map(lambda *a: jnp.stack(a), *[init_aux(arch, st.d_sae) for _ in names])
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        state["groups"][g.arch] = {"params": params, "aux": aux, "m": zeros, "v": jax.tree.map(jnp.zeros_like, params),
+        opt = jax.vmap(optimizer(arch, st).init)(params)
+        state["groups"][g.arch] = {"params": params, "aux": aux, "opt": opt,
                                    "sparsity": jnp.asarray(sparsity, jnp.float32)}
     return state
 
 
 def state_shardings(state: dict, mesh: Mesh | None) -> dict | None:
     """Per leaf: the stacked SAE axis over "sweep" and the latent axis F over "feat" (see
-    :mod:`jaxsae.train.layout`); refuses a leaf the mesh cannot divide. ``state`` may be abstract."""
+    :mod:`jaxsae.train.layout`); refuses a leaf the mesh cannot divide. ``state`` may be abstract.
+    The optax state ("opt") is laid out like the params: Adam's moments are named after the
+    parameter they follow (mu/W_enc like W_enc), its per-SAE counts (i32[S]) go over "sweep"."""
     if mesh is None:
         return None
     lay = layout_of(mesh)
 
     def spec(path, a):
-        return NamedSharding(mesh, leaf_spec(str(getattr(path[-1], "key", path[-1])), np.shape(a), lay))
+        last = path[-1]  # DictKey (params, aux, moments) or GetAttrKey (an optax state's count)
+        name = getattr(last, "key", getattr(last, "name", last))
+        return NamedSharding(mesh, leaf_spec(str(name), np.shape(a), lay))
 
     return {"step": NamedSharding(mesh, P()),
             "groups": jax.tree_util.tree_map_with_path(spec, state["groups"])}
@@ -156,48 +217,34 @@ def shard_state(state: dict, mesh: Mesh | None) -> dict:
 # ------------------------------------------------------------------------------------ step
 
 
-def _one_sae(arch, arch_cfg, st, params, aux, m, v, sparsity, x_bd, step, with_auxk):
-    """Loss, gradient and Adam update of one SAE (vmapped over the group)."""
+def _one_sae(arch, arch_cfg, st, params, aux, opt_state, sparsity, x_bd, step, with_auxk):
+    """Loss, gradient and optax update of one SAE (vmapped over the group)."""
     ctx = {"step": step, "sparsity_scale": sparsity_scale_at(step, st)}
 
     def loss_fn(p):
         return arch.loss(p, aux, x_bd, sparsity, ctx, arch_cfg, with_auxk)
 
     (total, (terms, new_aux, f_bf)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    if arch.decoder in ("unit", "unit_bare"):
-        # dictionary_learning: rows / (norm + 1e-6) for the TopK family and JumpReLU,
-        # ConstrainedAdam (gated) projects on rows / norm
-        eps = 1e-6 if arch.decoder == "unit" else 0.0
-        grads = {**grads, "W_dec": ops.remove_parallel_grad(params["W_dec"], grads["W_dec"], eps=eps)}
-    if arch.clip_norm is not None:
-        grads, gnorm = ops.clip_by_global_norm(grads, arch.clip_norm)
-    else:
-        gnorm = ops.global_norm(grads)
-    b1, b2 = arch.betas
-    t = (step + 1).astype(jnp.float32)
+    project = decoder_projection(arch)
+    # logged: the norm of the projected gradient, which the clip sees
+    gnorm = ops.global_norm(project.update(grads, optax.EmptyState(), params)[0] if project else grads)
+    updates, opt_state = optimizer(arch, st).update(grads, opt_state, params)
+    params = constrain_decoder(arch, optax.apply_updates(params, updates))
     lr = lr_at(step, st)
-    m = jax.tree.map(lambda m_, g: b1 * m_ + (1 - b1) * g, m, grads)
-    v = jax.tree.map(lambda v_, g: b2 * v_ + (1 - b2) * g * g, v, grads)
-    c1 = 1.0 - b1**t if b1 > 0 else 1.0
-    c2 = 1.0 - b2**t
-    params = jax.tree.map(lambda p, m_, v_: p - lr * (m_ / c1) / (jnp.sqrt(v_ / c2) + 1e-8), params, m, v)
-    if arch.decoder == "unit":
-        params = {**params, "W_dec": ops.unit_norm_rows(params["W_dec"], eps=float(jnp.finfo(jnp.float32).eps))}
-    elif arch.decoder == "unit_bare":
-        params = {**params, "W_dec": ops.unit_norm_rows(params["W_dec"])}
     l0 = jnp.mean(jnp.sum(f_bf > 0, axis=-1).astype(jnp.float32))
     resid = terms.get("mse")
     var = jnp.mean(jnp.sum(jnp.square(x_bd - jnp.mean(x_bd, axis=0)), axis=-1))
     metrics = {"loss": total, **terms, "l0": l0, "fvu": resid / var if resid is not None else jnp.nan,
                "dead_frac": jnp.mean((new_aux["since_fired"] >= arch_cfg.dead_tokens).astype(jnp.float32)),
                "grad_norm": gnorm, "lr": lr, "_params_finite": all_finite(params)}
-    return params, new_aux, m, v, metrics
+    return params, new_aux, opt_state, metrics
 
 
 def make_step(specs: list[SAESpec], st: TrainSettings, arch_cfg: ArchConfig, shardings: dict | None = None):
-    """The jitted sweep step ``(state, x_bd) -> (state, metrics)``; metrics[arch][name] is f32[S]
-    (S the group's stacked size, padding included). ``shardings``: the state's (from
-    :func:`state_shardings`), kept for the new state; the metrics come back replicated."""
+    """The jitted sweep step ``(state, x_bd) -> (state, metrics)``; metrics[arch][key] is f32[S]
+    (bool[S] for ``_params_finite``; S the group's stacked size, padding included). ``shardings``:
+    the state's (from :func:`state_shardings`), kept for the new state; the metrics then come back
+    replicated over the mesh, so that reading them is a plain copy."""
     groups = groups_of(specs)
 
     def step_fn(state, x_bd):
@@ -207,26 +254,26 @@ def make_step(specs: list[SAESpec], st: TrainSettings, arch_cfg: ArchConfig, sha
         for g in groups:
             arch = ARCHS[g.arch]
             s = state["groups"][g.arch]
-            args = (s["params"], s["aux"], s["m"], s["v"], s["sparsity"], x_bd, step)
+            args = (s["params"], s["aux"], s["opt"], s["sparsity"], x_bd, step)
 
             def group_step(with_auxk, *a, arch=arch, n=s["sparsity"].shape[0]):
                 fn = functools.partial(_one_sae, arch, arch_cfg, st, with_auxk=with_auxk)
                 if n == 1:  # a lone SAE runs unbatched: XLA lays its weight gradients out without
                     # the transposes that a size-1 vmap axis costs (2x for JumpReLU on CPU)
-                    one = fn(*jax.tree.map(lambda t: t[0], a[:5]), *a[5:])
+                    one = fn(*jax.tree.map(lambda t: t[0], a[:4]), *a[4:])
                     return jax.tree.map(lambda t: t[None], one)
-                return jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, None, None))(*a)
+                return jax.vmap(fn, in_axes=(0, 0, 0, 0, None, None))(*a)
 
             if arch.has_auxk:
                 # The AuxK term is exactly 0 (value and gradient) while no latent of the group can
                 # be dead after this batch, so its top-k and decoder matmul are skipped until then
                 # (dictionary_learning skips it the same way); one cond for the whole group.
                 maybe_dead = jnp.any(s["aux"]["since_fired"] + x_bd.shape[0] >= arch_cfg.dead_tokens)
-                params, aux, m, v, met = jax.lax.cond(
+                params, aux, opt, met = jax.lax.cond(
                     maybe_dead, functools.partial(group_step, True), functools.partial(group_step, False), *args)
             else:
-                params, aux, m, v, met = group_step(False, *args)
-            new["groups"][g.arch] = {"params": params, "aux": aux, "m": m, "v": v, "sparsity": s["sparsity"]}
+                params, aux, opt, met = group_step(False, *args)
+            new["groups"][g.arch] = {"params": params, "aux": aux, "opt": opt, "sparsity": s["sparsity"]}
             metrics[g.arch] = met
         return new, metrics
 
@@ -253,6 +300,20 @@ def metrics_rows(metrics: dict, specs: list[SAESpec], step: int) -> list[dict[st
 def all_finite(tree) -> jax.Array:
     """bool[]: every entry of every leaf is finite."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+
+
+def first_bad_step(pending: list[tuple[int, dict]], specs: list[SAESpec]) -> tuple[str, str, int] | None:
+    """(name, what, step) of the earliest of the ``pending`` (step, metrics) pairs, in step order, at
+    which an SAE went non-finite (see :func:`first_bad`), or None. One device-to-host read for all
+    of them (a collective when the metrics span processes), so the loop checks every ``log_every``
+    steps without a per-step sync."""
+    keys = ("loss", "_params_finite")
+    host = to_host([{a: {k: v for k, v in m[a].items() if k in keys} for a in m} for _, m in pending])
+    for (step, _), met in zip(pending, host):
+        bad = first_bad(met, specs)
+        if bad is not None:
+            return (*bad, step)
+    return None
 
 
 def first_bad(metrics: dict, specs: list[SAESpec]) -> tuple[str, str] | None:
