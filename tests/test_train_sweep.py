@@ -390,3 +390,32 @@ def test_cli_help_lists_the_train_options():
     assert r.returncode == 0, r.stderr
     for opt in ("python -m jaxsae.train", "--train.archs", "--train.levels", "--train.steps", "--data.source"):
         assert opt in r.stdout, opt
+
+
+def test_a_torn_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    x, _ = planted(n=4000, seed=2)
+    st = TrainSettings(d_sae=64, batch=128, steps=40, lr=1e-3, checkpoint_every=10, warmup_steps=5, sparsity_warmup_steps=10)
+    train_sweep(SPECS, ActivationArray(x, 128), st, tmp_path / "once", progress=False)
+    assert train_sweep(SPECS, ActivationArray(x, 128), st, tmp_path / "torn", progress=False, stop_after=30) == {}
+    ckpts = tmp_path / "torn" / "checkpoints"
+    assert sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) == [20, 30]
+    for f in (ckpts / "30").rglob("*"):  # as a kill in the middle of writing it would leave it
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])
+    train_sweep(SPECS, ActivationArray(x, 128), st, tmp_path / "torn", progress=False)
+    assert "checkpoint of step 30" in capsys.readouterr().out
+    for spec in SPECS:  # resumed from step 20: the same SAEs as the uninterrupted run
+        a, b = weights(tmp_path / "once", spec.name), weights(tmp_path / "torn", spec.name)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{spec.name}.{k}")
+
+
+def test_no_readable_checkpoint_is_a_one_line_error(tmp_path):
+    x, _ = planted(n=4000, seed=2)
+    st = TrainSettings(d_sae=64, batch=128, steps=40, lr=1e-3, checkpoint_every=10, warmup_steps=5, sparsity_warmup_steps=10)
+    assert train_sweep(SPECS, ActivationArray(x, 128), st, tmp_path / "t", progress=False, stop_after=20) == {}
+    for f in (tmp_path / "t" / "checkpoints").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"")
+    with pytest.raises(UserError, match="no checkpoint .* can be read .*--redo train"):
+        train_sweep(SPECS, ActivationArray(x, 128), st, tmp_path / "t", progress=False)

@@ -190,6 +190,25 @@ def _restore(mngr, step: int, abstract: dict, ckpt_dir: Path) -> dict:
                         f"{str(e).splitlines()[0][:200]}); resume with the same train.sweep_shards or delete it") from None
 
 
+def _restore_newest_readable(mngr, abstract: dict, ckpt_dir: Path) -> dict:
+    """The newest checkpoint that restores, newest first: a torn or unreadable one (a kill during
+    its write, a damaged file) is passed over with a warning naming it; none readable is a one-line
+    error naming ``--redo train``. A checkpoint of another layout is refused (:func:`_restore`)."""
+    steps = sorted(mngr.all_steps(), reverse=True)
+    for i, step in enumerate(steps):
+        try:
+            return _restore(mngr, step, abstract, ckpt_dir)
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever Orbax or the file system raised for a torn checkpoint
+            why = (str(e).strip().splitlines() or [""])[0][:160]
+            then = f"resuming from step {steps[i + 1]} instead" if i + 1 < len(steps) else "no older one is left"
+            print(f"warning: the checkpoint of step {step} in {ckpt_dir} cannot be read ({type(e).__name__}: {why}); "
+                  f"{then}", flush=True)
+    raise UserError(f"no checkpoint in {ckpt_dir} can be read (all are torn or damaged); --redo train (or deleting "
+                    "that folder) starts the training again")
+
+
 def run_settings(st: TrainSettings, arch_cfg: ArchConfig) -> dict:
     """The effective settings a sweep trained with (as JSON reads them back: lists, not tuples)."""
     return json.loads(json.dumps({**dataclasses.asdict(st), "threshold_start_step": arch_cfg.threshold_start_step}))
@@ -267,7 +286,7 @@ def train_sweep(
     if latest is None:
         state = init_state_sharded(specs, d_in, st, first, arch_cfg, mesh)  # born sharded
     else:
-        state = _restore(mngr, latest, abstract_state(specs, d_in, st, arch_cfg, mesh), ckpt_dir)
+        state = _restore_newest_readable(mngr, abstract_state(specs, d_in, st, arch_cfg, mesh), ckpt_dir)
         start = int(to_host(state["step"]))
     shardings = state_shardings(state, mesh)
     if mesh is not None:  # the batch over "data" (replicated across "feat" and "sweep"), a global array
