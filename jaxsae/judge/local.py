@@ -134,6 +134,9 @@ class LocalJudge(Judge):
     tokens; the probabilities are the same as a full forward (tested) up to float rounding.
     """
 
+    on_device = True
+    """Rates on the device that generates: steering judges it between generation batches."""
+
     def __init__(self, lm, *, batch_size: int = 8, pad_multiple: int = 32, share_prefix: bool = True):
         tok = lm.tokenizer
         if tok is None:

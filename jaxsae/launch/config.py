@@ -133,6 +133,9 @@ class SteerConfig:
     position: str = "all"
     """Where the steering vector is added: "all" (AxBench: every prompt position and decode step)
     or "last" (Arad et al.: the last position at each step)."""
+    batch: int = field(default=0, metadata={"hashed": False})
+    """Steered generations per batch, across the concepts and SAEs of a model (0: 256 on GPU /
+    TPU, 64 on a CPU); results do not depend on it."""
     instructions_dir: str = ""
     """Offline instruction pool: a folder of AxBench parquet files whose ``input`` column is used
     when AlpacaEval cannot be fetched from the Hub ("" = the bundled list)."""

@@ -373,7 +373,7 @@ def stage_steer(run: Run) -> list[str]:
     the judge and model, and the judge's failure counts (``judge_stats``)."""
     import jaxsae.sae as S
     from jaxsae.features import load as load_stats
-    from jaxsae.steer import instructions, run_utility
+    from jaxsae.steer import SteerJob, instructions, run_utility_many
 
     from jaxsae.distributed import barrier
 
@@ -391,14 +391,17 @@ def stage_steer(run: Run) -> list[str]:
         lm = spec_lm(run, spec, steer=True)
         entries = sweep_entries(run, spec)
         outputs += [rel(run, sae_path(run, spec, e) / "steering" / "utility.json") for e in entries]
-        for entry in progress(run.share(entries), f"steer {spec.name}"):
+        jobs = []  # every SAE of the model this process handles, steered in shared batches
+        for entry in run.share(entries):
             d = sae_path(run, spec, entry)
             sae = S.load(d)
-            concepts = concept_features(run, d, sae.d_sae)
-            m_f = load_stats(d / "feature_stats").max_act
             if not run.resume_ok:  # partial results of another configuration
-                (d / "steering" / "concepts.jsonl").unlink(missing_ok=True)
-            run_utility(lm, judge, sae, spec.layer, concepts, m_f, pool, st, d / "steering")
+                for name in ("concepts.jsonl", "dev.jsonl"):
+                    (d / "steering" / name).unlink(missing_ok=True)
+            jobs.append(SteerJob(sae, spec.layer, concept_features(run, d, sae.d_sae),
+                                 load_stats(d / "feature_stats").max_act, pool, d / "steering"))
+        if jobs:
+            run_utility_many(lm, judge, jobs, st, batch=c.steer.batch or None)
     return outputs
 
 
