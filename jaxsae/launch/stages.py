@@ -271,16 +271,21 @@ def stage_metrics(run: Run) -> list[str]:
     return outputs
 
 
+STATS_SAES_PER_PASS = 10
+"""SAEs whose feature statistics one pass gathers together (their encoders and statistics share
+the device with the model)."""
+
+
 def stage_autointerp(run: Run) -> list[str]:
     """Feature statistics (m_f, top windows) and AutoInterp scores µ for every SAE; the held-out
-    text is tokenised, and its residuals computed, once per model for all its SAEs."""
+    text is tokenised once per model, and the statistics of its SAEs gathered in one pass (the
+    model runs once per batch for all of them)."""
     import jaxsae.sae as S
     from jaxsae.autointerp.config import AutoInterpConfig
     from jaxsae.autointerp.judges import ApiJudge, LocalJudge
     from jaxsae.autointerp.prompts import TokenText
-    from jaxsae.autointerp.run import RESULTS_FILE, run_autointerp, save_results, stats_for_sae
+    from jaxsae.autointerp.run import RESULTS_FILE, run_autointerp, save_results, stats_for_saes
     from jaxsae.features import FeatureStatsConfig, held_out_tokens
-    from jaxsae.features.compute import residual_cache
 
     c = run.cfg
     ai = AutoInterpConfig(n_latents=c.autointerp.n_latents, n_concept=c.autointerp.n_concepts,
@@ -292,11 +297,10 @@ def stage_autointerp(run: Run) -> list[str]:
     for spec in c.models:
         lm = spec_lm(run, spec)
         token_text = TokenText(lm.tokenizer)
-        tokens = None  # the held-out contexts and their residuals: once per model, on first use
-        resid_at = None
         entries = sweep_entries(run, spec)
         outputs += [rel(run, sae_path(run, spec, e) / RESULTS_FILE) for e in entries]
-        for entry in progress(run.share(entries), f"autointerp {spec.name}"):
+        todo = []
+        for entry in run.share(entries):
             d = sae_path(run, spec, entry)
             out = d / RESULTS_FILE
             if out.exists() and run.resume_ok:
@@ -305,15 +309,21 @@ def stage_autointerp(run: Run) -> list[str]:
                     continue
                 except (KeyError, json.JSONDecodeError):
                     pass
-            sae = S.load(d)
-            if tokens is None:
-                tokens, _ = held_out_tokens(lm, stats_cfg, texts_for(run))
-                resid_at = residual_cache(lm, tokens, stats_cfg.batch_size)
-            stats = stats_for_sae(d, sae, lm, spec.layer, stats_cfg, tokens=tokens, text_source=text_source,
-                                  resid_ntd=functools.partial(resid_at, spec.layer))
-            result = run_autointerp(stats, judge, ai, token_text)
-            result["sae"] = rel(run, d)
-            save_results(result, out)
+            todo.append(d)
+        if not todo:
+            continue
+        tokens, _ = held_out_tokens(lm, stats_cfg, texts_for(run))  # once per model
+        # the statistics of (up to STATS_SAES_PER_PASS) SAEs in one pass: the model runs once per batch for all
+        for g in range(0, len(todo), STATS_SAES_PER_PASS):
+            group = todo[g : g + STATS_SAES_PER_PASS]
+            saes = [S.load(d) for d in group]
+            all_stats = stats_for_saes(group, saes, lm, spec.layer, stats_cfg, tokens=tokens, text_source=text_source,
+                                       progress=True)
+            del saes
+            for d, stats in zip(progress(group, f"autointerp {spec.name}"), all_stats):
+                result = run_autointerp(stats, judge, ai, token_text)
+                result["sae"] = rel(run, d)
+                save_results(result, d / RESULTS_FILE)
     return outputs
 
 
