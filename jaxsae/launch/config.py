@@ -155,6 +155,9 @@ class JudgeConfig:
     """Environment variable holding the API key (never written anywhere)."""
     max_concurrency: int = 8
     """Concurrent API requests."""
+    dtype: str = "auto"
+    """Local judge weights and activations: "auto" (bfloat16 on GPU / TPU, float32 on a CPU),
+    "float32" or "bfloat16"."""
 
 
 @dataclass
