@@ -26,6 +26,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_sweep.py
 	$(BIN)/python benchmarks/select.py
 	$(BIN)/python benchmarks/autointerp.py
+	$(BIN)/python benchmarks/stats_pass.py
+	$(BIN)/python benchmarks/steer.py
 	$(BIN)/python benchmarks/project.py
 
 clean:
