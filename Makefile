@@ -31,7 +31,8 @@ lint: $(STAMP)
 ## reference side by side; every benchmark runs, and make fails if any missed its target.
 BENCHES := "benchmarks/forward.py --repeat 3" \
 	"benchmarks/train_sweep.py --steps 10 --l0 80 --compare-loop --compare dictionary_learning" \
-	"benchmarks/select.py" "benchmarks/autointerp.py" "benchmarks/project.py" "benchmarks/permutation.py"
+	"benchmarks/select.py" "benchmarks/autointerp.py" "benchmarks/stats_pass.py" "benchmarks/steer.py" \
+	"benchmarks/project.py" "benchmarks/permutation.py"
 bench: $(STAMP)
 	@failed=""; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b || failed="$$failed\n  $$b"; done; \
 	if [ -n "$$failed" ]; then printf "benchmarks that missed a target or failed:$$failed\n"; exit 1; fi

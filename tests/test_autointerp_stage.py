@@ -107,7 +107,7 @@ def test_cli_is_the_launchers_autointerp_stage(tmp_path, monkeypatch, capsys):
     r = cli(*SWEEP, "--out", out, module="jaxsae.train")
     assert r.returncode == 0, r.stderr[-2000:]
 
-    calls = dict(held_out_tokens=0, residuals=0, passes_with_residuals=0, passes=0)
+    calls = dict(held_out_tokens=0, passes=0, saes_in_passes=0, single_passes=0)
 
     def counting(module, name, key):
         fn = getattr(module, name)
@@ -115,17 +115,18 @@ def test_cli_is_the_launchers_autointerp_stage(tmp_path, monkeypatch, capsys):
         def wrapped(*a, **k):
             calls[key] += 1
             if key == "passes":
-                calls["passes_with_residuals"] += k.get("resid_ntd") is not None
+                calls["saes_in_passes"] += len(a[2])  # (lm, layer, encoders, ...)
             return fn(*a, **k)
         monkeypatch.setattr(module, name, wrapped)
 
     counting(features, "held_out_tokens", "held_out_tokens")
-    counting(compute, "residuals", "residuals")
-    counting(features, "compute_feature_stats", "passes")
+    counting(compute, "compute_feature_stats_many", "passes")
+    counting(features, "compute_feature_stats", "single_passes")
     from jaxsae.launch.__main__ import run_stage
 
     run_stage("autointerp", "python -m jaxsae.autointerp", "", argv=[*SWEEP, "--out", str(out)])  # in process
-    assert calls == dict(held_out_tokens=1, residuals=1, passes_with_residuals=2, passes=2)  # shared by both SAEs
+    # the held-out text tokenised once, and one statistics pass for both SAEs of the model
+    assert calls == dict(held_out_tokens=1, passes=1, saes_in_passes=2, single_passes=0)
     assert sorted(p.name for p in (out / "manifests").glob("*.json")) == ["autointerp.json", "train.json"]
     sweep = out / "tiny-random-llama" / "sweep"
     for entry in json.loads((sweep / "sweep.json").read_text())["saes"]:

@@ -126,3 +126,28 @@ def test_shared_residuals_give_the_same_statistics(tiny_case, tiny_llama):
         np.testing.assert_allclose(getattr(again, name), getattr(stats, name), rtol=1e-5, atol=1e-6, err_msg=name)
     with pytest.raises(UserError, match="cached residuals"):
         features.compute_feature_stats(lm, 2, *features.sae_encoder(sae), cfg, tokens=tokens, resid_ntd=resid[:, :5])
+
+
+_COMPILES = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **_: _COMPILES.append(event) if event == "/jax/core/compile/backend_compile_duration" else None)
+
+
+def test_one_pass_for_several_saes_equals_a_pass_each_and_compiles_once(tiny_case):
+    from jaxsae.features.compute import compute_feature_stats_many
+
+    lm, cfg, sae, tokens, _, stats = tiny_case
+    other = calibrated_sae(lm, 2, 40, tokens[:4], fire=0.1, seed=1)  # another width
+    args = ([features.sae_encoder(sae), features.sae_encoder(other)], cfg)
+    many = compute_feature_stats_many(lm, 2, *args, tokens=tokens, metas=[dict(note="t"), {}])
+    each = [stats, features.compute_feature_stats(lm, 2, *features.sae_encoder(other), cfg, tokens=tokens)]
+    for a, b in zip(many, each):
+        assert a.d_sae == b.d_sae and a.meta["n_counted"] == b.meta["n_counted"]
+        for name in ("count", "sum_act", "max_act", "top_val", "top_pos", "top_win", "iw_val", "iw_pos", "iw_win",
+                     "rand_pos", "rand_win", "tokens", "counted"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert many[0].meta["note"] == "t" and many[0].meta["saes_in_pass"] == 2
+    # the step is compiled once: a second pass with the same model, layer, SAE configs and shapes reuses it
+    _COMPILES.clear()
+    compute_feature_stats_many(lm, 2, *args, tokens=tokens)
+    assert _COMPILES == []

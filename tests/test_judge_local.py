@@ -124,3 +124,32 @@ def test_a_rating_without_digit_mass_fails_and_scores_zero(tiny_llama, monkeypat
         assert not r.ok and r.score == 0.0 and r.argmax == 0.0
         assert np.all(np.isfinite(r.probs)) and np.isfinite(r.digit_mass)
     assert judge.stats()["ratings"] == 4
+
+
+def test_bf16_judge_rates_within_0_02_of_f32(smollm2):
+    """The judge at accelerator precision (bf16 weights and activations, as judge.dtype = "auto"
+    loads it on GPU / TPU) gives the float32 judge's expected scores to within 0.02 on demo-like
+    steered generations (16 new tokens, some on topic, some drifting, some broken): on average
+    over the ratings and for the mean score of each criterion (what g averages); single ratings
+    within 0.05 (measured: at most 0.024, mean 0.01)."""
+    import jax.numpy as jnp
+
+    from jaxsae.judge.base import RatingRequest
+    from jaxsae.models import load_model
+
+    bf16 = load_model("smollm2-135m-instruct", dtype=jnp.bfloat16)
+    gens = [("the ocean", "Write a short poem about the morning.", "The waves roll in as the sun rises over the sea"),
+            ("cooking", "Explain how a rainbow forms.", "Light bends through the raindrops, like stirring a soup"),
+            ("music", "Give three tips for staying healthy.", "1. Eat well. 2. Sleep. 3. Listen to music daily"),
+            ("numbers", "Describe your favourite city.", "city city the the 42 42 42 of of"),
+            ("rain", "What is the capital of France?", "Paris is the capital of France, where it often rains"),
+            ("cats", "How do I bake bread?", "Mix flour, water and yeast, then let the dough rest")]
+    reqs = [RatingRequest(crit, c, i, o) for c, i, o in gens for crit in ("concept", "instruction", "fluency")]
+    f32 = [r.score for r in LocalJudge(smollm2).rate(reqs)]
+    half = LocalJudge(bf16).rate(reqs)
+    assert "bfloat16" in LocalJudge(bf16).describe()
+    assert all(r.ok for r in half)
+    got, want = np.array([r.score for r in half]).reshape(-1, 3), np.array(f32).reshape(-1, 3)
+    diff = np.abs(got - want)
+    assert diff.mean() <= 0.02 and diff.max() <= 0.05, diff
+    assert np.all(np.abs(got.mean(0) - want.mean(0)) <= 0.02)

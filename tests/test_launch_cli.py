@@ -82,6 +82,8 @@ def test_config_that_does_not_parse(tmp_path):
     ('[[models]]\ndtype = "float16"', "models[0].dtype = 'float16' must be one of 'float32', 'bfloat16'"),
     ('[steer]\nposition = "middle"', "steer.position = 'middle' must be one of 'all', 'last'"),
     ('[judge]\nkind = "remote"', "judge.kind = 'remote' must be one of 'local', 'api'"),
+    ('[judge]\ndtype = "float16"', "judge.dtype = 'float16' must be one of 'auto', 'float32', 'bfloat16'"),
+    ("[steer]\nbatch = -1", "steer.batch must be 0 (the device's default) or a positive number of rows, got -1"),
     ('[select]\ntier_choice = "best"', "select.tier_choice = 'best' must be one of 'dev', 'eval'"),
     ("[autointerp]\nuse_demos = 1", "autointerp.use_demos = 1 must be true or false"),
     ("[analysis]\nseeed = 1", "unknown key(s) seeed in [analysis]"),
@@ -103,6 +105,26 @@ def test_toml_values_take_the_sections_types(tmp_path):
     assert cfg.train.archs == ("topk",) and cfg.train.levels == (0, 2)
     assert isinstance(cfg.train, TrainSettings) and isinstance(cfg.steer, SteerSettings)  # the library's own
     assert cfg.judge == JudgeConfig() and cfg.select == SelectConfig()  # omitted sections: the library's defaults
+
+
+def test_unhashed_settings_leave_the_stage_hash(tmp_path):
+    """steer.batch (``metadata={"hashed": False}``: results do not depend on it) changes neither the
+    steer stage's hash nor a record's settings; a hashed steer or judge setting changes the hash."""
+    import dataclasses
+
+    from jaxsae.launch.runner import Run
+    from jaxsae.launch.stages import STAGES
+
+    def steer_hash(cfg):
+        return Run(tmp_path, cfg, STAGES).stage_hash("steer")
+
+    base = SweepConfig()
+    batched = dataclasses.replace(base, steer=dataclasses.replace(base.steer, batch=32))
+    assert steer_hash(batched) == steer_hash(base) and batched.steer.protocol() == base.steer.protocol()
+    assert "batch" not in base.steer.protocol()
+    for cfg in (dataclasses.replace(base, steer=dataclasses.replace(base.steer, seed=1)),
+                dataclasses.replace(base, judge=dataclasses.replace(base.judge, dtype="bfloat16"))):
+        assert steer_hash(cfg) != steer_hash(base)
 
 
 def test_train_arch_choices_are_the_library_architectures():

@@ -12,7 +12,7 @@ import pytest
 
 from jaxsae.judge import APIJudge, ClientStats, Judge, Rating, harmonic_mean
 from jaxsae.steer import (DEFAULT_FACTORS, Concept, SteerSettings, choose_factor, draw_instructions, feature_edit,
-                          model_description, run_utility, steer_concept, steering_scales)
+                          model_description, row_seed, run_utility, steer_concept, steering_scales)
 from jaxsae.steer.concepts import BUNDLED_INSTRUCTIONS
 
 from test_steer_edits import random_sae
@@ -49,14 +49,18 @@ class TableJudge(Judge):
 class TextJudge(Judge):
     """Deterministic ratings computed from the request's text (so equal generations rate equally)."""
 
-    def __init__(self, fail_on: str | None = None):
+    def __init__(self, fail_on: str | None = None, fail_at_call: int | None = None):
         self.calls = 0
-        self.fail_on = fail_on
+        self.fail_on, self.fail_at_call = fail_on, fail_at_call
+        self.requests = []
 
     def rate(self, items):
         self.calls += 1
         if self.fail_on is not None and any(r.concept == self.fail_on for r in items):
             raise RuntimeError("judge crashed")
+        if self.calls == self.fail_at_call:
+            raise RuntimeError("judge crashed")
+        self.requests += list(items)
         out = []
         for r in items:
             s = {"concept": len(r.fragment) % 3, "instruction": 1 + len(r.instruction) % 2,
@@ -112,6 +116,9 @@ class CountingLM:
         self.calls += 1
         return self.lm.generate(*a, **kw)
 
+    def __getattr__(self, name):  # token_ids, ...
+        return getattr(self.lm, name)
+
 
 # ------------------------------------------------------------------------------ pure pieces
 
@@ -160,8 +167,9 @@ def test_steer_concept_end_to_end(tiny_llama, sae):
     reqs = judge.requests[0]
     assert {r.concept for r in reqs} == {"the ocean"} and [r.criterion for r in reqs[::6]] == ["concept", "instruction", "fluency"]
     assert [r.instruction for r in reqs[:6]] == dev * 3 and [r.fragment for r in reqs[:6]] == [g["output"] for g in gens[:6]]
-    # test generations are the model's, steered at α* with the protocol's seed
-    want = tiny_llama.generate(test, max_new_tokens=8, temperature=1.0, seed=ST.seed * 7919 + c.feature + 1,
+    # test generations are the model's, steered at α* with the protocol's per-row seeds
+    want = tiny_llama.generate(test, max_new_tokens=8, temperature=1.0,
+                               seed=[row_seed(ST.seed, c.feature, "test", j) for j in range(2)],
                                steer=feature_edit(LAYER, sae, [5], MAX_ACTS, [1.0, 1.0]))
     assert [g["output"] for g in gens[6:]] == want
     # dev rows are steered by their own factor: a strong factor changes the text
@@ -250,7 +258,7 @@ def test_a_latent_that_never_fired_is_steered_with_the_fallback(tiny_llama, sae,
     ones = acts.copy()
     ones[3] = 1.0
     want = tiny_llama.generate([g["instruction"] for g in test], max_new_tokens=8, temperature=1.0,
-                               seed=ST.seed * 7919 + 3 + 1,
+                               seed=[row_seed(ST.seed, 3, "test", j) for j in range(len(test))],
                                steer=feature_edit(LAYER, sae, [3], ones, [recs[0]["factor"]] * len(test)))
     assert [g["output"] for g in test] == want
     # the same measured m_f again: reused
@@ -276,13 +284,13 @@ def test_run_utility_resumes_without_regenerating(tiny_llama, sae, tmp_path):
     lm, judge = CountingLM(tiny_llama), TextJudge()
     a = tmp_path / "a"
     s2 = run_utility(lm, judge, sae, LAYER, CONCEPTS[:2], MAX_ACTS, POOL, ST, a, progress=False)
-    assert lm.calls == 4 and s2["n_concepts"] == 2
+    assert lm.calls == 2 and s2["n_concepts"] == 2  # one dev batch, one test batch
     first = read_lines(a / "concepts.jsonl")
     assert [json.loads(x)["feature"] for x in first] == [3, 8]
 
     # one more concept: only it is generated; the finished lines stay as they were, the new one is appended
     s3 = run_utility(lm, judge, sae, LAYER, CONCEPTS, MAX_ACTS, POOL, ST, a, progress=False)
-    assert lm.calls == 6
+    assert lm.calls == 4
     lines = read_lines(a / "concepts.jsonl")
     assert lines[:2] == first and len(lines) == 3
     recs = [json.loads(x) for x in lines]
@@ -311,13 +319,20 @@ def test_run_utility_resumes_without_regenerating(tiny_llama, sae, tmp_path):
 def test_run_utility_after_a_crash_and_with_changed_settings(tiny_llama, sae, tmp_path):
     lm = CountingLM(tiny_llama)
     d = tmp_path / "run"
+    # batches of 6 rows: two dev batches (12 rows), then one test batch (4 rows), whose judging fails
     with pytest.raises(RuntimeError, match="judge crashed"):
-        run_utility(lm, TextJudge(fail_on="numbers"), sae, LAYER, CONCEPTS[:2], MAX_ACTS, POOL, ST, d, progress=False)
-    assert [json.loads(x)["feature"] for x in read_lines(d / "concepts.jsonl")] == [3]
-    assert not (d / "utility.json").exists()
-    calls = lm.calls
-    s = run_utility(lm, TextJudge(), sae, LAYER, CONCEPTS[:2], MAX_ACTS, POOL, ST, d, progress=False)
-    assert lm.calls == calls + 2 and s["n_concepts"] == 2  # only the concept that crashed
+        run_utility(lm, TextJudge(fail_at_call=3), sae, LAYER, CONCEPTS[:2], MAX_ACTS, POOL, ST, d, batch=6,
+                    progress=False)
+    assert lm.calls == 3 and not (d / "concepts.jsonl").exists() and not (d / "utility.json").exists()
+    assert [json.loads(x)["feature"] for x in read_lines(d / "dev.jsonl")] in ([3, 8], [8, 3])
+    # the re-run reuses both dev phases: only the test rows are generated and judged
+    calls, judge = lm.calls, TextJudge()
+    s = run_utility(lm, judge, sae, LAYER, CONCEPTS[:2], MAX_ACTS, POOL, ST, d, batch=6, progress=False)
+    assert lm.calls == calls + 1 and s["n_concepts"] == 2 and judge.calls == 1 and len(judge.requests) == 3 * 4
+    assert not (d / "dev.jsonl").exists()  # every concept finished: its dev phase is in concepts.jsonl
+    fresh = run_utility(tiny_llama, TextJudge(), sae, LAYER, CONCEPTS[:2], MAX_ACTS, POOL, ST, tmp_path / "fresh",
+                        progress=False)
+    assert {k: v for k, v in s.items() if k != "judge_stats"} == {k: v for k, v in fresh.items() if k != "judge_stats"}
 
     # other settings (another factor grid, same shapes): finished concepts are not reused
     st2 = SteerSettings(factors=(0.0, 2.0, 4.0), n_instructions=4, max_new_tokens=8, temperature=1.0, seed=3)

@@ -7,7 +7,7 @@ import math
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -188,3 +188,43 @@ def stats_for_sae(
     )
     features.save(stats, out)
     return stats
+
+
+def stats_for_saes(
+    sae_dirs: Sequence[str | Path],
+    saes: Sequence,
+    lm,
+    layer: int,
+    stats_cfg: features.FeatureStatsConfig,
+    *,
+    tokens: np.ndarray,
+    text_source: str | None = None,
+    progress: bool = False,
+) -> list[features.FeatureStats]:
+    """:func:`stats_for_sae` for several SAEs of one model and layer: the statistics still valid
+    on disk are reused, the others computed together in one pass over ``tokens``
+    (:func:`features.compute.compute_feature_stats_many`: the model runs once per batch for all
+    of them) and saved in each SAE's folder."""
+    dirs = [Path(d) for d in sae_dirs]
+    fps = [_fingerprint(d, lm, layer, stats_cfg, tokens) for d in dirs]
+    out: list[features.FeatureStats | None] = [None] * len(dirs)
+    for k, (d, fp) in enumerate(zip(dirs, fps)):
+        if (d / STATS_DIR / "stats.json").is_file():
+            try:
+                old = features.load(d / STATS_DIR)
+            except UserError:
+                old = None
+            if old is not None and old.meta.get("fingerprint") == fp:
+                out[k] = old
+    todo = [k for k, s in enumerate(out) if s is None]
+    if todo:
+        from jaxsae.features.compute import compute_feature_stats_many
+
+        made = compute_feature_stats_many(
+            lm, layer, [features.sae_encoder(saes[k]) for k in todo], stats_cfg, tokens=tokens, progress=progress,
+            metas=[dict(fingerprint=fps[k], sae=str(dirs[k]), text_source=text_source or text_label(None))
+                   for k in todo])
+        for k, stats in zip(todo, made):
+            features.save(stats, dirs[k] / STATS_DIR)
+            out[k] = stats
+    return out

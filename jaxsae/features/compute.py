@@ -58,16 +58,6 @@ def sae_encoder(sae) -> tuple[EncodeFn, Any]:
     return S.encode_fn(sae), sae.params
 
 
-def _lm_residual(params, tokens_bt, *, cfg, layer):
-    from jaxsae.models import forward
-
-    return forward(params, cfg, tokens_bt, None, stop_layer=layer)[0]
-
-
-def _given_residual(resid_btd, tokens_bt):
-    return resid_btd
-
-
 def residuals(lm, layer: int, tokens_nt: np.ndarray, batch: int = 16) -> np.ndarray:
     """f32[N, T, D] block-``layer`` residuals of ready contexts (early exit), to share between SAEs."""
     out = np.zeros((*tokens_nt.shape, lm.config.d_model), np.float32)
@@ -102,11 +92,21 @@ def residual_cache(lm, tokens_nt: np.ndarray, batch: int = 16) -> Callable[[int]
     return at
 
 
-def _step(state, lm_params, sae_params, tokens_bt, counted_bt, start, key, *, resid_fn, encode_fn, spec):
-    x_btd = resid_fn(lm_params, tokens_bt)
+@functools.partial(jax.jit, static_argnames=("cfg", "layer", "encode_fns", "spec"), donate_argnums=(0,))
+def _step_many(states, lm_params, sae_params, tokens_bt, counted_bt, start, key, *, cfg, layer, encode_fns, spec):
+    """One batch of contexts through the model (to block ``layer``; ``lm_params`` is the residual
+    f32[B, T, D] itself when ``cfg`` is None) and every SAE's encoder, each SAE's statistics
+    updated: one compiled program per (model, layer, SAE configs, shapes), built once."""
+    if cfg is None:
+        x_btd = lm_params
+    else:
+        from jaxsae.models import forward
+
+        x_btd = forward(lm_params, cfg, tokens_bt, None, stop_layer=layer)[0]
     B, T, D = x_btd.shape
-    acts_btf = encode_fn(sae_params, x_btd.reshape(B * T, D).astype(jnp.float32)).reshape(B, T, -1)
-    return update(state, acts_btf, counted_bt, start, key, spec)
+    x_nd = x_btd.reshape(B * T, D).astype(jnp.float32)
+    return tuple(update(st, enc(p, x_nd).reshape(B, T, -1), counted_bt, start, key, spec)
+                 for st, enc, p in zip(states, encode_fns, sae_params))
 
 
 def held_out_tokens(lm, cfg: FeatureStatsConfig, texts: Iterable[str] | None = None) -> tuple[np.ndarray, bool]:
@@ -183,16 +183,43 @@ def compute_feature_stats(
       tokens: int32[N, T] ready contexts (T must equal ``cfg.context_len``).
       meta: extra provenance stored with the statistics (e.g. the SAE folder).
       resid_ntd: the block-``layer`` residuals f32[N, T, D] of ``tokens``, when already computed
-        (see :func:`residuals`; shared by the SAEs of a sweep): the model is then not run.
+        (see :func:`residuals`): the model is then not run.
+
+    The one-SAE case of :func:`compute_feature_stats_many`.
     """
+    return compute_feature_stats_many(lm, layer, [(encode_fn, sae_params)], cfg, texts=texts, tokens=tokens,
+                                      metas=[meta or {}], progress=progress, resid_ntd=resid_ntd)[0]
+
+
+def compute_feature_stats_many(
+    lm,
+    layer: int,
+    encoders: Sequence[tuple[EncodeFn, Any]],
+    cfg: FeatureStatsConfig = FeatureStatsConfig(),
+    *,
+    texts: Iterable[str] | None = None,
+    tokens: np.ndarray | None = None,
+    metas: Sequence[dict] | None = None,
+    progress: bool = False,
+    resid_ntd: np.ndarray | None = None,
+) -> list[FeatureStats]:
+    """The statistics of several SAEs of one model and layer in one pass: each batch of contexts
+    runs the model once and every SAE's encoder and update in the same jitted step (compiled once
+    per model, layer, SAE configs and shapes; a later call with the same ones reuses it).
+    ``encoders``: ``(encode_fn, params)`` per SAE (:func:`sae_encoder`); ``metas``: provenance
+    per SAE. Each SAE's statistics equal those of its own :func:`compute_feature_stats` pass.
+    Other arguments as :func:`compute_feature_stats`."""
     if not 0 <= layer < lm.config.n_layers:
         raise UserError(f"layer {layer} is out of range for a {lm.config.n_layers}-layer model; use 0..{lm.config.n_layers - 1}")
     spec = cfg.spec()
     D = lm.config.d_model
-    try:
-        F = jax.eval_shape(encode_fn, sae_params, jax.ShapeDtypeStruct((1, D), jnp.float32)).shape[-1]
-    except (TypeError, ValueError) as e:
-        raise UserError(f"the SAE does not take the model's d_model={D} residual ({e}); pair it with the model it was trained on") from None
+    widths = []
+    for encode_fn, sae_params in encoders:
+        try:
+            widths.append(jax.eval_shape(encode_fn, sae_params, jax.ShapeDtypeStruct((1, D), jnp.float32)).shape[-1])
+        except (TypeError, ValueError) as e:
+            raise UserError(f"the SAE does not take the model's d_model={D} residual ({e}); pair it with the model it "
+                            "was trained on") from None
 
     if tokens is None:
         source = text_label(texts)
@@ -208,18 +235,18 @@ def compute_feature_stats(
     N, T = tokens.shape
     B = min(cfg.batch_size, N)
 
-    rand = random_positions(np.random.default_rng([cfg.seed, 1]), N, spec, F)
-    state = init_state(spec, rand)
+    states = tuple(init_state(spec, random_positions(np.random.default_rng([cfg.seed, 1]), N, spec, F)) for F in widths)
     if resid_ntd is not None and resid_ntd.shape != (N, T, D):
         raise UserError(f"cached residuals {resid_ntd.shape} do not match the tokens {tokens.shape} and d_model {D}")
-    resid_fn = _given_residual if resid_ntd is not None else functools.partial(_lm_residual, cfg=lm.config, layer=layer)
-    step = jax.jit(functools.partial(_step, resid_fn=resid_fn, encode_fn=encode_fn, spec=spec), donate_argnums=(0,))
+    step = functools.partial(_step_many, cfg=None if resid_ntd is not None else lm.config, layer=int(layer),
+                             encode_fns=tuple(e for e, _ in encoders), spec=spec)
+    sae_params = tuple(p for _, p in encoders)
     base_key = jax.random.key(cfg.seed)
     starts = range(0, N, B)
     if progress:
         from tqdm import tqdm
 
-        starts = tqdm(starts, desc="feature stats", unit="batch")
+        starts = tqdm(starts, desc=f"feature stats ({len(encoders)} SAEs)", unit="batch")
     t0 = time.perf_counter()
     for i, s in enumerate(starts):
         tb = np.full((B, T), lm.config.pad_id, np.int32)
@@ -229,10 +256,10 @@ def compute_feature_stats(
         if resid_ntd is not None:
             rb = np.zeros((B, T, D), np.float32)
             rb[:n] = resid_ntd[s : s + n]
-            state = step(state, rb, sae_params, tb, cb, np.int32(s), jax.random.fold_in(base_key, i))
+            states = step(states, rb, sae_params, tb, cb, np.int32(s), jax.random.fold_in(base_key, i))
         else:
-            state = step(state, lm.params, sae_params, tb, cb, np.int32(s), jax.random.fold_in(base_key, i))
-    state = jax.block_until_ready(state)
+            states = step(states, lm.params, sae_params, tb, cb, np.int32(s), jax.random.fold_in(base_key, i))
+    states = jax.block_until_ready(states)
     seconds = time.perf_counter() - t0
 
     info = dict(
@@ -243,9 +270,10 @@ def compute_feature_stats(
         mask_first=bool(mask_first),
         seconds=round(seconds, 3),
         tokens_per_s=round(N * T / max(seconds, 1e-9), 1),
+        saes_in_pass=len(encoders),
     )
-    info.update(meta or {})
-    return finish(state, cfg, tokens, counted, info)
+    metas = list(metas) if metas is not None else [{} for _ in encoders]
+    return [finish(st, cfg, tokens, counted, {**info, **(m or {})}) for st, m in zip(states, metas)]
 
 
 def finish(state, cfg: FeatureStatsConfig, tokens: np.ndarray, counted: np.ndarray, meta: dict) -> FeatureStats:

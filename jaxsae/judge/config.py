@@ -20,3 +20,6 @@ class JudgeConfig:
     """Environment variable holding the API key (never written anywhere; empty: no key)."""
     max_concurrency: int = 8
     """Concurrent API requests."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Local judge weights and activations: "auto" (bfloat16 on GPU / TPU, float32 on a CPU),
+    "float32" or "bfloat16"."""

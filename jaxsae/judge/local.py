@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsae.errors import UserError
-from jaxsae.models.decoder import KVCache, forward, init_cache, unembed
+from jaxsae.models.decoder import _Ctx, embed, forward, init_cache, run_layers, unembed
 
 from .base import Judge, Rating, RatingRequest
 from .rubric import RATING_PREFIX, judge_prompt, prompt_digest
@@ -39,13 +39,6 @@ def slot_probs_plain(params, cfg, tokens_bt, mask_bt, last_b, digit_ids_k):
     return _last_probs(params, cfg, x_btd, last_b, digit_ids_k)
 
 
-def _cache_axes() -> tuple[int, int]:
-    """(batch axis, slot axis) of the KV cache's key/value arrays, read from the field names
-    (``k_<axes>``, e.g. ``k_lbksh``), so this code follows the model's cache layout."""
-    axes = KVCache._fields[0].split("_", 1)[1]
-    return axes.index("b"), axes.index("s")
-
-
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def prefix_cache(params, cfg, prefix_1p, mask_1p):
     """Keys/values of a shared prompt prefix int32[1, P] (left-padded, ``mask_1p`` marks real
@@ -60,22 +53,35 @@ def prefix_cache(params, cfg, prefix_1p, mask_1p):
 def slot_probs_prefixed(params, cfg, prefix_kv, tokens_bt, mask_bt, last_b, digit_ids_k):
     """As :func:`slot_probs_plain` for rows that continue a shared prefix whose keys/values are
     given (``prefix_kv`` from :func:`prefix_cache`): only the right-padded continuations run
-    through the model, attending to the prefix's cached keys/values."""
+    through the model, attending to the prefix's keys/values passed once as a batch-1 key set
+    (broadcast inside attention, never copied per row)."""
     B, T = tokens_bt.shape
     P = prefix_kv.valid_bs.shape[1]
-    b_ax, s_ax = _cache_axes()
+    before = jnp.sum(prefix_kv.valid_bs.astype(jnp.int32), axis=1, keepdims=True)  # [1, 1] real prefix tokens
+    ctx = _Ctx(positions_bt=jnp.maximum(before + jnp.cumsum(mask_bt.astype(jnp.int32), axis=1) - 1, 0),
+               q_slot_bt=jnp.broadcast_to(P + jnp.arange(T, dtype=jnp.int32), (B, T)), new_valid_bt=mask_bt,
+               cache_slot_bs=jnp.arange(P, dtype=jnp.int32)[None, :], cache_valid_bs=prefix_kv.valid_bs)
+    x = embed(params, cfg, tokens_bt)
+    x_btd, _ = run_layers(params, cfg, x, ctx, 0, cfg.n_layers, prefix_kv, P, update_cache=False)
+    return _last_probs(params, cfg, x_btd.astype(jnp.float32), last_b, digit_ids_k)
 
-    def extend(c):
-        shape = list(c.shape)
-        shape[b_ax] = B
-        c = jnp.broadcast_to(c, shape)
-        shape[s_ax] = T
-        return jnp.concatenate([c, jnp.zeros(shape, c.dtype)], axis=s_ax)
 
-    valid = jnp.concatenate([jnp.broadcast_to(prefix_kv.valid_bs, (B, P)), jnp.zeros((B, T), bool)], axis=1)
-    cache = KVCache(extend(prefix_kv[0]), extend(prefix_kv[1]), valid)
-    x_btd, _ = forward(params, cfg, tokens_bt, mask_bt, cache=cache, write_at=P, stop_layer=cfg.n_layers - 1)
-    return _last_probs(params, cfg, x_btd, last_b, digit_ids_k)
+def auto_batch_size(lm, rows_tokens: int = 256, *, fraction: float = 0.25, cpu: int = 8, most: int = 256) -> int:
+    """Judge rows per forward from the device's free memory: ``fraction`` of it over what one row
+    of ``rows_tokens`` tokens takes (its keys/values in every layer, the widest activation (the
+    feed-forward's) and the digit logits row), a power of two in [8, ``most``]; ``cpu`` on a CPU
+    (compute-bound there: larger batches do not help) or when the device reports no memory."""
+    dev = jax.local_devices()[0]
+    stats = dev.memory_stats() if dev.platform != "cpu" and hasattr(dev, "memory_stats") else None
+    if not stats or "bytes_limit" not in stats:
+        return cpu
+    free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    c = lm.config
+    item = jnp.dtype(jax.tree_util.tree_leaves(lm.params)[0].dtype).itemsize
+    per_row = rows_tokens * item * (2 * c.n_layers * c.n_kv_heads * c.head_dim + 4 * c.d_ff + 4 * c.d_model) \
+        + 4 * c.vocab_size
+    n = max(8, min(most, int(fraction * free // max(per_row, 1))))
+    return 1 << (n.bit_length() - 1)
 
 
 def _right_pad(rows, pad_id: int, multiple: int):
@@ -126,20 +132,25 @@ class LocalJudge(Judge):
     ``Rating.probs`` holds the renormalised p_i and ``Rating.digit_mass`` = sum_i p_i (how much of
     the model's belief went to a valid score at all). No sampling, no parsing.
 
-    Batching: requests are sorted by length and run in right-padded batches of ``batch_size`` (a
+    Batching: requests are sorted by length and run in right-padded batches of ``batch_size``
+    (default :func:`auto_batch_size`: from the device's free memory on GPU / TPU, 8 on a CPU; a
     short batch is filled with repeats so that shapes stay fixed), one jitted forward per batch;
     only each row's last real position is unembedded. With ``share_prefix`` (default) the part of
     the prompt that is identical for every request of a criterion (chat header and rubric, about
     150 tokens) is run once and its keys/values reused, so a batch only runs each request's own
-    tokens; the probabilities are the same as a full forward (tested) up to float rounding.
+    tokens (the prefix's keys/values are passed to every batch as one batch-1 key set); the
+    probabilities are the same as a full forward (tested) up to float rounding.
     """
 
-    def __init__(self, lm, *, batch_size: int = 8, pad_multiple: int = 32, share_prefix: bool = True):
+    on_device = True
+    """Rates on the device that generates: steering judges it between generation batches."""
+
+    def __init__(self, lm, *, batch_size: int | None = None, pad_multiple: int = 32, share_prefix: bool = True):
         tok = lm.tokenizer
         if tok is None:
             raise UserError(f"{lm.source} has no tokenizer; the local judge needs an instruct model with tokenizer files")
         self.lm = lm
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = max(1, int(batch_size if batch_size is not None else auto_batch_size(lm)))
         self.pad_multiple = max(1, int(pad_multiple))
         self.share_prefix = bool(share_prefix)
         self.digit_ids = _digit_ids(tok)

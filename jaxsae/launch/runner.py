@@ -104,8 +104,16 @@ class Run:
     # ------------------------------------------------------------------------------- hashes
 
     def section_values(self, stage: Stage) -> dict:
+        """The stage's config sections, less fields marked ``metadata={"hashed": False}`` (settings
+        such as batch sizes that do not change results)."""
         d = dataclasses.asdict(self.cfg)
-        return {s: d[s] for s in stage.sections}
+        out = {}
+        for s in stage.sections:
+            sub = getattr(self.cfg, s)
+            skip = {f.name for f in dataclasses.fields(sub) if not f.metadata.get("hashed", True)} \
+                if dataclasses.is_dataclass(sub) else set()
+            out[s] = {k: v for k, v in d[s].items() if k not in skip} if skip else d[s]
+        return out
 
     def stage_hash(self, name: str) -> str:
         stage = self.stages[name]

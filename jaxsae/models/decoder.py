@@ -116,6 +116,15 @@ def attention(lp, x_btd, positions_bt, q_slot_bt, keysets: tuple[KeySet, ...], w
         q = q + lp["q_bias_lnh"]
     q = rope(q, positions_bt, cfg.rope_theta)
     B, T, N, H = q.shape
+    if len(keysets) == 1 and cfg.attn_softcap is None and keysets[0].k_bksh.shape[0] == B:
+        # one key block and no soft-cap (everything but Gemma-2, and no cache read): the fused
+        # kernel (cuDNN flash attention on GPU in bf16/fp16, XLA's same math elsewhere)
+        ks = keysets[0]
+        delta = q_slot_bt[:, :, None] - ks.slot_bs[:, None, :]
+        visible = ks.valid_bs[:, None, :] & (delta >= 0) & (delta < window)
+        out = jax.nn.dot_product_attention(q, ks.k_bksh.transpose(0, 2, 1, 3), ks.v_bksh.transpose(0, 2, 1, 3),
+                                           mask=visible[:, None], scale=float(cfg.query_scale))
+        return jnp.einsum("btnh,nhd->btd", out.astype(x_btd.dtype), lp["o_lnhd"])
     q = q.reshape(B, T, cfg.n_kv_heads, cfg.n_groups, H).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
     scale = jnp.asarray(cfg.query_scale, q.dtype)
     scores = []

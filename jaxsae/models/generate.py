@@ -2,8 +2,10 @@
 
 Prompts are left-padded; the loop stops when every sequence has produced an end token or after
 ``max_new`` tokens. Greedy when ``greedy`` (temperature 0), else plain temperature sampling (no
-top-k/top-p). A steering :class:`~jaxsae.models.decoder.Edit` applies at every prompt position and
-at every decode step.
+top-k/top-p), from one key for the batch or from one key per row (``key`` of shape [B]: then a
+row's tokens depend only on its own key and prompt, not on which rows share its batch). A
+steering :class:`~jaxsae.models.decoder.Edit` applies at every prompt position and at every
+decode step.
 """
 
 from __future__ import annotations
@@ -45,12 +47,23 @@ def generate_tokens(
                             last_only=True)
     eos = jnp.asarray(cfg.eos_ids or (-1,), jnp.int32)
 
+    per_row = key.ndim == 1  # one key per row
+
+    def split(key):
+        if per_row:
+            k2 = jax.vmap(jax.random.split)(key)  # [B, 2]
+            return k2[:, 0], k2[:, 1]
+        return tuple(jax.random.split(key))
+
     def pick(key, logits_bv):
         if greedy:
             return jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
+        if per_row:
+            draw = jax.vmap(lambda k, l: jax.random.categorical(k, l / temperature, axis=-1))
+            return draw(key, logits_bv).astype(jnp.int32)
         return jax.random.categorical(key, logits_bv / temperature, axis=-1).astype(jnp.int32)
 
-    key, sub = jax.random.split(key)
+    key, sub = split(key)
     tok = pick(sub, logits[:, -1])
     out = jnp.full((B, max_new), cfg.pad_id, jnp.int32).at[:, 0].set(tok)
 
@@ -63,7 +76,7 @@ def generate_tokens(
         logits, cache = forward(
             params, cfg, tok[:, None], jnp.ones((B, 1), bool), edit=edit, cache=cache, write_at=T + i - 1
         )
-        key, sub = jax.random.split(key)
+        key, sub = split(key)
         tok = jnp.where(done, cfg.pad_id, pick(sub, logits[:, -1]))
         out = out.at[:, i].set(tok)
         return i + 1, key, tok, cache, out, done | jnp.isin(tok, eos)

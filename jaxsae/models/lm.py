@@ -106,10 +106,12 @@ class LM:
         temperature: float = 0.0,
         chat: bool = True,
         steer: Edit | None = None,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
     ) -> list[str]:
         """Continue each prompt; greedy at temperature 0. ``steer`` edits the residual stream at
-        every prompt position and every decode step. Returns the decoded new text per prompt."""
+        every prompt position and every decode step. ``seed``: one seed for the batch, or one per
+        prompt (a row's sample then does not depend on the other rows). Returns the decoded new
+        text per prompt."""
         tok = self._need_tokenizer()
         new = self.generate_ids(prompts, max_new_tokens=max_new_tokens, temperature=temperature, chat=chat, steer=steer, seed=seed)
         return [tok.decode(x, skip_special_tokens=True) for x in new]
@@ -124,8 +126,14 @@ class LM:
                 f"prompt ({tokens.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
                 f"context of {self.config.max_positions}; shorten the prompt or lower max_new_tokens"
             )
+        if np.ndim(seed):
+            if len(seed) != len(prompts):
+                raise ValueError(f"{len(seed)} seeds for {len(prompts)} prompts")
+            key = jax.vmap(jax.random.key)(jnp.asarray(np.asarray(seed, np.int64) % (1 << 32), jnp.uint32))
+        else:
+            key = jax.random.key(seed)
         out, _ = generate_tokens(
-            self.params, self.config, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(seed),
+            self.params, self.config, jnp.asarray(tokens), jnp.asarray(mask), key,
             jnp.float32(max(temperature, 1e-6)), max_new=int(max_new_tokens), greedy=temperature <= 0.0, edit=steer,
         )
         out = np.asarray(out)

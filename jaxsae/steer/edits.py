@@ -22,6 +22,14 @@ def _add_last(args, resid_btd, positions_bt):
     return resid_btd.at[:, -1].add(jnp.einsum("bk,kd->bd", args["coef_bk"], args["dirs_kd"]))
 
 
+def _add_rows_all(args, resid_btd, positions_bt):
+    return resid_btd + args["delta_bd"][:, None, :]
+
+
+def _add_rows_last(args, resid_btd, positions_bt):
+    return resid_btd.at[:, -1].add(args["delta_bd"])
+
+
 def unit_directions(sae, features) -> np.ndarray:
     """f32[K, D]: the unit decoder directions v_f of ``features``."""
     w = np.asarray(sae.params["W_dec"])[np.asarray(features, np.int64)]
@@ -42,3 +50,11 @@ def feature_edit(layer: int, sae, features, max_acts, alphas_b, *, all_positions
     m = np.asarray(max_acts, np.float32)[feats]
     coef = np.asarray(alphas_b, np.float32)[:, None] * m[None, :]
     return steering_edit(layer, unit_directions(sae, feats), coef, all_positions=all_positions)
+
+
+def row_edit(layer: int, delta_bd, *, all_positions: bool = True) -> Edit:
+    """An edit adding its own vector ``delta_bd[b]`` (e.g. α_b · m_b · v_b of any feature of any
+    SAE steered at ``layer``) to row b: rows of many concepts and factors share one batch, and
+    changing the vectors never recompiles."""
+    args = {"delta_bd": jnp.asarray(delta_bd, jnp.float32)}
+    return Edit(int(layer), _add_rows_all if all_positions else _add_rows_last, args)

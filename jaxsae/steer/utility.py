@@ -30,18 +30,22 @@ search spans weak to strong steering with the same budget of six.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, Sequence
 
 import jax
 import numpy as np
 
+from jaxsae.errors import UserError
 from jaxsae.io import atomic_write_json, atomic_write_text
 from jaxsae.judge.base import RatedGenerations, rating_record
 from jaxsae.judge.rubric import CRITERIA
 from jaxsae.steer.concepts import Concept, draw_instructions
-from jaxsae.steer.edits import feature_edit
+from jaxsae.steer.edits import row_edit, unit_directions
 
 DEFAULT_FACTORS = (0.4, 0.8, 1.2, 1.6, 2.0, 3.0)
 DEAD_M_F = 1.0
@@ -79,6 +83,14 @@ class SteerSettings:
     dead_m_f: float = DEAD_M_F
     """m_f used for a latent that never fired (measured m_f ≤ 0 or not finite): AxBench's
     fallback of 1.0 (the scale it uses when Neuronpedia gives no maximum activation)."""
+    batch: int = dataclasses.field(default=0, metadata={"hashed": False})
+    """Steered generations per batch, across the concepts and SAEs of a model (0: 256 on GPU /
+    TPU, 64 on a CPU); results do not depend on it (not part of the stage hash nor of a
+    record's settings)."""
+
+    def __post_init__(self):
+        if self.batch < 0:
+            raise UserError(f"steer.batch must be 0 (the device's default) or a positive number of rows, got {self.batch}")
 
     @property
     def all_positions(self) -> bool:
@@ -87,10 +99,14 @@ class SteerSettings:
 
     def protocol(self) -> dict:
         """The settings one concept's result depends on (not which concepts are steered, nor where
-        the instruction pool came from: the pool itself is checked per record)."""
+        the instruction pool came from: the pool itself is checked per record; nor the unhashed
+        fields such as ``batch``)."""
         d = dataclasses.asdict(self)
         for name in ("concepts", "n_concepts", "instructions_dir"):
             d.pop(name)
+        for f in dataclasses.fields(self):
+            if not f.metadata.get("hashed", True):
+                d.pop(f.name)
         return json.loads(json.dumps(d))
 
 
@@ -120,9 +136,10 @@ def _draw(pool: Sequence[str], st: SteerSettings, feature: int) -> tuple[list[st
 
 
 def _reusable(rec: dict, settings: dict, concepts: dict[int, str], max_acts, pool, st: SteerSettings,
-              identity: dict[str, str]) -> bool:
-    """Whether a finished record was made with these settings, judge and model (``identity``),
-    concept text, measured m_f and instructions."""
+              identity: dict[str, str], split: str = "test") -> bool:
+    """Whether a finished record (``split`` "test": a concept's record; "dev": its dev phase) was
+    made with these settings, judge and model (``identity``), concept text, measured m_f and the
+    split's instructions."""
     f = int(rec["feature"])
     if rec.get("settings") != settings or rec.get("concept") != concepts.get(f, rec.get("concept")):
         return False
@@ -130,8 +147,9 @@ def _reusable(rec: dict, settings: dict, concepts: dict[int, str], max_acts, poo
         return False
     if not (0 <= f < len(max_acts) and rec.get("m_f_measured") == float(max_acts[f])):
         return False
-    test = _draw(pool, st, f)[1]
-    return [g.get("instruction") for g in rec.get("generations", []) if g.get("split") == "test"] == test
+    dev, test = _draw(pool, st, f)
+    want = test if split == "test" else [i for _ in st.factors for i in dev]
+    return [g.get("instruction") for g in rec.get("generations", []) if g.get("split") == split] == want
 
 
 def _generation_rows(split: str, prompts, factors, outputs, rated: RatedGenerations) -> list[dict]:
@@ -152,34 +170,136 @@ def _by_factor(hm_n: np.ndarray, n_factors: int, n_dev: int) -> list[np.ndarray]
     return [hm_n[k * n_dev:(k + 1) * n_dev] for k in range(n_factors)]
 
 
-def steer_concept(lm, judge, sae, layer: int, concept: Concept, max_acts: np.ndarray, pool: Sequence[str],
-                  st: SteerSettings) -> dict:
-    """One concept through the protocol; returns its record (scores, choice, every generation).
+SPLITS = ("dev", "test")
 
-    ``max_acts`` are the measured m_f; a latent that never fired is steered with ``st.dead_m_f``."""
+
+def row_seed(seed: int, feature: int, split: str, index: int) -> int:
+    """Sampling seed of one steered generation: from the settings' seed, the concept's feature, the
+    split and the row's index in that split, so that a row's sample does not depend on which rows
+    share its batch (the per-concept and the batched paths draw the same samples)."""
+    return int(np.random.SeedSequence([int(seed), int(feature), SPLITS.index(split), int(index)]).generate_state(1)[0])
+
+
+@dataclasses.dataclass
+class _Plan:
+    """One concept of one SAE going through the protocol."""
+
+    job: int
+    """Index of its SAE's :class:`SteerJob`."""
+    concept: Concept
+    layer: int
+    v_d: np.ndarray
+    """f32[D]: the feature's unit decoder direction."""
+    m_f: float
+    """m_f used for steering (the fallback for a latent that never fired)."""
+    m_f_measured: float
+    fallback: bool
+    dev: list[str]
+    test: list[str]
+    factors: tuple[float, ...]
+    dev_rows: list | None = None
+    """Saved generation rows of the dev split (factor-major), filled as batches are judged."""
+    test_rows: list | None = None
+    dev_rec: dict | None = None
+    """The finished dev phase (:func:`_dev_record`), reused on resume."""
+
+    def prompts(self, split: str) -> tuple[list[str], list[float]]:
+        """(instructions, factors) of the split's rows, in the saved order (dev: factor-major)."""
+        if split == "dev":
+            return [i for _ in self.factors for i in self.dev], [a for a in self.factors for _ in self.dev]
+        return list(self.test), [self.dev_rec["factor"]] * len(self.test)
+
+
+def _plan(job: int, sae, layer: int, concept: Concept, max_acts, pool, st: SteerSettings) -> _Plan:
     scales, dead = steering_scales(max_acts, st.dead_m_f)
     f = concept.feature
     dev, test = _draw(pool, st, f)
-    prompts = [i for _ in st.factors for i in dev]
-    alphas = [a for a in st.factors for _ in dev]
-    seed = st.seed * 7919 + f
-    outs = lm.generate(prompts, max_new_tokens=st.max_new_tokens, temperature=st.temperature,
-                       steer=feature_edit(layer, sae, [f], scales, alphas, all_positions=st.all_positions), seed=seed)
-    r = judge.rate_generations_full([concept.concept] * len(outs), prompts, outs)
-    best, means = choose_factor(st.factors, _by_factor(r.expected.hm, len(st.factors), len(dev)))
-    best_a, means_a = choose_factor(st.factors, _by_factor(r.argmax.hm, len(st.factors), len(dev)))
-    alpha = st.factors[best]
-    outs_t = lm.generate(test, max_new_tokens=st.max_new_tokens, temperature=st.temperature,
-                         steer=feature_edit(layer, sae, [f], scales, [alpha] * len(test),
-                                            all_positions=st.all_positions), seed=seed + 1)
-    rt = judge.rate_generations_full([concept.concept] * len(outs_t), test, outs_t)
-    gens = _generation_rows("dev", prompts, alphas, outs, r) + _generation_rows("test", test, [alpha] * len(test), outs_t, rt)
-    return {"feature": f, "concept": concept.concept, "m_f": float(scales[f]), "m_f_measured": float(max_acts[f]),
-            "m_f_fallback": bool(dead[f]), "dev_means": dict(zip(map(str, st.factors), means)), "factor": alpha,
-            "dev_score": means[best], "test_score": float(np.mean(rt.expected.hm)),
+    return _Plan(job, concept, int(layer), unit_directions(sae, [f])[0], float(scales[f]), float(max_acts[f]),
+                 bool(dead[f]), dev, test, tuple(st.factors))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+    """One generation to make: plan index, split, index in the split, instruction, factor."""
+
+    plan: int
+    split: str
+    index: int
+    instruction: str
+    factor: float
+
+
+def _rows(plans: Sequence[_Plan], split: str, which: Sequence[int]) -> list[_Row]:
+    out = []
+    for k in which:
+        prompts, factors = plans[k].prompts(split)
+        out += [_Row(k, split, j, p, a) for j, (p, a) in enumerate(zip(prompts, factors))]
+    return out
+
+
+def _delta(plan: _Plan, factor: float) -> np.ndarray:
+    """f32[D] α·m_f·v_f, rounded as :func:`feature_edit` rounds it (α·m_f in f32, then the product)."""
+    return (np.float32(factor) * np.float32(plan.m_f)) * plan.v_d
+
+
+def _generate(lm, plans: Sequence[_Plan], rows: Sequence[_Row], st: SteerSettings) -> list[str]:
+    """The steered generations of ``rows`` (one layer), in one ``generate`` call: each row with its
+    own vector α·m_f·v_f and its own sampling seed."""
+    edit = row_edit(plans[rows[0].plan].layer, np.stack([_delta(plans[r.plan], r.factor) for r in rows]),
+                    all_positions=st.all_positions)
+    seeds = [row_seed(st.seed, plans[r.plan].concept.feature, r.split, r.index) for r in rows]
+    return lm.generate([r.instruction for r in rows], max_new_tokens=st.max_new_tokens, temperature=st.temperature,
+                       steer=edit, seed=seeds)
+
+
+def _rate(judge, plans: Sequence[_Plan], rows: Sequence[_Row], outputs: Sequence[str]) -> list[dict]:
+    """Judge the generations of ``rows`` (one split) together; one saved generation row each."""
+    r = judge.rate_generations_full([plans[x.plan].concept.concept for x in rows], [x.instruction for x in rows], outputs)
+    return _generation_rows(rows[0].split, [x.instruction for x in rows], [x.factor for x in rows], outputs, r)
+
+
+def _dev_record(p: _Plan, st: SteerSettings) -> dict:
+    """The dev phase of a concept: the factor chosen by expected and by argmax HM, its generations."""
+    hm = np.array([g["hm"] for g in p.dev_rows])
+    hm_a = np.array([g["hm_argmax"] for g in p.dev_rows])
+    best, means = choose_factor(st.factors, _by_factor(hm, len(st.factors), len(p.dev)))
+    best_a, means_a = choose_factor(st.factors, _by_factor(hm_a, len(st.factors), len(p.dev)))
+    return {"feature": p.concept.feature, "concept": p.concept.concept, "m_f": p.m_f, "m_f_measured": p.m_f_measured,
+            "m_f_fallback": p.fallback, "dev_means": dict(zip(map(str, st.factors), means)),
+            "factor": st.factors[best], "dev_score": means[best],
             "dev_means_argmax": dict(zip(map(str, st.factors), means_a)), "factor_argmax": st.factors[best_a],
-            "test_score_argmax": float(np.mean(rt.argmax.hm)), "settings": st.protocol(),
-            "generations": gens}
+            "settings": st.protocol(), "generations": list(p.dev_rows)}
+
+
+def _record(p: _Plan) -> dict:
+    """The concept's finished record: the dev phase and the test generations at the chosen factor."""
+    d = p.dev_rec
+    keep = ("feature", "concept", "m_f", "m_f_measured", "m_f_fallback", "dev_means", "factor", "dev_score")
+    return {**{k: d[k] for k in keep}, "test_score": float(np.mean([g["hm"] for g in p.test_rows])),
+            "dev_means_argmax": d["dev_means_argmax"], "factor_argmax": d["factor_argmax"],
+            "test_score_argmax": float(np.mean([g["hm_argmax"] for g in p.test_rows])), "settings": d["settings"],
+            "generations": list(d["generations"]) + list(p.test_rows)}
+
+
+def steer_concept(lm, judge, sae, layer: int, concept: Concept, max_acts: np.ndarray, pool: Sequence[str],
+                  st: SteerSettings) -> dict:
+    """One concept through the protocol on its own (two ``generate`` calls and two judge calls);
+    returns its record (scores, choice, every generation). :func:`run_utility_many` batches many
+    concepts and gives the same records (exactly at temperature 0, as float rounding allows
+    otherwise: every row has its own sampling seed).
+
+    ``max_acts`` are the measured m_f; a latent that never fired is steered with ``st.dead_m_f``."""
+    plans = [_plan(0, sae, layer, concept, max_acts, pool, st)]
+    p = plans[0]
+    for split in SPLITS:
+        rows = _rows(plans, split, [0])
+        rated = _rate(judge, plans, rows, _generate(lm, plans, rows, st))
+        if split == "dev":
+            p.dev_rows = rated
+            p.dev_rec = _dev_record(p, st)
+        else:
+            p.test_rows = rated
+    return _record(p)
 
 
 def rating_counts(recs: Sequence[dict]) -> dict:
@@ -251,34 +371,176 @@ def summarize(recs: Sequence[dict], settings: dict, identity: dict[str, str], ju
     }
 
 
-def run_utility(lm, judge, sae, layer: int, concepts: Sequence[Concept], max_acts: np.ndarray, pool: Sequence[str],
-                st: SteerSettings, out_dir: str | Path, *, progress: bool = True) -> dict:
-    """g(θ) over ``concepts``, resumable: ``out_dir/concepts.jsonl`` gets one line per finished
-    concept (a re-run keeps the lines made with the same settings, judge (``judge.describe()``),
-    steered model (:func:`model_description`), concept text, measured m_f and instructions, and
-    recomputes the rest); ``out_dir/utility.json`` the summary (:func:`summarize`, written
-    atomically at the end) with ``judge_stats``: the failure counts over every saved rating and,
-    under ``this_run``, what ``judge.stats()`` counted during this call."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "concepts.jsonl"
+@dataclasses.dataclass
+class SteerJob:
+    """One SAE's share of a steering run: its concepts, measured m_f and output folder."""
+
+    sae: object
+    """The SAE (its decoder rows are the steering directions)."""
+    layer: int
+    """Block whose output is steered."""
+    concepts: Sequence[Concept]
+    """The concepts steered (each a latent and its description)."""
+    max_acts: np.ndarray
+    """f32[F]: measured m_f per latent (the fallback ``dead_m_f`` replaces those ≤ 0)."""
+    pool: Sequence[str]
+    """The instruction pool dev / test instructions are drawn from."""
+    out_dir: str | Path
+    """Folder of ``concepts.jsonl``, ``dev.jsonl`` (the dev phase, while unfinished) and ``utility.json``."""
+
+
+def default_batch() -> int:
+    """Rows per steering batch when none is given: 256 on GPU / TPU (decoding reads the weights
+    once per step for the whole batch); 64 on a CPU (compute-bound beyond that)."""
+    return 64 if jax.default_backend() == "cpu" else 256
+
+
+def _batches(lm, rows: Sequence[_Row], plans: Sequence[_Plan], batch: int) -> list[list[_Row]]:
+    """``rows`` grouped by layer, sorted by prompt length (so a batch pads little) and cut into
+    batches of at most ``batch``."""
+    n_tok: dict[str, int] = {}
+
+    def length(r: _Row) -> int:
+        if r.instruction not in n_tok:
+            n_tok[r.instruction] = len(lm.token_ids(r.instruction, chat=True))
+        return n_tok[r.instruction]
+
+    order = sorted(rows, key=lambda r: (plans[r.plan].layer, length(r)))
+    out: list[list[_Row]] = []
+    for r in order:
+        if out and len(out[-1]) < batch and plans[out[-1][0].plan].layer == plans[r.plan].layer:
+            out[-1].append(r)
+        else:
+            out.append([r])
+    return out
+
+
+def _padded(rows: list[_Row], batch: int) -> list[_Row]:
+    """A batch filled with repeats of its last row to a fixed size (``batch``, or for a short
+    last batch the next multiple of 8), so that few shapes are compiled."""
+    size = batch if len(rows) > batch - 8 else min(batch, -(-len(rows) // 8) * 8)
+    return rows + [rows[-1]] * (size - len(rows))
+
+
+def _append(path: Path, rec: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def run_utility_many(lm, judge, jobs: Sequence[SteerJob], st: SteerSettings, *, batch: int | None = None,
+                     progress: bool = True) -> list[dict]:
+    """g(θ) of every SAE in ``jobs`` (all steered on ``lm``), resumable per concept, in two phases
+    over all their concepts at once:
+
+    1. dev: every (concept × dev instruction × factor) row, sorted by prompt length and generated in
+       batches of ``batch`` rows (default ``st.batch``, or :func:`default_batch` when that is 0), each row with its own vector α·m_f·v_f
+       and sampling seed (:func:`row_seed`); each batch is judged as it comes (an API judge in a
+       background thread while the next batch generates; a judge that runs on the device
+       (``judge.on_device``) between batches). A concept whose dev rows are all judged gets its
+       factor (best mean dev HM) and its dev phase saved to ``dev.jsonl``;
+    2. test: every (concept × test instruction) row at its chosen factor, likewise; a concept whose
+       test rows are judged is appended to ``concepts.jsonl`` (the record of :func:`steer_concept`).
+
+    A re-run keeps the finished records (and finished dev phases) made with the same settings,
+    judge (``judge.describe()``), steered model (:func:`model_description`), concept text,
+    measured m_f and instructions, and computes the rest: nothing judged is judged again.
+    ``utility.json`` per SAE (:func:`summarize`); its ``judge_stats.this_run`` is what
+    ``judge.stats()`` counted during this call (for all the SAEs of the call together). Returns
+    the summaries in ``jobs`` order."""
     settings = st.protocol()
     identity = {"judge": judge.describe(), "model": model_description(lm)}
-    wanted = {c.feature: c.concept for c in concepts}
-    done = _read_reusable(path, lambda rec: _reusable(rec, settings, wanted, max_acts, pool, st, identity))
+    batch = int(batch or st.batch or default_batch())
+    if batch < 1:
+        raise ValueError(f"batch must be positive, got {batch}")
     stats_before = judge.stats()
-    items = [c for c in concepts if c.feature not in done]
-    if progress:
+    plans: list[_Plan] = []
+    done: list[dict[int, dict]] = []
+    for k, job in enumerate(jobs):
+        out = Path(job.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        wanted = {c.feature: c.concept for c in job.concepts}
+        ok = functools.partial(_reusable, settings=settings, concepts=wanted, max_acts=job.max_acts, pool=job.pool,
+                               st=st, identity=identity)
+        done.append(_read_reusable(out / "concepts.jsonl", lambda rec: ok(rec, split="test")))
+        devs = _read_reusable(out / "dev.jsonl", lambda rec: ok(rec, split="dev"))
+        seen = set(done[k])
+        for c in job.concepts:
+            if c.feature in seen:
+                continue
+            seen.add(c.feature)
+            p = _plan(k, job.sae, job.layer, c, job.max_acts, job.pool, st)
+            if c.feature in devs:
+                p.dev_rec = devs[c.feature]
+            plans.append(p)
+
+    def finish(split: str, rated: list[dict], rows: Sequence[_Row]) -> None:
+        """Store judged rows; save each concept whose split is complete."""
+        for r, g in zip(rows, rated):
+            p = plans[r.plan]
+            getattr(p, f"{split}_rows")[r.index] = g
+        for i in sorted({r.plan for r in rows}):
+            p = plans[i]
+            got = getattr(p, f"{split}_rows")
+            if any(g is None for g in got):
+                continue
+            path = Path(jobs[p.job].out_dir)
+            if split == "dev":
+                p.dev_rec = {**_dev_record(p, st), **identity}
+                _append(path / "dev.jsonl", p.dev_rec)
+            else:
+                rec = {**_record(p), **identity}
+                _append(path / "concepts.jsonl", rec)
+                done[p.job][p.concept.feature] = rec
+
+    todo = {"dev": [i for i, p in enumerate(plans) if p.dev_rec is None], "test": list(range(len(plans)))}
+    bar = None
+    if progress and plans:
         from tqdm import tqdm
 
-        items = tqdm(items, desc="steer", unit="concept", leave=False, dynamic_ncols=True)
-    with open(path, "a") as f:
-        for c in items:
-            rec = {**steer_concept(lm, judge, sae, layer, c, max_acts, pool, st), **identity}
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            done[c.feature] = rec
-    recs = [done[c.feature] for c in concepts]
-    summary = summarize(recs, settings, identity, _stats_delta(stats_before, judge.stats()))
-    atomic_write_json(out_dir / "utility.json", summary)
-    return summary
+        n = sum(len(plans[i].factors) * len(plans[i].dev) for i in todo["dev"]) + sum(len(p.test) for p in plans)
+        bar = tqdm(total=n, desc=f"steer ({len(jobs)} SAE{'s' * (len(jobs) != 1)})", unit="gen", leave=False,
+                   dynamic_ncols=True)
+    overlap = not getattr(judge, "on_device", False)
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        for split in SPLITS:
+            for i in todo[split]:
+                p = plans[i]
+                setattr(p, f"{split}_rows", [None] * len(p.prompts(split)[0]))
+            pending: deque = deque()
+            for rows in _batches(lm, _rows(plans, split, todo[split]), plans, batch):
+                outs = _generate(lm, plans, _padded(rows, batch), st)[: len(rows)]
+                if overlap:
+                    pending.append((executor.submit(_rate, judge, plans, rows, outs), rows))
+                    while pending and pending[0][0].done():
+                        fut, rs = pending.popleft()
+                        finish(split, fut.result(), rs)
+                else:
+                    finish(split, _rate(judge, plans, rows, outs), rows)
+                if bar is not None:
+                    bar.update(len(rows))
+            while pending:
+                fut, rs = pending.popleft()
+                finish(split, fut.result(), rs)
+    if bar is not None:
+        bar.close()
+    session = _stats_delta(stats_before, judge.stats())
+    summaries = []
+    for k, job in enumerate(jobs):
+        out = Path(job.out_dir)
+        recs = [done[k][c.feature] for c in job.concepts]
+        summary = summarize(recs, settings, identity, session)
+        atomic_write_json(out / "utility.json", summary)
+        (out / "dev.jsonl").unlink(missing_ok=True)  # every concept is finished: its dev phase is in concepts.jsonl
+        summaries.append(summary)
+    return summaries
+
+
+def run_utility(lm, judge, sae, layer: int, concepts: Sequence[Concept], max_acts: np.ndarray, pool: Sequence[str],
+                st: SteerSettings, out_dir: str | Path, *, batch: int | None = None, progress: bool = True) -> dict:
+    """g(θ) of one SAE over ``concepts``: :func:`run_utility_many` with one job. Resumable:
+    ``out_dir/concepts.jsonl`` gets one line per finished concept; ``out_dir/utility.json`` the
+    summary (:func:`summarize`, written atomically at the end) with ``judge_stats``: the failure
+    counts over every saved rating and, under ``this_run``, what ``judge.stats()`` counted during
+    this call."""
+    return run_utility_many(lm, judge, [SteerJob(sae, layer, concepts, max_acts, pool, out_dir)], st, batch=batch,
+                            progress=progress)[0]
