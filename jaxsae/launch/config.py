@@ -9,7 +9,7 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from jaxsae.errors import UserError
 
@@ -65,8 +65,10 @@ class TrainConfig:
     archs: tuple[str, ...] = ("relu", "topk", "batchtopk", "jumprelu", "gated")
     """Architectures to train (relu, topk, batchtopk, jumprelu, gated, matryoshka)."""
     levels: tuple[int, ...] = (1, 3)
-    """Indices (0..5) into the paper's six sparsity levels: target L0 {50, 80, 160, 320, 520, 820}
-    for TopK/BatchTopK/JumpReLU/Matryoshka; L1 {0.012..0.06} (ReLU) and {0.012..0.08} (Gated)."""
+    """Indices (0..5) into the paper's six sparsity levels, sparsest first: target L0 {50, 80, 160,
+    320, 520, 820} for TopK/BatchTopK/JumpReLU/Matryoshka; L1 {0.06, 0.04, 0.03, 0.02, 0.015,
+    0.012} (ReLU) and {0.08, 0.06, 0.04, 0.024, 0.018, 0.012} (Gated): a larger L1 coefficient is
+    sparser, so level i pairs the i-th sparsest setting of every architecture."""
     d_sae: int = 2304
     """Dictionary width (the paper: 16384)."""
     batch: int = 1024
@@ -187,6 +189,10 @@ class AnalysisConfig:
     """Bootstrap resamples per interval."""
     seed: int = 0
     """Seed of permutations and bootstrap."""
+    level_grouping: Literal["grid", "l0_rank"] = "grid"
+    """Sparsity levels of axis B: "grid" (the i-th sparsest grid setting of every architecture)
+    or "l0_rank" (within each model and architecture, the i-th smallest measured L0); recorded
+    in results.json."""
 
 
 @dataclass

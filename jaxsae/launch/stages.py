@@ -531,14 +531,15 @@ def stage_analysis(run: Run) -> list[str]:
     """Kendall tau_b / psi / Psi of µ vs g (and after selection), selection summaries -> results.json."""
     import time
 
-    from jaxsae.analysis import TauSettings, rank_agreement, selection_rank, selection_summary
+    from jaxsae.analysis import TauSettings, group_levels, rank_agreement, selection_rank, selection_summary
 
     a = run.cfg.analysis
     settings = TauSettings(n_perm=a.n_perm, n_boot=a.n_boot, seed=a.seed)
-    records = collect_records(run)
+    records = group_levels(collect_records(run), a.level_grouping)
     results = {
         "sweep": run.cfg.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "level_grouping": a.level_grouping,
         "records": records,
         "tau": rank_agreement(records, x="mu", y="g", settings=settings),
         "tau_after": {
@@ -551,6 +552,14 @@ def stage_analysis(run: Run) -> list[str]:
     if run.is_writer:
         atomic_write_json(run.out / "results.json", results)
     return ["results.json"]
+
+
+def validate_analysis(run: Run) -> None:
+    from jaxsae.analysis import LEVEL_GROUPINGS
+
+    if run.cfg.analysis.level_grouping not in LEVEL_GROUPINGS:
+        raise UserError(f"analysis.level_grouping must be 'grid' (grid position) or 'l0_rank' (measured-L0 rank "
+                        f"within each architecture), got {run.cfg.analysis.level_grouping!r}")
 
 
 def stage_report(run: Run) -> list[str]:
@@ -584,6 +593,6 @@ STAGES: list[Stage] = [
     Stage("steer_selected", ("select",), ("steer", "select"), stage_steer_selected,
           "selection tiers by ΔTC and output score, chosen on dev, scored on test", validate=validate_steer_selected),
     Stage("analysis", ("analysis",), ("metrics", "steer_selected"), stage_analysis,
-          "Kendall tau_b / psi / Psi, selection summaries -> results.json"),
+          "Kendall tau_b / psi / Psi, selection summaries -> results.json", validate=validate_analysis),
     Stage("report", (), ("analysis",), stage_report, "report.md with tables beside the paper's, plots, examples"),
 ]

@@ -124,13 +124,18 @@ def steering_notes(records: Sequence[Mapping[str, Any]]) -> str:
     return "".join(note(s) for s in out if s)
 
 
-def levels_note(records: Sequence[Mapping[str, Any]]) -> str:
+def levels_note(records: Sequence[Mapping[str, Any]], grouping: str | None = None) -> str:
+    """The SAEs of each sparsity level, sparsest first, and how levels were formed."""
     legend = level_legend(records)
     if not legend:
         return ""
-    parts = [f"{k}: {', '.join(cell(v, 30) for v in vs)}" for k, vs in legend.items()]
-    return ("Sparsity levels (axis B groups by level index; named L0≈N after the L0-targeted SAEs): "
-            + " · ".join(parts) + ".\n")
+    parts = [f"{k}: {', '.join(cell(v, 30) for v in vs)}" for k, vs in sorted(legend.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0)]
+    how = ("the i-th smallest measured L0 of each architecture (analysis.level_grouping = \"l0_rank\")"
+           if grouping == "l0_rank" else
+           "grid position: the i-th sparsest setting of each architecture, L1 coefficients descending "
+           "(analysis.level_grouping = \"grid\")")
+    return (f"Sparsity levels, sparsest first (axis B groups by level index, {how}; named L0≈N after the "
+            "L0-targeted SAEs): " + " · ".join(parts) + ".\n")
 
 
 # ------------------------------------------------------------------------------ rank tables

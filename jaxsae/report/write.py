@@ -95,7 +95,7 @@ def write_report(run_dir: Path, results: Mapping[str, Any]) -> Path:
 
     sections = [
         M.header(results, records),
-        "\n## 1. SAEs\n\n", M.guarded("SAE table", M.sae_table, records), "\n", M.levels_note(records),
+        "\n## 1. SAEs\n\n", M.guarded("SAE table", M.sae_table, records), "\n", M.levels_note(records, results.get("level_grouping")),
         "\n", M.guarded("steering notes", M.steering_notes, records),
         "\n## 2. Interpretability vs steering utility (Table 1)\n\n",
         _plot(scatter, "µ against the steering score", "Colour: architecture; marker: model."), "\n",

@@ -30,11 +30,13 @@ from typing import Callable
 
 import jax.numpy as jnp
 
-# The paper's six sparsity levels (Wang et al. 2025, App. A; SAEBench demo config for the L1 grids).
+# The paper's six sparsity levels (Wang et al. 2025, App. A; SAEBench demo config for the L1 grids),
+# ordered sparse -> dense: level i holds the i-th sparsest SAE of every architecture ("matched
+# sparsity ranks"), so the L1 grids run in *descending* order (a larger L1 coefficient is sparser).
 PAPER_L0 = (50, 80, 160, 320, 520, 820)
 PAPER_L1 = {
-    "relu": (0.012, 0.015, 0.02, 0.03, 0.04, 0.06),
-    "gated": (0.012, 0.018, 0.024, 0.04, 0.06, 0.08),
+    "relu": (0.06, 0.04, 0.03, 0.02, 0.015, 0.012),
+    "gated": (0.08, 0.06, 0.04, 0.024, 0.018, 0.012),
 }
 
 
