@@ -323,7 +323,7 @@ def stage_select(run: Run) -> list[str]:
     dtc.npz beside the SAE. In decoder mode a latent that never fired is scaled by the steering
     fallback m_f (jaxsae.steer.DEAD_M_F), as it is steered."""
     import jaxsae.sae as S
-    from jaxsae.select.dtc import feature_scores
+    from jaxsae.select.dtc import READINGS, feature_scores
     from jaxsae.steer import DEAD_M_F, steering_scales
 
     c = run.cfg.select
@@ -343,18 +343,36 @@ def stage_select(run: Run) -> list[str]:
                 from jaxsae.features import load as load_stats
 
                 max_acts = steering_scales(load_stats(d / "feature_stats").max_act, DEAD_M_F)[0]
-            scores = feature_scores(lm, sae, spec.layer, prefix=c.prefix, alpha=c.alpha, k=c.k, features=feats,
-                                    mode=c.mode, max_acts=max_acts)
+            kw = dict(prefix=c.prefix, alpha=c.alpha, k=c.k, features=feats, mode=c.mode, positions=c.positions,
+                      max_acts=max_acts)
+            scores = feature_scores(lm, sae, spec.layer, reading=c.reading, **kw)
+            scores[reading_key(c.reading)] = scores["delta_tc"]
+            for other in (r for r in READINGS if r != c.reading and c.compare_readings):
+                scores[reading_key(other)] = feature_scores(lm, sae, spec.layer, reading=other, output_score=False,
+                                                            **kw)["delta_tc"]
+            scores.update(reading=np.str_(c.reading), positions=np.str_(c.positions), mode=np.str_(c.mode))
             buf = io.BytesIO()
             np.savez(buf, **scores)
             atomic_write_bytes(d / "dtc.npz", buf.getvalue())
     return outputs
 
 
+def reading_key(reading: str) -> str:
+    """dtc.npz key of ΔC under a reading: delta_tc_A, delta_tc_B, delta_tc_Bp (B')."""
+    return "delta_tc_" + reading.replace("'", "p")
+
+
 def validate_select(run: Run) -> None:
-    if run.cfg.select.pool not in ("all", "concepts"):
+    from jaxsae.select import MODES, POSITIONS, RANKINGS, READINGS
+
+    c = run.cfg.select
+    if c.pool not in ("all", "concepts"):
         raise UserError(f"select.pool must be 'all' (every latent) or 'concepts' (the steered concepts), "
-                        f"got {run.cfg.select.pool!r}")
+                        f"got {c.pool!r}")
+    for name, value, allowed in (("reading", c.reading, READINGS), ("positions", c.positions, POSITIONS),
+                                 ("mode", c.mode, MODES), ("ranking", c.ranking, RANKINGS)):
+        if value not in allowed:
+            raise UserError(f"select.{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
 
 
 def _steer_settings(run: Run):
@@ -417,7 +435,11 @@ def validate_steer(run: Run) -> None:
 
 
 def validate_steer_selected(run: Run) -> None:
-    from jaxsae.select import CHOICE_LABELS
+    from jaxsae.select import CHOICE_LABELS, RANKINGS
+
+    if run.cfg.select.ranking not in RANKINGS:
+        raise UserError(f"select.ranking must be 'direction' (UP / DOWN tiers) or 'magnitude' (|ΔC| tiers), "
+                        f"got {run.cfg.select.ranking!r}")
 
     if run.cfg.select.tier_choice not in CHOICE_LABELS:
         raise UserError(f"select.tier_choice must be 'dev' (chosen on dev, reported on test) or 'eval' (the paper's "
@@ -432,6 +454,7 @@ def stage_steer_selected(run: Run) -> list[str]:
     from jaxsae.select import CHOICE_LABELS, choose_tier, dtc_tiers, size_matched_tiers
 
     choice = run.cfg.select.tier_choice  # checked by validate_steer_selected
+    ranking = run.cfg.select.ranking
     outputs = []
     for spec in run.cfg.models:
         for entry in sweep_entries(run, spec):
@@ -442,6 +465,9 @@ def stage_steer_selected(run: Run) -> list[str]:
             test = {int(r["feature"]): float(r["test_score"]) for r in recs}
             with np.load(d / "dtc.npz") as z:
                 all_feats, dtc, outsc = z["features"], z["delta_tc"], z["output_score"]
+                reading = str(z["reading"]) if "reading" in z.files else "A"  # files of before the readings: Arad's hook
+                positions = str(z["positions"]) if "positions" in z.files else "last"
+                by_reading = {r: z[reading_key(r)] for r in ("A", "B", "B'") if reading_key(r) in z.files}
             pos = {int(f): i for i, f in enumerate(all_feats)}
             unscored = [f for f in dev if f not in pos]
             if unscored:
@@ -449,15 +475,21 @@ def stage_steer_selected(run: Run) -> list[str]:
                                 "(the steered concepts changed since the select stage ran); use --redo select")
             pool = np.asarray(list(dev), np.int64)
             sel = {"pool": [int(f) for f in pool], "tier_choice": choice, "tier_choice_label": CHOICE_LABELS[choice],
-                   "quantile_reference": f"ΔTC of the {len(all_feats)} scored latents (select.pool = {run.cfg.select.pool!r})"}
+                   "quantile_reference": f"ΔTC of the {len(all_feats)} scored latents (select.pool = {run.cfg.select.pool!r})",
+                   "reading": reading, "positions": positions, "ranking": ranking}
             if len(pool):
                 idx = np.asarray([pos[int(f)] for f in pool])
-                t_dtc = dtc_tiers(dtc[idx], pool, reference=dtc)
+                t_dtc = dtc_tiers(dtc[idx], pool, reference=dtc, ranking=ranking)
                 t_out = size_matched_tiers(outsc[idx], pool, {k: len(v) for k, v in t_dtc.items()})
                 r_dtc = choose_tier(t_dtc, dev, test, choice=choice)
                 r_out = choose_tier(t_out, dev, test, choice=choice)
                 sel.update(g_dtc=r_dtc["score"], tier_dtc=r_dtc["tier"], g_output=r_out["score"],
                            tier_output=r_out["tier"], dtc=r_dtc, output=r_out)
+                # the selection each ΔTC reading would give (the report's comparison of the readings)
+                sel["by_reading"] = {
+                    r: {k: v for k, v in choose_tier(dtc_tiers(sc[idx], pool, reference=sc, ranking=ranking), dev, test,
+                                                     choice=choice).items() if k in ("tier", "score", "size")}
+                    for r, sc in by_reading.items()}
             if run.is_writer:
                 atomic_write_json(d / "steering" / "selected.json", sel)
             outputs.append(rel(run, d / "steering" / "selected.json"))
