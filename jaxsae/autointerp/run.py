@@ -91,6 +91,7 @@ def run_autointerp(stats: features.FeatureStats, judge, cfg: AutoInterpConfig, t
         n_eligible=int(sel.eligible.sum()),
         judge=getattr(judge, "name", type(judge).__name__),
         detection=getattr(judge, "rule", None),
+        random_labels=cfg.random_labels,
         seconds=round(seconds, 3),
         latents_per_s=round(len(exs) / seconds, 4) if seconds > 0 else None,
     )

@@ -109,6 +109,10 @@ class AutoInterpConfig:
     """CONCEPT100 size: latents drawn (fixed seed) from the scored ones; µ is their mean."""
     seed: int = 0
     """Seed of the latent draws."""
+    random_labels: Literal["negative", "activation"] = "negative"
+    """Labels of the 10 random scoring windows: "negative" (SAEBench's code: built without
+    activations) or "activation" (positive when one of its tokens fires above τ). Recorded in
+    autointerp.json."""
 
 
 @dataclass

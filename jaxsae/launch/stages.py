@@ -284,7 +284,7 @@ def stage_autointerp(run: Run) -> list[str]:
 
     c = run.cfg
     ai = AutoInterpConfig(n_latents=c.autointerp.n_latents, n_concept=c.autointerp.n_concepts,
-                          concept_seed=c.autointerp.seed)
+                          concept_seed=c.autointerp.seed, random_labels=c.autointerp.random_labels)
     stats_cfg = FeatureStatsConfig(context_len=c.eval.stats_context, total_tokens=c.eval.stats_tokens)
     text_source = None if c.data.source == "embedded" else c.data.source  # provenance of the held-out text
     judge = LocalJudge(make_judge_lm(run), ai) if c.judge.kind == "local" else ApiJudge(chat_client(run), ai)
@@ -552,6 +552,11 @@ def collect_records(run: Run) -> list[dict]:
                 "tier_dtc": sel.get("tier_dtc"),
                 "tier_choice": sel.get("tier_choice"),
                 "tier_choice_label": sel.get("tier_choice_label"),
+                "dtc_reading": sel.get("reading"),
+                "dtc_positions": sel.get("positions"),
+                "tier_ranking": sel.get("ranking"),
+                "g_dtc_by_reading": {r: v.get("score") for r, v in (sel.get("by_reading") or {}).items()} or None,
+                "random_labels": ai.get("random_labels"),
                 "judge": util.get("judge"),
                 "judge_stats": judge_stats or None,
                 "m_f_fallbacks": len(util["m_f_fallback"]) if "m_f_fallback" in util else None,
@@ -559,11 +564,25 @@ def collect_records(run: Run) -> list[dict]:
     return records
 
 
+def dtc_by_reading(run: Run, records: list[dict]) -> list[tuple[dict, dict]]:
+    """(record, {reading: ΔC over the scored latents}) of every SAE whose dtc.npz holds readings."""
+    out = []
+    for r in records:
+        try:
+            with np.load(run.out / r["sae_dir"] / "dtc.npz") as z:
+                arrays = {x: np.asarray(z[reading_key(x)]) for x in ("A", "B", "B'") if reading_key(x) in z.files}
+        except (OSError, ValueError, EOFError):
+            continue
+        out.append((r, arrays))
+    return out
+
+
 def stage_analysis(run: Run) -> list[str]:
     """Kendall tau_b / psi / Psi of µ vs g (and after selection), selection summaries -> results.json."""
     import time
 
-    from jaxsae.analysis import TauSettings, group_levels, rank_agreement, selection_rank, selection_summary
+    from jaxsae.analysis import (TauSettings, compare_readings, group_levels, rank_agreement, selection_rank,
+                                 selection_summary)
 
     a = run.cfg.analysis
     settings = TauSettings(n_perm=a.n_perm, n_boot=a.n_boot, seed=a.seed)
@@ -579,6 +598,9 @@ def stage_analysis(run: Run) -> list[str]:
             "gain_dtc": selection_rank(records, settings=settings),
         },
         "selection": selection_summary(records),
+        "select": {"reading": run.cfg.select.reading, "positions": run.cfg.select.positions,
+                   "mode": run.cfg.select.mode, "ranking": run.cfg.select.ranking},
+        "dtc_readings": compare_readings(dtc_by_reading(run, records), used=run.cfg.select.reading),
         "timings": dict(run.timings),
     }
     if run.is_writer:
