@@ -53,6 +53,9 @@ class AutoInterpConfig:
     """P(yes) at or above which a window is predicted active, for ``detection="threshold"``."""
     api_temperature: float = 0.0
     """Sampling temperature of the API judge (0: reproducible; SAEBench leaves the API default)."""
+    templates: str = ""
+    """A TOML/JSON file of explainer/detector prompt templates (``prompts.TEMPLATE_FIELDS``) that
+    replace ours, e.g. SAEBench's own wording; "" = ours. Its SHA-256 is recorded."""
     explain_batch: int = 8
     """Local judge: explanation prompts generated together."""
     detect_batch: int = 28

@@ -109,6 +109,15 @@ class AutoInterpConfig:
     """CONCEPT100 size: latents drawn (fixed seed) from the scored ones; µ is their mean."""
     seed: int = 0
     """Seed of the latent draws."""
+    templates: str = ""
+    """A TOML/JSON file replacing the explainer/detector prompts (keys explain_system,
+    explain_user, detect_system, detect_user, yes_no; see the README), e.g. SAEBench's own
+    wording; "" = ours. Its SHA-256 is recorded in autointerp.json and the stage's hash."""
+    temperature: float = 0.0
+    """Sampling temperature of the API explainer/detector (ours: 0; SAEBench's calls leave the
+    API default, 1.0). The local judge is greedy. Recorded in autointerp.json."""
+    max_explanation_tokens: int = 30
+    """Token cap on an explanation (SAEBench: 30)."""
     random_labels: Literal["negative", "activation"] = "negative"
     """Labels of the 10 random scoring windows: "negative" (SAEBench's code: built without
     activations) or "activation" (positive when one of its tokens fires above τ). Recorded in
@@ -158,6 +167,16 @@ class JudgeConfig:
     """Environment variable holding the API key (never written anywhere)."""
     max_concurrency: int = 8
     """Concurrent API requests."""
+    temperature: float = 0.0
+    """Sampling temperature of the API steering judge (ours: 0, reproducible; AxBench's judge call
+    is not pinned in our reference, see the README). The local judge reads the rating's
+    probabilities and does not sample. Recorded in utility.json's judge description."""
+    max_tokens: int = 256
+    """Token cap of one API rating (room for the short justification before "Rating: [[x]]")."""
+    templates: str = ""
+    """A TOML/JSON file replacing the steering judge's prompts (keys concept / instruction /
+    fluency; placeholders {concept}, {instruction}, {fragment}), e.g. AxBench's own templates;
+    "" = ours. Its SHA-256 enters the stage's configuration hash and the judge's description."""
 
 
 @dataclass

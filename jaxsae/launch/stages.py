@@ -134,8 +134,14 @@ def make_judge_lm(run: Run):
 
 
 def check_judge(run: Run) -> None:
+    """The judge's kind and both template files (a malformed file fails here, before any work)."""
+    from jaxsae.autointerp.prompts import load_templates as autointerp_templates
+    from jaxsae.judge.rubric import load_templates as judge_templates
+
     if run.cfg.judge.kind not in ("local", "api"):
         raise UserError(f"judge.kind must be 'local' or 'api', got {run.cfg.judge.kind!r}")
+    judge_templates(run.cfg.judge.templates)
+    autointerp_templates(run.cfg.autointerp.templates)
 
 
 def chat_client(run: Run):
@@ -149,14 +155,18 @@ def chat_client(run: Run):
 
 def make_rating_judge(run: Run):
     """The steering judge (jaxsae.judge) the config asks for."""
+    from jaxsae.judge.rubric import load_templates
+
     check_judge(run)
-    if run.cfg.judge.kind == "local":
+    j = run.cfg.judge
+    templates = load_templates(j.templates)
+    if j.kind == "local":
         from jaxsae.judge import LocalJudge
 
-        return LocalJudge(make_judge_lm(run))
+        return LocalJudge(make_judge_lm(run), templates=templates)
     from jaxsae.judge import APIJudge
 
-    return APIJudge(chat_client(run))
+    return APIJudge(chat_client(run), temperature=j.temperature, max_tokens=j.max_tokens, templates=templates)
 
 
 # --------------------------------------------------------------------------------- stages
@@ -284,7 +294,9 @@ def stage_autointerp(run: Run) -> list[str]:
 
     c = run.cfg
     ai = AutoInterpConfig(n_latents=c.autointerp.n_latents, n_concept=c.autointerp.n_concepts,
-                          concept_seed=c.autointerp.seed, random_labels=c.autointerp.random_labels)
+                          concept_seed=c.autointerp.seed, random_labels=c.autointerp.random_labels,
+                          templates=c.autointerp.templates, api_temperature=c.autointerp.temperature,
+                          max_explanation_tokens=c.autointerp.max_explanation_tokens)
     stats_cfg = FeatureStatsConfig(context_len=c.eval.stats_context, total_tokens=c.eval.stats_tokens)
     text_source = None if c.data.source == "embedded" else c.data.source  # provenance of the held-out text
     judge = LocalJudge(make_judge_lm(run), ai) if c.judge.kind == "local" else ApiJudge(chat_client(run), ai)
@@ -583,6 +595,7 @@ def stage_analysis(run: Run) -> list[str]:
 
     from jaxsae.analysis import (TauSettings, compare_readings, group_levels, rank_agreement, selection_rank,
                                  selection_summary)
+    from jaxsae.judge.templates import describe as describe_templates
 
     a = run.cfg.analysis
     settings = TauSettings(n_perm=a.n_perm, n_boot=a.n_boot, seed=a.seed)
@@ -601,6 +614,9 @@ def stage_analysis(run: Run) -> list[str]:
         "select": {"reading": run.cfg.select.reading, "positions": run.cfg.select.positions,
                    "mode": run.cfg.select.mode, "ranking": run.cfg.select.ranking},
         "dtc_readings": compare_readings(dtc_by_reading(run, records), used=run.cfg.select.reading),
+        "templates": {"judge": describe_templates(run.cfg.judge.templates),
+                      "autointerp": describe_templates(run.cfg.autointerp.templates)},
+        "random_labels": run.cfg.autointerp.random_labels,
         "timings": dict(run.timings),
     }
     if run.is_writer:
