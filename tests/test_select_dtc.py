@@ -151,6 +151,10 @@ def test_every_reading_equals_naive(tiny_llama, reading, positions):
     np.testing.assert_allclose(got["delta_tc"], want_dtc, atol=1e-4)
     np.testing.assert_allclose(got["output_score"], want_out, atol=1e-5)
     assert np.abs(want_dtc).max() > 1e-3
+    if reading != "A":  # the output score's pass (Arad's hook) also gives reading A's ΔC
+        a = feature_scores(tiny_llama, sae, 1, features=feats, batch_size=16, reading="A", positions=positions,
+                           output_score=False)["delta_tc"]
+        np.testing.assert_allclose(got["delta_tc_A"], a, atol=1e-6)
 
 
 def test_default_reading_scales_the_own_code(tiny_llama):

@@ -359,7 +359,10 @@ def stage_select(run: Run) -> list[str]:
                       max_acts=max_acts)
             scores = feature_scores(lm, sae, spec.layer, reading=c.reading, **kw)
             scores[reading_key(c.reading)] = scores["delta_tc"]
-            for other in (r for r in READINGS if r != c.reading and c.compare_readings):
+            if not c.compare_readings:
+                scores.pop("delta_tc_A", None)
+            for other in (r for r in READINGS if r != c.reading and c.compare_readings
+                          and reading_key(r) not in scores):  # A comes with the output score's pass
                 scores[reading_key(other)] = feature_scores(lm, sae, spec.layer, reading=other, output_score=False,
                                                             **kw)["delta_tc"]
             scores.update(reading=np.str_(c.reading), positions=np.str_(c.positions), mode=np.str_(c.mode))

@@ -169,7 +169,8 @@ def feature_scores(
     latents when ``features`` is None), intervening at the prefix's ``positions``.
 
     Returns {"features": int[F], "delta_tc": f32[F], "output_score": f32[F]} (without
-    "output_score", and without its logit-lens pass, when ``output_score`` is False)."""
+    "output_score", and without its logit-lens pass, when ``output_score`` is False); when the
+    reading is not A, the output score's pass also gives reading A's ΔC_k, as "delta_tc_A"."""
     if mode not in MODES:
         raise UserError(f"unknown ΔTC mode {mode!r}; use one of {', '.join(MODES)}")
     if reading not in READINGS:
@@ -204,6 +205,7 @@ def feature_scores(
     if positions == "all" and not batch_size:
         bs = max(8, bs // n_pos // 8 * 8)  # the residual batch is P times larger
     dtc = np.zeros(len(feats), np.float32)
+    dtc_a = np.zeros(len(feats), np.float32)  # reading A's ΔC, from the output score's pass
     out = np.zeros(len(feats), np.float32)
     batches = range(0, len(feats), bs)
     if progress:
@@ -231,11 +233,14 @@ def feature_scores(
         d, o = run(_coefs(reading, mode, alpha, codes_pf, padded, max_acts), a_dirs if reading == "A" else rows,
                    lens if reading == "A" else None)
         if output_score and reading != "A":  # the output score keeps Arad's hook
-            _, o = run(_coefs("A", mode, alpha, codes_pf, padded, max_acts), a_dirs, lens)
+            d_a, o = run(_coefs("A", mode, alpha, codes_pf, padded, max_acts), a_dirs, lens)
+            dtc_a[s : s + n] = np.asarray(d_a)[:n]
         dtc[s : s + n] = np.asarray(d)[:n]
         if output_score:
             out[s : s + n] = np.asarray(o)[:n]
     result = {"features": feats, "delta_tc": dtc}
+    if output_score and reading != "A":
+        result["delta_tc_A"] = dtc_a
     return {**result, "output_score": out} if output_score else result
 
 
