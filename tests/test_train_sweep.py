@@ -386,7 +386,7 @@ def test_cli_l1_and_levels_parsing():
         "relu-l10.01", "relu-l10.03", "gated-l10.01", "gated-l10.03", "topk-k80", "topk-k160"]
     assert names(archs="relu,gated", l1="relu=0.01,0.02,0.05;gated=0.07") == [  # L1-only: levels from --l1
         "relu-l10.01", "relu-l10.02", "relu-l10.05", "gated-l10.07"]
-    assert names(archs="relu,gated") == ["relu-l10.015", "relu-l10.02", "gated-l10.018", "gated-l10.024"]  # paper's
+    assert names(archs="relu,gated") == ["relu-l10.04", "relu-l10.03", "gated-l10.06", "gated-l10.04"]  # paper's
     assert names(archs="relu,topk", levels="0,5", l1="relu=0.5,0.6") == ["relu-l10.5", "relu-l10.6", "topk-k50", "topk-k820"]
     for kw, match in (({"archs": "relu,topk", "l1": "0.05"}, "gives 1 coefficient"),
                       ({"archs": "relu", "l1": "topk=0.1"}, "not 'topk'"),
