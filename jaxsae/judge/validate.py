@@ -396,7 +396,7 @@ def validate_detector(judge, stats, token_text, cfg=None, *,
     from jaxsae.autointerp.sampling import latent_examples, select_latents
 
     cfg = dataclasses.replace(cfg or AutoInterpConfig(), n_latents=settings.detector_latents,
-                              n_concept=settings.detector_latents, latents=None)
+                              n_concepts=settings.detector_latents, latents=None)
     t0 = time.perf_counter()
     sel = select_latents(stats, cfg)
     exs = [latent_examples(stats, f, cfg) for f in sel.scored]

@@ -104,8 +104,16 @@ class Run:
     # ------------------------------------------------------------------------------- hashes
 
     def section_values(self, stage: Stage) -> dict:
+        """The stage's config sections; a section's ``templates`` file also by its SHA-256 (an
+        edited file is a changed configuration)."""
+        from jaxsae.judge.templates import file_sha256
+
         d = dataclasses.asdict(self.cfg)
-        return {s: d[s] for s in stage.sections}
+        out = {s: d[s] for s in stage.sections}
+        for v in out.values():
+            if isinstance(v, dict) and v.get("templates") and Path(v["templates"]).is_file():
+                v["templates_sha256"] = file_sha256(v["templates"])
+        return out
 
     def stage_hash(self, name: str) -> str:
         stage = self.stages[name]
