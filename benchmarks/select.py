@@ -100,15 +100,15 @@ def main() -> None:
 
     # 1. ΔTC: batched kernel over every latent (compile excluded by a warm-up call), ΔTC alone
     #    (like for like with the naive loop, which computes ΔC_1 only) and with the output score
-    delta_token_confidence(lm, sae, args.layer)
-    feature_scores(lm, sae, args.layer)
+    delta_token_confidence(lm, sae, args.layer, reading="A")  # the naive loop below is Arad's hook (reading A)
+    feature_scores(lm, sae, args.layer, reading="A")
     t_dtc, t_all = [], []
     for _ in range(args.repeat):  # interleaved, best kept
         t0 = time.perf_counter()
-        dtc_only = delta_token_confidence(lm, sae, args.layer)
+        dtc_only = delta_token_confidence(lm, sae, args.layer, reading="A")
         t_dtc.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        scores = feature_scores(lm, sae, args.layer)
+        scores = feature_scores(lm, sae, args.layer, reading="A")
         t_all.append(time.perf_counter() - t0)
     t_dtc, t_all = min(t_dtc), min(t_all)
     np.testing.assert_allclose(dtc_only, scores["delta_tc"], atol=1e-5)  # two compiled kernels, one result

@@ -27,7 +27,7 @@ from jaxsae.features.stream import random_positions
 N, T, F, B = 40, 64, 6, 10
 PEAKS = 24  # contexts where a latent peaks: 12 top windows + 12 lesser peaks for the IW draw
 MARK = 900  # latent f fires exactly on token MARK + f (rendered " Mf")
-CFG = AutoInterpConfig()
+CFG = AutoInterpConfig(random_labels="activation")  # the constructed case checks labels by activation
 
 
 def token_text(ids):
@@ -194,16 +194,18 @@ def test_always_no_scores_the_negatives_share(case):
     st, _ = case
     res, _ = run(st, {f: "no" for f in range(F)})
     rec = by_latent(res)
+    assert res["summary"]["random_labels"] == "activation"
     for f in range(5):
         assert rec[f]["score"] == pytest.approx(10 / 14)  # 10 silent random windows of 14
         assert len(rec[f]["labels"]) == 4
     # latent 5: its random window with an off-centre activation above τ is a fifth positive
     assert len(rec[5]["labels"]) >= 5
     assert rec[5]["score"] == pytest.approx(1 - len(rec[5]["labels"]) / 14)
-    # SAEBench's labelling (random windows always negative) brings it back to 10/14
-    neg, _ = run(st, {f: "no" for f in range(F)}, dataclasses.replace(CFG, random_labels="negative"))
+    # SAEBench's labelling (random windows always negative, the default) brings it back to 10/14
+    neg, _ = run(st, {f: "no" for f in range(F)}, AutoInterpConfig())
+    assert neg["summary"]["random_labels"] == neg["config"]["random_labels"] == "negative"
     assert [r["score"] for r in neg["latents"]] == pytest.approx([10 / 14] * F)
-    everything, _ = run(st, {f: "yes" for f in range(F)}, dataclasses.replace(CFG, random_labels="negative"))
+    everything, _ = run(st, {f: "yes" for f in range(F)}, AutoInterpConfig())
     assert [r["score"] for r in everything["latents"]] == pytest.approx([4 / 14] * F)
 
 

@@ -220,7 +220,9 @@ def token_text(ids):
 
 
 class FakeDetector:
-    """An AutoInterp judge knowing the true label of every scoring window text (``truth``)."""
+    """An AutoInterp judge knowing the true label of every scoring window text (``truth``: per
+    latent, in the order the latents are asked, window text -> label; per latent, because the same
+    text can be one latent's top window and another's random, negative, one)."""
 
     def __init__(self, truth, mode):
         self.truth, self.mode, self.name = truth, mode, f"fake:{mode}"
@@ -231,14 +233,15 @@ class FakeDetector:
 
     def detect(self, explanations, window_texts, examples):
         out = []
-        for ws in window_texts:
-            y = [self.truth.get(w, False) for w in ws]
+        for i, ws in enumerate(window_texts):
+            if self.mode == "random":
+                out.append(Detection(predicted=None, p_yes=list(self.rng.random(len(ws)))))
+                continue
+            y = [self.truth[i].get(w, False) for w in ws]
             if self.mode == "p_yes":
                 out.append(Detection(predicted=None, p_yes=[0.9 if v else 0.2 for v in y]))
-            elif self.mode == "list":
-                out.append(Detection(predicted=[i + 1 for i, v in enumerate(y) if v], raw=""))
             else:
-                out.append(Detection(predicted=None, p_yes=list(self.rng.random(len(ws)))))
+                out.append(Detection(predicted=[j + 1 for j, v in enumerate(y) if v], raw=""))
         return out
 
 
@@ -246,12 +249,11 @@ def test_detector(stats):
     cfg = AutoInterpConfig(n_latents=4)
     s = ValiditySettings(detector_latents=4, n_boot=300)
     sel = select_latents(stats, AutoInterpConfig(n_latents=4, n_concepts=4))
-    truth, n_pos = {}, 0
+    truth, n_pos = [], 0
     for f in sel.scored:
         ex = latent_examples(stats, f, cfg)
-        for w, lab in zip(ex.scoring, ex.labels):
-            truth[P.render_window(token_text(w.tokens))] = bool(lab)
-            n_pos += bool(lab)
+        truth.append({P.render_window(token_text(w.tokens)): bool(lab) for w, lab in zip(ex.scoring, ex.labels)})
+        n_pos += sum(map(bool, ex.labels))
     for mode in ("p_yes", "list"):
         r = validate_detector(FakeDetector(truth, mode), stats, token_text, cfg, settings=s)
         assert (r["auroc"], r["ci_low"], r["ci_high"]) == (1.0, 1.0, 1.0)

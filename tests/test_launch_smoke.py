@@ -74,6 +74,15 @@ def test_outputs_are_well_formed(run_dir):
         assert not (run_dir / "manifests" / f"{n}.started.json").exists()
     report = (run_dir / "report.md").read_text()
     assert "tau" in report.lower() and list((run_dir / "plots").glob("*.png"))
+    # the protocol choices are recorded (ΔTC reading, window labels, level grouping) and compared
+    assert res["select"]["reading"] == "B" and res["select"]["positions"] == "last"
+    assert res["random_labels"] == "negative" and res["level_grouping"] == "grid"
+    assert res["dtc_readings"]["readings"] == ["A", "B", "B'"] and res["dtc_readings"]["used"] == "B"
+    r0 = res["records"][0]
+    assert r0["dtc_reading"] == "B" and r0["random_labels"] == "negative" and set(r0["g_dtc_by_reading"]) == {"A", "B", "B'"}
+    with np.load(run_dir / r0["sae_dir"] / "dtc.npz") as z:
+        assert str(z["reading"]) == "B" and np.array_equal(z["delta_tc"], z["delta_tc_B"])
+    assert "ΔTC reading **B" in report and "### ΔTC readings" in report and "labelled **negative**" in report
 
 
 def test_rerun_skips_everything(run_dir):

@@ -24,7 +24,7 @@ def _records() -> list[dict]:
     recs = []
     for m, model in enumerate(("Gemma-2-2B", "Qwen-2.5-3B")):
         for a, arch in enumerate(("topk", "relu")):
-            for lv, (l0, l1) in enumerate(((50, 0.012), (80, 0.015), (160, 0.02))):
+            for lv, (l0, l1) in enumerate(((50, 0.06), (80, 0.04), (160, 0.03))):
                 i = len(recs)
                 recs.append({
                     "model": model, "layer": 12, "architecture": arch, "level": lv,

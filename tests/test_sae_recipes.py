@@ -648,8 +648,8 @@ def test_recipe_constants():
     for name, (dec, betas, clip, gm) in want.items():
         a = ARCHS[name]
         assert (a.decoder, a.betas, a.clip_norm, a.gm_init) == (dec, betas, clip, gm), name
-    assert PAPER_L1["relu"] == (0.012, 0.015, 0.02, 0.03, 0.04, 0.06)
-    assert PAPER_L1["gated"] == (0.012, 0.018, 0.024, 0.04, 0.06, 0.08)
+    assert PAPER_L1["relu"] == (0.06, 0.04, 0.03, 0.02, 0.015, 0.012)  # protocol §3, sparse -> dense
+    assert PAPER_L1["gated"] == (0.08, 0.06, 0.04, 0.024, 0.018, 0.012)
 
 
 @pytest.mark.parametrize("arch_name", ["topk", "gated"])

@@ -188,3 +188,20 @@ def test_selection_end_to_end_on_hand_scores():
     # dev means of the prefixes 0, 0, 0.1/3, 0.1/4, 0.3/5 -> the top 5
     assert r_out["size"] == 5 and r_out["features"] == [101, 104, 107, 109, 103]
     assert r_out["score"] == pytest.approx(np.mean([0.1, 0.1, 0.0, 0.1, 0.1]))
+
+
+def test_magnitude_ranking_orders_by_absolute_delta_c():
+    """§4.1's ranking: top-K and tail quantiles of |ΔC|, whatever the sign."""
+    t = dtc_tiers(DTC, FEATS, ranking="magnitude")
+    # |ΔC|: 104 (3.0), 102 (2.0), 101 (1.0), 105 (1.0; after 101 in pool order), 100 (0.5), 109 (0.4) ...
+    assert list(t["abs_top5"]) == [104, 102, 101, 105, 100]
+    assert list(t["abs_top1"]) == [104]
+    assert not any(k.startswith(("up_", "down_")) for k in t)
+    # q = 0.80 of |ΔC| over ten values (index 7.2 of the sorted |ΔC|): the two largest magnitudes
+    assert as_sets(t)["abs_q0.80"] == [102, 104]
+    # thresholds from a reference distribution (e.g. every latent's ΔC)
+    ref = np.concatenate([DTC, np.zeros(90)])
+    assert as_sets(dtc_tiers(DTC, FEATS, ref, ranking="magnitude"))["abs_q0.90"] == sorted(
+        int(f) for f, s in zip(FEATS, DTC) if abs(s) >= np.quantile(np.abs(ref), 0.9))
+    with pytest.raises(ValueError, match="ranking"):
+        dtc_tiers(DTC, FEATS, ranking="sideways")

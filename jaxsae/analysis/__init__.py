@@ -9,14 +9,19 @@ output is JSON-serialisable; groups too small for a statistic say so instead of 
 """
 
 from .kendall import TauSettings, kendall_tau_b, tau_b_batch, tau_group
+from .levels import LEVEL_GROUPINGS, group_levels
+from .readings import compare_readings
 from .rank import DEFAULT_AXES, psi_from_taus, rank_agreement
 from .selection import DEFAULT_METHODS, gain_pct, selection_rank, selection_summary
 
 __all__ = [
     "DEFAULT_AXES",
     "DEFAULT_METHODS",
+    "LEVEL_GROUPINGS",
     "TauSettings",
+    "compare_readings",
     "gain_pct",
+    "group_levels",
     "kendall_tau_b",
     "psi_from_taus",
     "rank_agreement",

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.stats
 
+from .levels import LevelGrouping
+
 MIN_PAIRS = 3
 """Smallest group for which tau_b is reported (with 2 pairs tau is always +-1)."""
 
@@ -34,7 +36,7 @@ _CHUNK_ELEMS = 4_000_000
 
 @dataclass(frozen=True)
 class TauSettings:
-    """How a group's statistics are computed."""
+    """How a group's statistics are computed and SAEs grouped into levels; a sweep's ``[analysis]`` section."""
 
     n_perm: int = 9999
     """Permutations for the p-value. When n! <= n_perm every permutation is enumerated (exact)."""
@@ -44,6 +46,10 @@ class TauSettings:
     """Two-sided confidence level of every interval."""
     seed: int = 0
     """Base seed; each group derives its own stream from it and its name (order independent)."""
+    level_grouping: LevelGrouping = "grid"
+    """Sparsity levels of axis B (:func:`jaxsae.analysis.group_levels`): "grid" (the i-th sparsest
+    grid setting of every architecture) or "l0_rank" (within each model and architecture, the i-th
+    smallest measured L0); recorded in results.json."""
 
 
 def kendall_tau_b(x_n, y_n) -> float:

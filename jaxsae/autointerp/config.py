@@ -35,10 +35,11 @@ class AutoInterpConfig:
     """Importance-weighted windows in the scoring set."""
     n_random_score: int = 10
     """Random windows in the scoring set."""
-    random_labels: Literal["activation", "negative"] = "activation"
-    """Labels of the random scoring windows: from their activations (a random window that
-    happens to contain an activation above τ is positive), or "negative" as SAEBench's code
-    does (it never looks at random windows' activations)."""
+    random_labels: Literal["negative", "activation"] = "negative"
+    """Labels of the random scoring windows: "negative" (default), as SAEBench's code builds them
+    (with zero activations, so never positive), or "activation": positive when the window happens
+    to hold an activation above τ (which makes µ drift with L0: about 6% of random windows fire at
+    L0 50 of 16384 latents, about 66% at 820). Recorded in autointerp.json."""
     sampling_seed: int = 0
     """Seed of the per-latent split of top/IW windows into explanation/scoring and of the
     shuffle of the scoring set (combined with the latent id)."""
@@ -52,6 +53,9 @@ class AutoInterpConfig:
     """P(yes) at or above which a window is predicted active, for ``detection="threshold"``."""
     api_temperature: float = 0.0
     """Sampling temperature of the API judge (0: reproducible; SAEBench leaves the API default)."""
+    templates: str = ""
+    """A TOML/JSON file of explainer/detector prompt templates (``prompts.TEMPLATE_FIELDS``) that
+    replace ours, e.g. SAEBench's own wording; "" = ours. Its SHA-256 is recorded."""
     explain_batch: int = 8
     """Local judge: explanation prompts generated together."""
     detect_batch: int = 28

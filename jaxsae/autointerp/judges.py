@@ -89,6 +89,7 @@ class LocalJudge:
         if lm.tokenizer is None:
             raise UserError(f"the judge model {lm.source} has no tokenizer; use a checkpoint with tokenizer files")
         self.lm, self.cfg = lm, cfg
+        self.templates = P.load_templates(cfg.templates)
         self.explain_multiple, self.detect_multiple = explain_multiple, detect_multiple
         self.name = f"local:{lm.config.name or lm.source}"
         self.rule = cfg.detection
@@ -143,7 +144,7 @@ class LocalJudge:
         return out
 
     def detect(self, explanations: Sequence[str], window_texts: Sequence[Sequence[str]], examples=None) -> list[Detection]:
-        questions = [P.yes_no_prompt(e, w) for e, ws in zip(explanations, window_texts) for w in ws]
+        questions = [P.yes_no_prompt(e, w, self.templates) for e, ws in zip(explanations, window_texts) for w in ws]
         p = self.p_yes(questions)
         out, k = [], 0
         for ws in window_texts:
@@ -171,6 +172,7 @@ class ApiJudge:
 
     def __init__(self, client, cfg: AutoInterpConfig):
         self.client, self.cfg = client, cfg
+        self.templates = P.load_templates(cfg.templates)
         self.name = f"api:{getattr(client, 'model', '?')}"
         self.rule = "list"
 
@@ -183,6 +185,6 @@ class ApiJudge:
     def detect(self, explanations: Sequence[str], window_texts: Sequence[Sequence[str]], examples) -> list[Detection]:
         """``examples``: per latent, the example answer shown in the prompt (SAEBench: a random
         sorted draw of as many numbers as positives by design)."""
-        msgs = [P.detection_messages(e, ws, ex) for e, ws, ex in zip(explanations, window_texts, examples)]
+        msgs = [P.detection_messages(e, ws, ex, self.templates) for e, ws, ex in zip(explanations, window_texts, examples)]
         replies = self.client.chat_many(msgs, temperature=self.cfg.api_temperature, max_tokens=2 * self.cfg.n_scoring + 5)
         return [Detection(predicted=None if r is None else P.parse_predictions(r), raw=r) for r in replies]

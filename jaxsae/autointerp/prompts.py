@@ -53,8 +53,30 @@ _DEMOS = (
 )
 
 
-def explanation_messages(window_texts: Sequence[str], *, use_demos: bool) -> Messages:
+TEMPLATE_FIELDS = {
+    "explain_system": ((), ()),
+    "explain_user": (("passages",), ()),
+    "detect_system": ((), ("n", "example")),
+    "detect_user": (("explanation", "passages"), ()),
+    "yes_no": (("explanation", "passage"), ()),
+}
+"""Prompts an ``autointerp.templates`` file may replace, with their (required, optional)
+placeholders: ``{passages}`` (the numbered windows, one per line), ``{n}`` (how many),
+``{example}`` (an example answer such as "2, 5, 9, 12"), ``{explanation}``, ``{passage}`` (one
+window, for the local judge's yes/no question). The explainer system prompt replaces ours whole,
+demonstrations included."""
+
+
+def load_templates(path) -> dict[str, str]:
+    """The explainer/detector templates of a user file (see :mod:`jaxsae.judge.templates`)."""
+    from jaxsae.judge.templates import load_templates as load
+
+    return load(path, TEMPLATE_FIELDS, "autointerp.templates")
+
+
+def explanation_messages(window_texts: Sequence[str], *, use_demos: bool, templates: dict | None = None) -> Messages:
     """Ask for a one-sentence explanation from highlighted windows (strongest first)."""
+    t = templates or {}
     system = (
         f"{_INTRO} Below are passages where it responds, ordered from strongest to weakest; the tokens "
         "where it responds are wrapped in << and >>. Summarise in one sentence what the neuron responds "
@@ -65,12 +87,16 @@ def explanation_messages(window_texts: Sequence[str], *, use_demos: bool) -> Mes
     )
     if use_demos:
         system += _DEMOS
-    user = f"The passages are:\n\n{numbered(window_texts)}"
+    system = t.get("explain_system", system)
+    user = (t["explain_user"].format(passages=numbered(window_texts)) if "explain_user" in t
+            else f"The passages are:\n\n{numbered(window_texts)}")
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def detection_messages(explanation: str, window_texts: Sequence[str], example: Sequence[int]) -> Messages:
+def detection_messages(explanation: str, window_texts: Sequence[str], example: Sequence[int],
+                       templates: dict | None = None) -> Messages:
     """Ask for the list of windows in which the neuron fires (API judge)."""
+    t = templates or {}
     n = len(window_texts)
     system = (
         f"{_INTRO} You will get a short explanation of what it responds to, then {n} numbered passages in "
@@ -80,12 +106,17 @@ def detection_messages(explanation: str, window_texts: Sequence[str], example: S
         "it to respond to none of them, reply \"None\". Reply with nothing but the numbers or the word "
         "None; this matters."
     )
-    user = f"Explanation: this neuron fires on {explanation}.\n\nPassages:\n\n{numbered(window_texts)}"
+    if "detect_system" in t:
+        system = t["detect_system"].format(n=n, example=", ".join(str(i) for i in example))
+    user = (t["detect_user"].format(explanation=explanation, passages=numbered(window_texts)) if "detect_user" in t
+            else f"Explanation: this neuron fires on {explanation}.\n\nPassages:\n\n{numbered(window_texts)}")
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def yes_no_prompt(explanation: str, window_text: str) -> str:
+def yes_no_prompt(explanation: str, window_text: str, templates: dict | None = None) -> str:
     """One window, one yes/no question (local judge, read off P(yes) of the next token)."""
+    if templates and "yes_no" in templates:
+        return templates["yes_no"].format(explanation=explanation, passage=window_text)
     return (
         f"{_INTRO} According to its explanation, this neuron fires on {explanation}.\n\n"
         f"Passage: {window_text}\n\n"

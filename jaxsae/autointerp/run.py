@@ -20,9 +20,15 @@ from jaxsae.autointerp.scoring import accuracy, summarize
 from jaxsae.errors import UserError
 from jaxsae.features.compute import text_label
 from jaxsae.io import atomic_write_json, provenance_hash
+from jaxsae.judge.templates import describe as describe_templates
 
 RESULTS_FILE = "autointerp.json"
 STATS_DIR = "feature_stats"
+
+
+def judge_kind(judge) -> str:
+    """"api" or "local" (the judge's name starts with it), else the name."""
+    return str(getattr(judge, "name", "")).split(":")[0]
 
 
 def run_autointerp(stats: features.FeatureStats, judge, cfg: AutoInterpConfig, token_text: P.TokenText) -> dict[str, Any]:
@@ -37,7 +43,9 @@ def run_autointerp(stats: features.FeatureStats, judge, cfg: AutoInterpConfig, t
     sel = select_latents(stats, cfg)
     exs = [latent_examples(stats, f, cfg) for f in sel.scored]
     gen_texts = [[P.render_window(token_text(w.tokens), w.acts, ex.threshold) for w in ex.generation] for ex in exs]
-    raw = judge.explain([P.explanation_messages(g, use_demos=cfg.use_demos) for g in gen_texts]) if exs else []
+    templates = P.load_templates(cfg.templates)
+    raw = judge.explain([P.explanation_messages(g, use_demos=cfg.use_demos, templates=templates)
+                         for g in gen_texts]) if exs else []
     # a failed request, or a reply with no explanation in it (e.g. an immediate end token): not scored
     explanations = [None if r is None else P.parse_explanation(r) or None for r in raw]
     score_texts = [[P.render_window(token_text(w.tokens)) for w in ex.scoring] for ex in exs]
@@ -89,6 +97,10 @@ def run_autointerp(stats: features.FeatureStats, judge, cfg: AutoInterpConfig, t
         n_eligible=int(sel.eligible.sum()),
         judge=getattr(judge, "name", type(judge).__name__),
         detection=getattr(judge, "rule", None),
+        random_labels=cfg.random_labels,
+        templates=describe_templates(cfg.templates),
+        temperature=cfg.api_temperature if judge_kind(judge) == "api" else None,
+        max_explanation_tokens=cfg.max_explanation_tokens,
         seconds=round(seconds, 3),
         latents_per_s=round(len(exs) / seconds, 4) if seconds > 0 else None,
     )

@@ -7,7 +7,8 @@ Per latent (from :class:`jaxsae.features.FeatureStats`):
 * τ = ``act_threshold_frac`` × the largest activation in the 12 top windows;
 * explanation set: 10 top + 5 IW windows, strongest first, tokens above τ highlighted;
 * scoring set: 2 top + 2 IW + 10 random windows, shuffled, not highlighted; a window's label
-  is whether its largest activation is above τ.
+  is whether its largest activation is above τ, except that random windows are negative by default
+  (SAEBench builds them without activations; ``random_labels="activation"`` labels them too).
 """
 
 from __future__ import annotations
@@ -108,9 +109,6 @@ def latent_examples(stats: FeatureStats, latent: int, cfg: AutoInterpConfig) -> 
     top = windows("top", stats.top_pos[f, :n_top], stats.top_win[f, :n_top])
     iw = windows("iw", stats.iw_pos[f, :n_iw], stats.iw_win[f, :n_iw])
     rand = windows("random", stats.rand_pos[f, : cfg.n_random_score], stats.rand_win[f, : cfg.n_random_score])
-    if cfg.random_labels == "negative":
-        for w in rand:
-            w.acts = np.zeros_like(w.acts)
     threshold = cfg.act_threshold_frac * max(w.max_act for w in top)
 
     t_perm, i_perm = rng.permutation(n_top), rng.permutation(n_iw)
@@ -118,5 +116,8 @@ def latent_examples(stats: FeatureStats, latent: int, cfg: AutoInterpConfig) -> 
     gen.sort(key=lambda w: -w.max_act)
     score = [top[i] for i in t_perm[cfg.n_top_gen :]] + [iw[i] for i in i_perm[cfg.n_iw_gen :]] + rand
     score = [score[i] for i in rng.permutation(len(score))]
-    labels = np.array([w.max_act > threshold for w in score], bool)
+    # SAEBench builds random windows without activations: never positive (their real activations
+    # are kept in the windows, for the record)
+    labels = np.array([w.max_act > threshold and (w.kind != "random" or cfg.random_labels == "activation")
+                       for w in score], bool)
     return LatentExamples(latent=f, threshold=float(threshold), generation=gen, scoring=score, labels=labels)

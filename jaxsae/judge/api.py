@@ -294,8 +294,10 @@ class APIJudge(Judge):
     counted in :meth:`stats` and logged as a warning after each :meth:`rate` call.
     """
 
-    def __init__(self, client: ChatClient, *, max_tokens: int | None = 256, temperature: float = 0.0):
+    def __init__(self, client: ChatClient, *, max_tokens: int | None = 256, temperature: float = 0.0,
+                 templates: dict | None = None):
         self.client = client
+        self.templates = templates or None
         self.max_tokens = max_tokens
         self.temperature = float(temperature)
         self._ratings = 0
@@ -304,8 +306,8 @@ class APIJudge(Judge):
 
     def rate(self, items: Sequence[RatingRequest]) -> list[Rating]:
         items = list(items)
-        msgs = [judge_messages(r.criterion, concept=r.concept, instruction=r.instruction, fragment=r.fragment)
-                for r in items]
+        msgs = [judge_messages(r.criterion, concept=r.concept, instruction=r.instruction, fragment=r.fragment,
+                               templates=self.templates) for r in items]
         texts = self.client.chat_many(msgs, temperature=self.temperature, max_tokens=self.max_tokens)
         out, parse_fail, hard_fail = [], 0, 0
         for t in texts:
@@ -327,7 +329,7 @@ class APIJudge(Judge):
     def describe(self) -> str:
         """``api:<endpoint>:<model>:temperature=<t>:max_tokens=<n>:prompt=<hash>`` (never the key)."""
         return (f"api:{self.client.url}:{self.client.model}:temperature={self.temperature:g}:"
-                f"max_tokens={self.max_tokens}:prompt={prompt_digest(explain=True)}")
+                f"max_tokens={self.max_tokens}:prompt={prompt_digest(explain=True, templates=self.templates)}")
 
     def stats(self) -> dict:
         """``{"ratings", "parse_failures", "hard_failures", "client": ClientStats}``."""

@@ -23,3 +23,13 @@ class JudgeConfig:
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Local judge weights and activations: "auto" (bfloat16 on GPU / TPU, float32 on a CPU),
     "float32" or "bfloat16"."""
+    temperature: float = 0.0
+    """Sampling temperature of the API steering judge (ours: 0, reproducible; AxBench's judge call
+    is not pinned in our reference, see the README). The local judge reads the rating's
+    probabilities and does not sample. Recorded in utility.json's judge description."""
+    max_tokens: int = 256
+    """Token cap of one API rating (room for the short justification before "Rating: [[x]]")."""
+    templates: str = ""
+    """A TOML/JSON file replacing the steering judge's prompts (keys concept / instruction /
+    fluency; placeholders {concept}, {instruction}, {fragment}), e.g. AxBench's own templates;
+    "" = ours. Its SHA-256 enters the stage's configuration hash and the judge's description."""

@@ -145,14 +145,16 @@ class LocalJudge(Judge):
     on_device = True
     """Rates on the device that generates: steering judges it between generation batches."""
 
-    def __init__(self, lm, *, batch_size: int | None = None, pad_multiple: int = 32, share_prefix: bool = True):
+    def __init__(self, lm, *, batch_size: int | None = None, pad_multiple: int = 32, share_prefix: bool = True,
+                 templates: dict | None = None):
         tok = lm.tokenizer
         if tok is None:
             raise UserError(f"{lm.source} has no tokenizer; the local judge needs an instruct model with tokenizer files")
         self.lm = lm
         self.batch_size = max(1, int(batch_size if batch_size is not None else auto_batch_size(lm)))
         self.pad_multiple = max(1, int(pad_multiple))
-        self.share_prefix = bool(share_prefix)
+        self.templates = templates or None
+        self.share_prefix = bool(share_prefix) and not self.templates  # a user's wording has no known shared part
         self.digit_ids = _digit_ids(tok)
         self._chat = bool(getattr(tok, "chat_template", None))
         self._prefix_ids: dict[str, list[int]] = {}
@@ -166,7 +168,7 @@ class LocalJudge(Judge):
     def prompt_text(self, req: RatingRequest) -> str:
         """The exact text fed to the model for ``req``, ending with the pre-filled ``Rating: [[``."""
         body = judge_prompt(req.criterion, concept=req.concept, instruction=req.instruction,
-                            fragment=req.fragment, explain=False)
+                            fragment=req.fragment, explain=False, templates=self.templates)
         tok = self.lm.tokenizer
         if self._chat:
             head = tok.apply_chat_template([{"role": "user", "content": body}], tokenize=False,
@@ -261,7 +263,7 @@ class LocalJudge(Judge):
     def describe(self) -> str:
         """``local:<model source>:<param dtype>:prompt=<hash>``."""
         dtype = jax.tree_util.tree_leaves(self.lm.params)[0].dtype
-        return f"local:{self.lm.source}:{dtype}:prompt={prompt_digest(explain=False)}"
+        return f"local:{self.lm.source}:{dtype}:prompt={prompt_digest(explain=False, templates=self.templates)}"
 
     def stats(self) -> dict:
         """``{"ratings", "mean_digit_mass", "min_digit_mass"}`` over every call so far."""

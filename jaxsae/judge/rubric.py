@@ -73,15 +73,35 @@ def _block(name: str, text: str) -> str:
     return f"[{name} Start]\n{text}\n[{name} End]\n"
 
 
+TEMPLATE_FIELDS = {
+    "concept": (("concept", "fragment"), ()),
+    "instruction": (("instruction", "fragment"), ()),
+    "fluency": (("fragment",), ()),
+}
+"""Prompts a ``judge.templates`` file may replace, with their (required, optional) placeholders:
+``{concept}`` (the concept description), ``{instruction}`` (the instruction the model answered),
+``{fragment}`` (the steered generation). The judge must still answer ``Rating: [[score]]``."""
+
+
+def load_templates(path) -> dict[str, str]:
+    """The steering judge's templates from a user file (see :mod:`jaxsae.judge.templates`)."""
+    from .templates import load_templates as load
+
+    return load(path, TEMPLATE_FIELDS, "judge.templates")
+
+
 def judge_prompt(criterion: str, *, concept: str = "", instruction: str = "", fragment: str,
-                 explain: bool = True) -> str:
+                 explain: bool = True, templates: dict | None = None) -> str:
     """The full judge prompt for one rating (one user turn).
 
     ``criterion`` in :data:`CRITERIA`; the concept block appears only for ``concept``, the
     instruction block only for ``instruction``; every prompt ends with the fragment block.
+    ``templates``: a user's wording per criterion (:func:`load_templates`), used as given.
     """
     if criterion not in _BODY:
         raise ValueError(f"unknown criterion {criterion!r}; expected one of {CRITERIA}")
+    if templates and criterion in templates:
+        return templates[criterion].format(concept=concept, instruction=instruction, fragment=fragment)
     parts = [_HEAD, _BODY[criterion], _ASK[bool(explain)], "\n\n"]
     if criterion == "concept":
         parts.append(_block("Concept", concept) + "\n")
@@ -92,18 +112,18 @@ def judge_prompt(criterion: str, *, concept: str = "", instruction: str = "", fr
 
 
 def judge_messages(criterion: str, *, concept: str = "", instruction: str = "", fragment: str,
-                   explain: bool = True) -> list[dict]:
+                   explain: bool = True, templates: dict | None = None) -> list[dict]:
     """The chat messages of one rating request: a single user turn holding :func:`judge_prompt`."""
     return [{"role": "user", "content": judge_prompt(criterion, concept=concept, instruction=instruction,
-                                                     fragment=fragment, explain=explain)}]
+                                                     fragment=fragment, explain=explain, templates=templates)}]
 
 
-def prompt_digest(*, explain: bool = True) -> str:
-    """Short hash of the three prompt templates (with or without the "explain first" request):
-    part of a judge's :meth:`~jaxsae.judge.base.Judge.describe`, so that a changed wording is a
-    different judge for resume checks."""
-    text = "\x00".join(judge_prompt(c, concept="{c}", instruction="{i}", fragment="{f}", explain=explain)
-                       for c in CRITERIA)
+def prompt_digest(*, explain: bool = True, templates: dict | None = None) -> str:
+    """Short hash of the three prompt templates (with or without the "explain first" request, and a
+    user's ``templates``): part of a judge's :meth:`~jaxsae.judge.base.Judge.describe`, so that a
+    changed wording is a different judge for resume checks."""
+    text = "\x00".join(judge_prompt(c, concept="{c}", instruction="{i}", fragment="{f}", explain=explain,
+                                    templates=templates) for c in CRITERIA)
     return provenance_hash(text, length=12)
 
 

@@ -105,7 +105,10 @@ class Run:
 
     def section_values(self, stage: Stage) -> dict:
         """The stage's config sections, less fields marked ``metadata={"hashed": False}`` (settings
-        such as batch sizes that do not change results)."""
+        such as batch sizes that do not change results); a section's ``templates`` file also by its
+        SHA-256 (an edited file is a changed configuration)."""
+        from jaxsae.judge.templates import file_sha256
+
         d = dataclasses.asdict(self.cfg)
         out = {}
         for s in stage.sections:
@@ -113,6 +116,9 @@ class Run:
             skip = {f.name for f in dataclasses.fields(sub) if not f.metadata.get("hashed", True)} \
                 if dataclasses.is_dataclass(sub) else set()
             out[s] = {k: v for k, v in d[s].items() if k not in skip} if skip else d[s]
+        for v in out.values():
+            if isinstance(v, dict) and v.get("templates") and Path(v["templates"]).is_file():
+                v["templates_sha256"] = file_sha256(v["templates"])
         return out
 
     def stage_hash(self, name: str) -> str:

@@ -143,6 +143,16 @@ def make_judge_lm(run: Run):
     return shared_lm(run, j.model, judge_dtype(j.dtype))
 
 
+def check_templates(run: Run) -> None:
+    """Both template files (judge.templates, autointerp.templates): a missing or malformed file
+    fails here, before any work (what a type cannot say)."""
+    from jaxsae.autointerp.prompts import load_templates as autointerp_templates
+    from jaxsae.judge.rubric import load_templates as judge_templates
+
+    judge_templates(run.cfg.judge.templates)
+    autointerp_templates(run.cfg.autointerp.templates)
+
+
 def chat_client(run: Run):
     """The API judge's client (judge.kind = "api"), its request cache in the run folder."""
     from jaxsae.judge import ChatClient
@@ -154,13 +164,17 @@ def chat_client(run: Run):
 
 def make_rating_judge(run: Run):
     """The steering judge (jaxsae.judge) the config asks for."""
-    if run.cfg.judge.kind == "local":
+    from jaxsae.judge.rubric import load_templates
+
+    j = run.cfg.judge
+    templates = load_templates(j.templates)
+    if j.kind == "local":
         from jaxsae.judge import LocalJudge
 
-        return LocalJudge(make_judge_lm(run))
+        return LocalJudge(make_judge_lm(run), templates=templates)
     from jaxsae.judge import APIJudge
 
-    return APIJudge(chat_client(run))
+    return APIJudge(chat_client(run), temperature=j.temperature, max_tokens=j.max_tokens, templates=templates)
 
 
 # --------------------------------------------------------------------------------- stages
@@ -357,7 +371,7 @@ def stage_select(run: Run) -> list[str]:
     dtc.npz beside the SAE. In decoder mode a latent that never fired is scaled by the steering
     fallback m_f (jaxsae.steer.DEAD_M_F), as it is steered."""
     import jaxsae.sae as S
-    from jaxsae.select.dtc import feature_scores
+    from jaxsae.select.dtc import READINGS, feature_scores
     from jaxsae.steer import DEAD_M_F, steering_scales
 
     c = run.cfg.select
@@ -377,12 +391,26 @@ def stage_select(run: Run) -> list[str]:
                 from jaxsae.features import load as load_stats
 
                 max_acts = steering_scales(load_stats(d / "feature_stats").max_act, DEAD_M_F)[0]
-            scores = feature_scores(lm, sae, spec.layer, prefix=c.prefix, alpha=c.alpha, k=c.k, features=feats,
-                                    mode=c.mode, max_acts=max_acts)
+            kw = dict(prefix=c.prefix, alpha=c.alpha, k=c.k, features=feats, mode=c.mode, positions=c.positions,
+                      max_acts=max_acts)
+            scores = feature_scores(lm, sae, spec.layer, reading=c.reading, **kw)
+            scores[reading_key(c.reading)] = scores["delta_tc"]
+            if not c.compare_readings:
+                scores.pop("delta_tc_A", None)
+            for other in (r for r in READINGS if r != c.reading and c.compare_readings
+                          and reading_key(r) not in scores):  # A comes with the output score's pass
+                scores[reading_key(other)] = feature_scores(lm, sae, spec.layer, reading=other, output_score=False,
+                                                            **kw)["delta_tc"]
+            scores.update(reading=np.str_(c.reading), positions=np.str_(c.positions), mode=np.str_(c.mode))
             buf = io.BytesIO()
             np.savez(buf, **scores)
             atomic_write_bytes(d / "dtc.npz", buf.getvalue())
     return outputs
+
+
+def reading_key(reading: str) -> str:
+    """dtc.npz key of ΔC under a reading: delta_tc_A, delta_tc_B, delta_tc_Bp (B')."""
+    return "delta_tc_" + reading.replace("'", "p")
 
 
 def stage_steer(run: Run) -> list[str]:
@@ -428,6 +456,7 @@ def validate_steer(run: Run) -> None:
     from jaxsae.steer import CONCEPT100, from_file
 
     c = run.cfg.steer
+    check_templates(run)
     if c.concepts != CONCEPT100:
         from_file(c.concepts)
     if c.instructions_dir and not Path(c.instructions_dir).is_dir():
@@ -443,6 +472,7 @@ def stage_steer_selected(run: Run) -> list[str]:
     from jaxsae.select import CHOICE_LABELS, choose_tier, dtc_tiers, size_matched_tiers
 
     choice = run.cfg.select.tier_choice
+    ranking = run.cfg.select.ranking
     outputs = []
     for spec in run.cfg.models:
         for entry in sweep_entries(run, spec):
@@ -453,6 +483,9 @@ def stage_steer_selected(run: Run) -> list[str]:
             test = {int(r["feature"]): float(r["test_score"]) for r in recs}
             with np.load(d / "dtc.npz") as z:
                 all_feats, dtc, outsc = z["features"], z["delta_tc"], z["output_score"]
+                reading = str(z["reading"]) if "reading" in z.files else "A"  # files of before the readings: Arad's hook
+                positions = str(z["positions"]) if "positions" in z.files else "last"
+                by_reading = {r: z[reading_key(r)] for r in ("A", "B", "B'") if reading_key(r) in z.files}
             pos = {int(f): i for i, f in enumerate(all_feats)}
             unscored = [f for f in dev if f not in pos]
             if unscored:
@@ -460,15 +493,21 @@ def stage_steer_selected(run: Run) -> list[str]:
                                 "(the steered concepts changed since the select stage ran); use --redo select")
             pool = np.asarray(list(dev), np.int64)
             sel = {"pool": [int(f) for f in pool], "tier_choice": choice, "tier_choice_label": CHOICE_LABELS[choice],
-                   "quantile_reference": f"ΔTC of the {len(all_feats)} scored latents (select.pool = {run.cfg.select.pool!r})"}
+                   "quantile_reference": f"ΔTC of the {len(all_feats)} scored latents (select.pool = {run.cfg.select.pool!r})",
+                   "reading": reading, "positions": positions, "ranking": ranking}
             if len(pool):
                 idx = np.asarray([pos[int(f)] for f in pool])
-                t_dtc = dtc_tiers(dtc[idx], pool, reference=dtc)
+                t_dtc = dtc_tiers(dtc[idx], pool, reference=dtc, ranking=ranking)
                 t_out = size_matched_tiers(outsc[idx], pool, {k: len(v) for k, v in t_dtc.items()})
                 r_dtc = choose_tier(t_dtc, dev, test, choice=choice)
                 r_out = choose_tier(t_out, dev, test, choice=choice)
                 sel.update(g_dtc=r_dtc["score"], tier_dtc=r_dtc["tier"], g_output=r_out["score"],
                            tier_output=r_out["tier"], dtc=r_dtc, output=r_out)
+                # the selection each ΔTC reading would give (the report's comparison of the readings)
+                sel["by_reading"] = {
+                    r: {k: v for k, v in choose_tier(dtc_tiers(sc[idx], pool, reference=sc, ranking=ranking), dev, test,
+                                                     choice=choice).items() if k in ("tier", "score", "size")}
+                    for r, sc in by_reading.items()}
             if run.is_writer:
                 atomic_write_json(d / "steering" / "selected.json", sel)
             outputs.append(rel(run, d / "steering" / "selected.json"))
@@ -531,6 +570,11 @@ def collect_records(run: Run) -> list[dict]:
                 "tier_dtc": sel.get("tier_dtc"),
                 "tier_choice": sel.get("tier_choice"),
                 "tier_choice_label": sel.get("tier_choice_label"),
+                "dtc_reading": sel.get("reading"),
+                "dtc_positions": sel.get("positions"),
+                "tier_ranking": sel.get("ranking"),
+                "g_dtc_by_reading": {r: v.get("score") for r, v in (sel.get("by_reading") or {}).items()} or None,
+                "random_labels": ai.get("random_labels"),
                 "judge": util.get("judge"),
                 "judge_stats": judge_stats or None,
                 "m_f_fallbacks": len(util["m_f_fallback"]) if "m_f_fallback" in util else None,
@@ -538,17 +582,32 @@ def collect_records(run: Run) -> list[dict]:
     return records
 
 
+def dtc_by_reading(run: Run, records: list[dict]) -> list[tuple[dict, dict]]:
+    """(record, {reading: ΔC over the scored latents}) of every SAE whose dtc.npz holds readings."""
+    out = []
+    for r in records:
+        try:
+            with np.load(run.out / r["sae_dir"] / "dtc.npz") as z:
+                arrays = {x: np.asarray(z[reading_key(x)]) for x in ("A", "B", "B'") if reading_key(x) in z.files}
+        except (OSError, ValueError, EOFError):
+            continue
+        out.append((r, arrays))
+    return out
+
+
 def stage_analysis(run: Run) -> list[str]:
     """Kendall tau_b / psi / Psi of µ vs g (and after selection), selection summaries -> results.json."""
     import time
 
-    from jaxsae.analysis import rank_agreement, selection_rank, selection_summary
+    from jaxsae.analysis import compare_readings, group_levels, rank_agreement, selection_rank, selection_summary
+    from jaxsae.judge.templates import describe as describe_templates
 
-    settings = run.cfg.analysis
-    records = collect_records(run)
+    a = settings = run.cfg.analysis
+    records = group_levels(collect_records(run), a.level_grouping)
     results = {
         "sweep": run.cfg.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "level_grouping": a.level_grouping,
         "records": records,
         "tau": rank_agreement(records, x="mu", y="g", settings=settings),
         "tau_after": {
@@ -556,6 +615,12 @@ def stage_analysis(run: Run) -> list[str]:
             "gain_dtc": selection_rank(records, settings=settings),
         },
         "selection": selection_summary(records),
+        "select": {"reading": run.cfg.select.reading, "positions": run.cfg.select.positions,
+                   "mode": run.cfg.select.mode, "ranking": run.cfg.select.ranking},
+        "dtc_readings": compare_readings(dtc_by_reading(run, records), used=run.cfg.select.reading),
+        "templates": {"judge": describe_templates(run.cfg.judge.templates),
+                      "autointerp": describe_templates(run.cfg.autointerp.templates)},
+        "random_labels": run.cfg.autointerp.random_labels,
         "timings": dict(run.timings),
     }
     if run.is_writer:
@@ -586,7 +651,8 @@ STAGES: list[Stage] = [
     Stage("metrics", ("eval",), ("train",), stage_metrics, "core metrics: L0, FVU, CE-loss and KL scores",
           split=True, per_sae=("metrics.json",)),
     Stage("autointerp", ("eval", "autointerp", "judge"), ("train",), stage_autointerp,
-          "feature statistics and AutoInterp scores (µ, CONCEPT100)", split=True, per_sae=("autointerp.json",)),
+          "feature statistics and AutoInterp scores (µ, CONCEPT100)", split=True, validate=check_templates,
+          per_sae=("autointerp.json",)),
     Stage("steer", ("steer", "judge"), ("autointerp",), stage_steer, "steering utility g without selection (AxBench)",
           split=True, validate=validate_steer, per_sae=("steering/utility.json",)),
     # after "steer": with select.pool = "concepts" the scored latents are the steered concepts

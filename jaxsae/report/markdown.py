@@ -124,13 +124,19 @@ def steering_notes(records: Sequence[Mapping[str, Any]]) -> str:
     return "".join(note(s) for s in out if s)
 
 
-def levels_note(records: Sequence[Mapping[str, Any]]) -> str:
+def levels_note(records: Sequence[Mapping[str, Any]], grouping: str | None = None) -> str:
+    """The SAEs of each sparsity level, sparsest first, and how levels were formed."""
     legend = level_legend(records)
     if not legend:
         return ""
-    parts = [f"{k}: {', '.join(cell(v, 30) for v in vs)}" for k, vs in legend.items()]
-    return ("Sparsity levels (axis B groups by level index; named L0≈N after the L0-targeted SAEs): "
-            + " · ".join(parts) + ".\n")
+    ordered = sorted(legend.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0)
+    parts = [f"{k}: {', '.join(cell(v, 30) for v in vs)}" for k, vs in ordered]
+    how = ("the i-th smallest measured L0 of each architecture (analysis.level_grouping = \"l0_rank\")"
+           if grouping == "l0_rank" else
+           "grid position: the i-th sparsest setting of each architecture, L1 coefficients descending "
+           "(analysis.level_grouping = \"grid\")")
+    return (f"Sparsity levels, sparsest first (axis B groups by level index, {how}; named L0≈N after the "
+            "L0-targeted SAEs): " + " · ".join(parts) + ".\n")
 
 
 # ------------------------------------------------------------------------------ rank tables
@@ -288,3 +294,57 @@ def timings(t: Mapping[str, Any] | None) -> str:
     total = sum(v for _, v in items if v is not None)
     rows.append(["**total**", f"**{duration(total)}**", num(total, 1)])
     return table(["stage", "wall time", "seconds"], rows)
+
+
+# ------------------------------------------------------------------------------ protocol choices
+
+READING_NAMES = {"A": "A (Arad's hook)", "B": "B (f's code × α)", "B'": "B′ (f's code alone)"}
+
+
+def choices_note(results: Mapping[str, Any]) -> str:
+    """The run's resolutions of the paper's ambiguities: ΔTC reading and positions, tier ranking,
+    AutoInterp random-window labels, level grouping, template files."""
+    sel = results.get("select") or {}
+    tpl = results.get("templates") or {}
+    parts = []
+    if sel:
+        parts.append(f"ΔTC reading **{READING_NAMES.get(sel.get('reading'), cell(sel.get('reading'), 20))}** at "
+                     f"**{cell(sel.get('positions'), 10)}** prefix position(s); the output score uses reading A "
+                     f"({cell(sel.get('mode'), 20)}); tiers ranked by **{cell(sel.get('ranking'), 20)}**")
+    if results.get("random_labels"):
+        lab = results["random_labels"]
+        parts.append(f"AutoInterp random windows labelled **{cell(lab, 20)}**"
+                     + (" (SAEBench)" if lab == "negative" else " (by their activations)"))
+    if results.get("level_grouping"):
+        parts.append(f"sparsity levels grouped by **{cell(results['level_grouping'], 20)}**")
+    for what, d in tpl.items():
+        if isinstance(d, Mapping):
+            parts.append(f"{what} prompts from {cell(d.get('path'), 80)} (sha256 {cell(str(d.get('sha256'))[:12], 20)})")
+    return ("\nProtocol choices: " + "; ".join(parts) + ".\n") if parts else ""
+
+
+def readings_table(cmp: Mapping[str, Any] | None) -> str:
+    """How the three ΔTC readings rank latents (Kendall tau_b between them, share of ΔC = 0) and
+    the steering score of the tier each selects, means over SAEs."""
+    if not isinstance(cmp, Mapping) or not cmp.get("readings"):
+        return note("ΔTC readings not compared (select.compare_readings = false, or no dtc.npz).")
+    readings = list(cmp["readings"])
+    tau = cmp.get("tau_b") or {}
+
+    def tau_of(x, y):
+        if x == y:
+            return "1"
+        return num(tau.get(f"{x}|{y}", tau.get(f"{y}|{x}")))
+
+    head = ["reading", "share ΔC = 0", *[f"τ_b vs {READING_NAMES.get(y, y).split(' ')[0]}" for y in readings],
+            "g after ΔTC selection", "lift over g"]
+    rows = []
+    for x in readings:
+        name = READING_NAMES.get(x, x) + (" · used" if x == cmp.get("used") else "")
+        rows.append([name, num((cmp.get("zero_share") or {}).get(x)), *[tau_of(x, y) for y in readings],
+                     num((cmp.get("g_selected") or {}).get(x)), num((cmp.get("lift") or {}).get(x))])
+    return (table(head, rows) + "\n"
+            + note(f"Means over {cmp.get('n_saes')} SAE(s): τ_b between the latent rankings each reading gives, the "
+                   "share of scored latents with ΔC exactly 0 (silent on the prefix under B / B′), and the test "
+                   "score of the tier each reading selects (g_dtc) minus g. The paper is ambiguous between "
+                   "these readings (protocol §7)."))

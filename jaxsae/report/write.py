@@ -94,8 +94,8 @@ def write_report(run_dir: Path, results: Mapping[str, Any]) -> Path:
                    "the tier chosen by ΔTC." if dtc else "")
 
     sections = [
-        M.header(results, records),
-        "\n## 1. SAEs\n\n", M.guarded("SAE table", M.sae_table, records), "\n", M.levels_note(records),
+        M.header(results, records), M.guarded("protocol choices", M.choices_note, results),
+        "\n## 1. SAEs\n\n", M.guarded("SAE table", M.sae_table, records), "\n", M.levels_note(records, results.get("level_grouping")),
         "\n", M.guarded("steering notes", M.steering_notes, records),
         "\n## 2. Interpretability vs steering utility (Table 1)\n\n",
         _plot(scatter, "µ against the steering score", "Colour: architecture; marker: model."), "\n",
@@ -105,6 +105,7 @@ def write_report(run_dir: Path, results: Mapping[str, Any]) -> Path:
         M.guarded("selection tables", M.selection_tables, results.get("selection"), by_arch), "\n",
         _plot(bars, "mean steering score per selection method and architecture"), "\n",
         _plot(hist, "the ΔTC distribution", dtc_caption),
+        "\n### ΔTC readings\n\n", M.guarded("ΔTC readings", M.readings_table, results.get("dtc_readings")),
         "\n## 4. After selection (Table 3)\n\n",
         M.guarded("post-selection tables", M.after_selection, results, records),
         "\n## 5. Example steered generations\n\n", _examples(run_dir, records),

@@ -31,12 +31,15 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-# The paper's six sparsity levels (Wang et al. 2025, App. A; SAEBench demo config for the L1 grids).
+# The paper's six sparsity levels (Wang et al. 2025, App. A; SAEBench demo config for the L1 grids),
+# ordered sparse -> dense: level i holds the i-th sparsest SAE of every architecture ("matched
+# sparsity ranks"), so the L1 grids run in *descending* order (a larger L1 coefficient is sparser).
 PAPER_L0 = (50, 80, 160, 320, 520, 820)
 PAPER_L1 = {
-    "relu": (0.012, 0.015, 0.02, 0.03, 0.04, 0.06),
-    "gated": (0.012, 0.018, 0.024, 0.04, 0.06, 0.08),
+    "relu": (0.06, 0.04, 0.03, 0.02, 0.015, 0.012),
+    "gated": (0.08, 0.06, 0.04, 0.024, 0.018, 0.012),
 }
 
 
@@ -156,3 +159,34 @@ def fold_scale(tensors: dict, names, scale: float) -> dict:
     for n in names:
         out[n] = out[n] * scale
     return out
+
+
+_FOLD_ENCODER_SIDE = {
+    # SAELens architecture -> the [F] tensors that scale with the codes (besides W_enc's columns)
+    "standard": ("b_enc",),
+    "jumprelu": ("b_enc", "threshold"),
+    "gated": ("b_gate", "b_mag"),  # gate: 1[y + b_gate > 0] keeps its sign; r_mag is a log-gain, unchanged
+}
+
+
+def fold_decoder_norms(sae_arch: str, tensors: dict) -> tuple[dict, np.ndarray]:
+    """Unit decoder rows without changing the SAE's function (dictionary_learning's
+    ``normalize_decoder``, SAEBench's ReLU loader, the paper's Eq. 1): with n_f = ||W_dec[f]||,
+    W_dec[f] /= n_f and W_enc[:, f], the encoder biases and the JumpReLU threshold *= n_f, so every
+    code becomes n_f · f (ReLU, JumpReLU and the gate are positively homogeneous) and f W_dec is
+    unchanged. A zero row (n_f = 0) is left as it is.
+
+    ``tensors``: SAELens-layout arrays of ``sae_arch`` ("standard", "jumprelu", "gated"; "topk" is
+    returned unchanged: its rows are unit by the training constraint, and scaling pre-activations
+    per latent would change which k are kept). Returns (folded tensors, n_f f32[F] before folding)."""
+    w_dec = np.asarray(tensors["W_dec"], np.float32)
+    n_f = np.linalg.norm(w_dec.astype(np.float64), axis=1).astype(np.float32)
+    if sae_arch not in _FOLD_ENCODER_SIDE:
+        return dict(tensors), n_f
+    safe = np.where(n_f > 0, n_f, 1.0).astype(np.float32)
+    out = dict(tensors)
+    out["W_dec"] = jnp.asarray(w_dec / safe[:, None])
+    out["W_enc"] = jnp.asarray(np.asarray(tensors["W_enc"], np.float32) * safe[None, :])
+    for name in _FOLD_ENCODER_SIDE[sae_arch]:
+        out[name] = jnp.asarray(np.asarray(tensors[name], np.float32) * safe)
+    return out, n_f

@@ -2,7 +2,7 @@
 of the best tier.
 
 ΔTC tiers over a candidate pool: top-K by ΔC in each direction (UP: largest ΔC; DOWN: most
-negative), K = 1…5, and tail quantiles q ∈ {0.99, 0.95, 0.90, 0.80} (UP: ΔC ≥ its q-quantile;
+negative; or, with ``ranking="magnitude"``, by |ΔC|), K = 1…5, and tail quantiles q ∈ {0.99, 0.95, 0.90, 0.80} (UP: ΔC ≥ its q-quantile;
 DOWN: the same on −ΔC, i.e. ΔC ≤ its (1 − q)-quantile). The quantiles are those of the pool's
 own scores, or of a ``reference`` distribution (e.g. the ΔC of every latent of the SAE, when the
 pool is only the steered concepts: a q tier then holds the pool members in the SAE's tail).
@@ -38,9 +38,20 @@ def _finite(scores, features) -> tuple[np.ndarray, np.ndarray]:
     return scores[keep], features[keep]
 
 
-def dtc_tiers(scores: np.ndarray, features: np.ndarray, reference: np.ndarray | None = None) -> dict[str, np.ndarray]:
+RANKINGS = ("direction", "magnitude")
+"""How ΔTC tiers rank latents: by signed ΔC per direction (UP / DOWN), or by |ΔC| (``abs_*``)."""
+
+
+def dtc_tiers(scores: np.ndarray, features: np.ndarray, reference: np.ndarray | None = None, *,
+              ranking: str = "direction") -> dict[str, np.ndarray]:
     """{tier name: feature ids} from ΔC scores over the candidate ``features``; tail-quantile
-    thresholds from ``reference`` scores (None: from ``scores`` themselves)."""
+    thresholds from ``reference`` scores (None: from ``scores`` themselves).
+
+    ``ranking="direction"``: ``up_top{K}`` / ``down_top{K}`` and ``up_q{q}`` / ``down_q{q}``;
+    ``"magnitude"`` (the paper's §4.1): the same sizes and quantiles on |ΔC|, ``abs_top{K}`` and
+    ``abs_q{q}`` (|ΔC| ≥ the q-quantile of the reference's |ΔC|)."""
+    if ranking not in RANKINGS:
+        raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
     scores, features = _finite(scores, features)
     if not len(scores):
         return {}
@@ -48,6 +59,12 @@ def dtc_tiers(scores: np.ndarray, features: np.ndarray, reference: np.ndarray | 
     ref = ref[np.isfinite(ref)]
     if not len(ref):
         raise ValueError("the reference distribution of the quantile tiers has no finite score")
+    if ranking == "magnitude":
+        mag, ref_mag = np.abs(scores), np.abs(ref)
+        order = np.argsort(-mag, kind="stable")
+        tiers = {f"abs_top{k}": features[order[:k]] for k in TOP_K if k <= len(features)}
+        tiers.update({f"abs_q{q:.2f}": features[mag >= np.quantile(ref_mag, q)] for q in QUANTILES})
+        return {k: v for k, v in tiers.items() if len(v)}
     up, down = np.argsort(-scores, kind="stable"), np.argsort(scores, kind="stable")  # ties: pool order
     tiers: dict[str, np.ndarray] = {}
     for k in TOP_K:

@@ -27,6 +27,7 @@ from jaxsae.distributed import barrier, to_host
 from jaxsae.errors import UserError
 from jaxsae.io import atomic_write_json, atomic_write_text
 from jaxsae.sae import ARCHS, ArchConfig
+from jaxsae.sae.arch import fold_decoder_norms
 from jaxsae.train.data import ActivationArray, norm_scale
 from jaxsae.train.prefetch import Prefetcher
 from jaxsae.train.shards import METADATA_KEYS
@@ -155,6 +156,7 @@ def export_sweep(state, specs: list[SAESpec], st: TrainSettings, scale: float, d
             if not writer:
                 continue
             sae_arch, tensors, extra = arch.export(params, aux, g.sparsity[i], arch_cfg, scale)
+            tensors, n_f = fold_decoder_norms(sae_arch, tensors)  # unit decoder rows, same function
             extra = dict(extra)
             apply_b_dec = bool(extra.pop("apply_b_dec_to_input", True))
             private = {k[1:]: v for k, v in extra.items() if k.startswith("_")}
@@ -162,7 +164,9 @@ def export_sweep(state, specs: list[SAESpec], st: TrainSettings, scale: float, d
             spec = by_name[name]
             md = {**metadata, "jaxsae": {"trained_architecture": g.arch, "sparsity": g.sparsity[i], "level": spec.level,
                                          "activation_scale": scale, "steps": st.steps, "batch": st.batch,
-                                         "settings": run_settings(st, arch_cfg), "scaled_down": scaled or {}, **private}}
+                                         "settings": run_settings(st, arch_cfg), "scaled_down": scaled or {},
+                                         "decoder_norms_folded": sae_arch != "topk",
+                                         "decoder_norm_range": [float(n_f.min()), float(n_f.max())], **private}}
             cfg = S.make_cfg(sae_arch, d_in, st.d_sae, apply_b_dec_to_input=apply_b_dec, metadata=md, **public)
             sae = S.SAE(cfg=cfg, params={k: jnp.asarray(v, jnp.float32) for k, v in tensors.items()})
             paths[name] = S.save(sae, out / name)

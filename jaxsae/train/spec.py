@@ -47,8 +47,10 @@ class TrainSettings:
     archs: tuple[Arch, ...] = ("relu", "topk", "batchtopk", "jumprelu", "gated")
     """Architectures to train."""
     levels: tuple[int, ...] = (1, 3)
-    """Indices (0..5) into the paper's six sparsity levels: target L0 {50, 80, 160, 320, 520, 820}
-    for TopK/BatchTopK/JumpReLU/Matryoshka; L1 {0.012..0.06} (ReLU) and {0.012..0.08} (Gated)."""
+    """Indices (0..5) into the paper's six sparsity levels, sparsest first: target L0 {50, 80, 160,
+    320, 520, 820} for TopK/BatchTopK/JumpReLU/Matryoshka; L1 {0.06, 0.04, 0.03, 0.02, 0.015,
+    0.012} (ReLU) and {0.08, 0.06, 0.04, 0.024, 0.018, 0.012} (Gated): a larger L1 coefficient is
+    sparser, so level i pairs the i-th sparsest setting of every architecture."""
     d_sae: int = 16384
     """Dictionary width (the paper: 16384)."""
     batch: int = 2048

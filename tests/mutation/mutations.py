@@ -36,6 +36,7 @@ OPS = "jaxsae/sae/ops.py"
 T_DTC = "tests/test_select_dtc.py::test_batched_dtc_equals_naive_on_tiny_model"
 T_OUT = "tests/test_select_dtc.py::test_output_score_rank_factor_against_naive"
 T_DEC = "tests/test_select_dtc.py::test_decoder_mode_equals_naive"
+T_READINGS = "tests/test_select_dtc.py::test_every_reading_equals_naive"
 T_METRICS = "tests/test_sae_metrics.py::test_reconstruction_and_frequency_metrics_equal_numpy"
 T_CORE = "tests/test_sae_metrics.py::test_core_metrics_equal_naive_reference"
 T_RANK = "tests/test_analysis_rank.py"
@@ -44,14 +45,20 @@ T_RECIPES = "tests/test_sae_recipes.py"
 
 MUTATIONS: list[Mutation] = [
     # ---------------------------------------------------------------- ΔTC and the output score
-    Mutation("dtc-rank-factor", DTC, "out = (1.0 - rank / z.shape[-1]) * p_best", "out = p_best", (T_OUT,)),
+    Mutation("dtc-rank-factor", DTC, "out = (1.0 - rank / z.shape[-1]) * jnp.exp(z_best - lse)",
+             "out = jnp.exp(z_best - lse)", (T_OUT,)),
     Mutation("dtc-rank-ties", DTC, "rank = jnp.sum(z > z_best[:, None], axis=1)",
              "rank = jnp.sum(z >= z_best[:, None], axis=1) + 100", (T_OUT,)),
-    Mutation("dtc-pbest-unnormalised", DTC, "p_best = jnp.exp(z_best - lse)", "p_best = jnp.exp(z_best)", (T_OUT,)),
+    Mutation("dtc-pbest-unnormalised", DTC, "(1.0 - rank / z.shape[-1]) * jnp.exp(z_best - lse)",
+             "(1.0 - rank / z.shape[-1]) * jnp.exp(z_best)", (T_OUT,)),
     Mutation("dtc-confidence-sign", DTC, "    return lse_b - top", "    return top - lse_b", (T_DTC,)),
     Mutation("dtc-topk-sum", DTC, "jnp.mean(jax.lax.top_k(logits_bv, k)[0], axis=-1)",
              "jnp.sum(jax.lax.top_k(logits_bv, k)[0], axis=-1)", (T_DTC,)),
-    Mutation("dtc-additive-amax", DTC, "delta = alpha * amax * rows", "delta = alpha * rows", (T_DTC,)),
+    Mutation("dtc-additive-amax", DTC, "alpha * jnp.max(codes_pf, axis=1)[None, :]",
+             "alpha * jnp.ones(codes_pf.shape[:1])[None, :]", (T_DTC,)),
+    Mutation("dtc-reading-b-scale", DTC, "return (alpha - 1.0) * a_fp if", "return alpha * a_fp if", (T_READINGS,)),
+    Mutation("dtc-reading-bp-alone", DTC, 'if reading == "B" else alpha * a_fp', 'if reading == "B" else (alpha - 1.0) * a_fp',
+             (T_READINGS,)),
     Mutation("dtc-decoder-unit", DTC,
              "unit = rows / jnp.maximum(jnp.linalg.norm(rows, axis=1, keepdims=True), 1e-12)", "unit = rows", (T_DEC,)),
     # ---------------------------------------------------------------- core metrics
@@ -78,11 +85,10 @@ MUTATIONS: list[Mutation] = [
              (T_RANK + "::test_perm_null_band_equals_the_quantiles_of_every_permutation",)),
     Mutation("kendall-tau-denominator", KENDALL, "den = np.sqrt(nx.astype(np.float64) * ny)",
              "den = (nx.astype(np.float64) + ny) / 2", (T_RANK + "::test_vectorised_tau_matches_scipy_and_naive",)),
-    Mutation("kendall-pvalue-strict", KENDALL, "hits = int(np.sum(np.abs(null_taus) >= abs(tau_obs) - tol))",
-             "hits = int(np.sum(np.abs(null_taus) > abs(tau_obs) + tol))",
+    Mutation("kendall-pvalue-one-sided", KENDALL, 'alternative="two-sided"', 'alternative="greater"',
              (T_RANK + "::test_permutation_pvalue_exact_matches_scipy_exact_null",)),
-    Mutation("kendall-pvalue-plus-one", KENDALL, "return (hits + 1) / (null_taus.size + 1)",
-             "return hits / null_taus.size", (T_RANK + "::test_perfect_concordance_n8_has_tiny_pvalue",)),
+    Mutation("kendall-pvalue-exact-enumeration", KENDALL, "exact = math.factorial(n) <= n_perm",
+             "exact = math.factorial(n) < n_perm", (T_RANK + "::test_perfect_concordance_n8_has_tiny_pvalue",)),
     # ---------------------------------------------------------------- training
     Mutation("adam-eps", TRAINER, "(jnp.sqrt(v_ / c2) + 1e-8)", "(jnp.sqrt(v_ / c2) + 1e-6)", (T_REF,)),
     Mutation("adam-bias-correction", TRAINER, "c2 = 1.0 - b2**t", "c2 = 1.0", (T_REF,)),
