@@ -46,7 +46,7 @@ def _refused(path, *needles):
 def test_a_valid_folder_loads(tmp_path):
     t = _tensors()
     sae = S.load(_write(tmp_path / "ok", _cfg(), t))
-    assert sae.arch == "standard" and (sae.d_in, sae.d_sae) == (D, F) and sae.hook_layer == 3
+    assert sae.arch == "standard" and (sae.d_in, sae.d_sae) == (D, F) and sae.cfg["metadata"]["hook_layer"] == 3
     for k, v in t.items():
         np.testing.assert_array_equal(np.asarray(sae.params[k]), v)
 
@@ -92,7 +92,7 @@ def test_legacy_config_loads_as_v6(tmp_path):
               "hook_layer": 3, "sae_lens_version": "3.13.0"}
     t = _tensors(1)
     sae = S.load(_write(tmp_path / "old", legacy, t))
-    assert sae.arch == "topk" and sae.cfg["k"] == 3 and sae.hook_layer == 3
+    assert sae.arch == "topk" and sae.cfg["k"] == 3 and sae.cfg["metadata"]["hook_layer"] == 3
     assert sae.metadata["model_name"] == "gpt2" and sae.metadata["sae_lens_version"] == "3.13.0"
     x = np.random.default_rng(2).normal(size=(5, D)).astype(np.float32)
     pre = np.maximum((x - t["b_dec"]) @ t["W_enc"] + t["b_enc"], 0)
