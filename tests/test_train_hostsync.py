@@ -16,6 +16,7 @@ from jaxsae.errors import UserError
 from jaxsae.sae import ArchConfig
 from jaxsae.train import ActivationArray, SAESpec, TrainSettings, train_sweep
 from jaxsae.train.prefetch import Prefetcher
+from test_train_sweep import PoisonedAt
 
 
 def _prefetch_threads():
@@ -98,18 +99,6 @@ def test_first_bad_step_names_the_earliest_step():
     assert first_bad_step([(7, met(1.0)), (8, met(1.0, relu_ok=False)), (9, met(np.nan))], specs) == (
         "relu-l10.1", "parameters", 8)
     assert first_bad_step([], specs) is None
-
-
-class PoisonedAt(ActivationArray):
-    def __init__(self, acts, batch, step):
-        super().__init__(acts, batch)
-        self.bad_step = step
-
-    def batch_at(self, step, rows=None):
-        out = super().batch_at(step, rows)
-        if step == self.bad_step:
-            out[3] = np.nan
-        return out
 
 
 def test_a_nan_between_checks_is_caught_before_the_next_checkpoint(tmp_path):
