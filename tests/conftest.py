@@ -20,6 +20,14 @@ AXBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "axbench"
 """Real AxBench concept data, read in place (never copied into the repository)."""
 
 
+def fake_devices_flags(n: int) -> str:
+    """XLA_FLAGS for ``n`` fake CPU devices in a subprocess. XLA:CPU's concurrency-optimised
+    scheduler lets one device reach a collective of one mesh axis while its peers wait in a
+    collective of another axis (a rendezvous deadlock, seen on 2 cores with a sweep x data mesh);
+    the sequential schedule keeps every device's collectives in program order."""
+    return f"--xla_force_host_platform_device_count={n} --xla_cpu_enable_concurrency_optimized_scheduler=false"
+
+
 def in_ci() -> bool:
     """True under CI (``CI=true``), where data the tests need must be present: no silent skips."""
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")

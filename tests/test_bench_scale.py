@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from scale import collective_bytes, shape_bytes  # noqa: E402
+from conftest import fake_devices_flags  # noqa: E402
 
 HLO = textwrap.dedent(
     """
@@ -89,7 +90,7 @@ _REAL = textwrap.dedent(
 
 
 def test_a_compiled_latent_sharded_matmul_all_reduces_its_partial_sums():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=fake_devices_flags(4), JAX_PLATFORMS="cpu")
     r = subprocess.run([sys.executable, "-c", _REAL, str(ROOT / "benchmarks")], env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

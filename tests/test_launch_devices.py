@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import fake_devices_flags
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = r"""
@@ -34,6 +36,6 @@ print("ok")
 
 def test_tensor_parallel_model_equals_one_device():
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+               XLA_FLAGS=fake_devices_flags(2))
     r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.stdout[-2000:], r.stderr[-3000:])

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
+from conftest import fake_devices_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = "train,metrics,autointerp,steer,select,steer_selected,analysis,report"
@@ -23,7 +24,7 @@ TIMEOUT = 300
 def env(devices: int, **extra) -> dict:
     e = {k: v for k, v in os.environ.items() if not k.startswith("JAXSAE_")}
     return dict(e, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TQDM_DISABLE="1", JAX_PLATFORMS="cpu",
-                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra)
+                XLA_FLAGS=fake_devices_flags(devices), **extra)
 
 
 def command(out: Path, stages: str = STAGES, *extra: str) -> list[str]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxsae.models import Edit, forward, init_cache, load_model
 from jaxsae.models.generate import generate_tokens
+from conftest import fake_devices_flags
 
 
 def _add(args, resid, positions):
@@ -166,6 +167,6 @@ _SHARDED = textwrap.dedent(
 
 
 def test_sharded_on_8_fake_devices_equals_unsharded(tiny_dirs):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=fake_devices_flags(8), JAX_PLATFORMS="cpu")
     r = subprocess.run([sys.executable, "-c", _SHARDED, str(tiny_dirs("gemma2"))], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]

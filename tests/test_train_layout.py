@@ -15,6 +15,7 @@ import pytest
 
 from jaxsae.errors import UserError
 from jaxsae.train.layout import Layout, choose_layout, feat_axis, padded
+from conftest import fake_devices_flags
 
 PAPER_GROUPS = [6] * 5  # 5 architectures x 6 levels
 
@@ -140,7 +141,7 @@ _SHARDED = textwrap.dedent(
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
     out = tmp_path_factory.mktemp("layout")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=fake_devices_flags(8), JAX_PLATFORMS="cpu")
     r = subprocess.run([sys.executable, "-c", _SHARDED, str(out), str(Path(__file__).parent)],
                        env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]

@@ -17,6 +17,7 @@ import pytest
 import jaxsae.sae as S
 from jaxsae.errors import UserError
 from jaxsae.train import ActivationArray, SAESpec, TrainSettings, train_sweep
+from conftest import fake_devices_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -212,7 +213,7 @@ _DEVICES = textwrap.dedent(
 def test_8_fake_devices_equal_1_device(tmp_path):
     x, _ = planted(n=4000, seed=1)
     train_sweep(SPECS, ActivationArray(x, 128), SMALL, tmp_path / "one", progress=False)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=fake_devices_flags(8), JAX_PLATFORMS="cpu")
     r = subprocess.run([sys.executable, "-c", _DEVICES, str(tmp_path / "eight"), str(Path(__file__).parent)],
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
