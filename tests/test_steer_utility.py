@@ -14,6 +14,7 @@ from jaxsae.judge import APIJudge, ClientStats, Judge, Rating, harmonic_mean
 from jaxsae.steer import (DEFAULT_FACTORS, Concept, SteerSettings, choose_factor, draw_instructions, feature_edit,
                           model_description, row_seed, run_utility, steer_concept, steering_scales)
 from jaxsae.steer.concepts import BUNDLED_INSTRUCTIONS
+from jaxsae.steer.utility import hard_failures
 
 from test_steer_edits import random_sae
 
@@ -102,6 +103,14 @@ class ScriptedClient:
             out.append(None if self.n % 7 == 0 else "Hmm. Rating: [[x]]" if self.n % 5 == 0
                        else f"Fine. Rating: [[{1 + self.n % 2}]]")
         return out
+
+
+class AnsweringClient(ScriptedClient):
+    """The scripted client with every request answered."""
+
+    def chat_many(self, message_lists, **kw):
+        self.stats.requests += len(message_lists)
+        return ["Fine. Rating: [[2]]" for _ in message_lists]
 
 
 class CountingLM:
@@ -234,11 +243,21 @@ def test_api_judge_failures_are_saved_in_utility_json(tiny_llama, sae, tmp_path)
                                 "hard_failures": len(hard), "this_run": {**st, "client": st["client"]}}
     assert s["judge"].startswith("api:http://judge.test/v1/chat/completions:scripted:temperature=0:")
     assert json.loads((tmp_path / "utility.json").read_text())["judge_stats"] == s["judge_stats"]
-    # a re-run reuses every concept: the counts over saved ratings stay, this run rated nothing
+    # a re-run keeps the concepts whose every request was answered; a concept holding a request
+    # that failed for good (not a result) is redone: only its ratings are asked again
+    recs = {json.loads(x)["feature"]: json.loads(x) for x in read_lines(tmp_path / "concepts.jsonl")}
+    failed = {f: r for f, r in recs.items() if hard_failures(r)}
+    assert failed
+    n_redo = sum(len(g["ratings"]) for r in failed.values() for g in r["generations"])
     again = run_utility(tiny_llama, judge, sae, LAYER, CONCEPTS[:2], MAX_ACTS, POOL, ST, tmp_path, progress=False)
-    assert {k: v for k, v in again["judge_stats"].items() if k != "this_run"} == \
-        {k: v for k, v in s["judge_stats"].items() if k != "this_run"}
-    assert again["judge_stats"]["this_run"]["ratings"] == 0 and again["judge_stats"]["this_run"]["client"]["requests"] == 0
+    assert again["judge_stats"]["this_run"]["ratings"] == n_redo
+    after = {json.loads(x)["feature"]: json.loads(x) for x in read_lines(tmp_path / "concepts.jsonl")}
+    assert set(after) == set(recs) and all(after[f] == recs[f] for f in recs if f not in failed)
+    # the same judge recovered: a re-run with every request answered redoes what still failed, then nothing
+    judge = APIJudge(AnsweringClient())
+    run_utility(tiny_llama, judge, sae, LAYER, CONCEPTS[:2], MAX_ACTS, POOL, ST, tmp_path, progress=False)
+    final = run_utility(tiny_llama, judge, sae, LAYER, CONCEPTS[:2], MAX_ACTS, POOL, ST, tmp_path, progress=False)
+    assert final["judge_stats"]["hard_failures"] == 0 and final["judge_stats"]["this_run"]["ratings"] == 0
 
 
 def test_a_latent_that_never_fired_is_steered_with_the_fallback(tiny_llama, sae, tmp_path):

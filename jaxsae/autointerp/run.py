@@ -90,6 +90,7 @@ def run_autointerp(stats: features.FeatureStats, judge, cfg: AutoInterpConfig, t
     seconds = time.perf_counter() - t0
     summary = summarize(scores, sel.concept, n_requested=cfg.n_concepts)
     summary.update(
+        n_request_failed=request_failures(records),
         held_out_tokens=int(stats.meta["n_tokens"]),  # fewer than requested when the held-out text ran out
         held_out_tokens_requested=int(stats.meta["config"]["total_tokens"]),
         d_sae=stats.d_sae,
@@ -111,6 +112,20 @@ def run_autointerp(stats: features.FeatureStats, judge, cfg: AutoInterpConfig, t
         concept100=[int(f) for f in sel.concept],
         latents=records,
     )
+
+
+def request_failures(latents: Sequence[dict]) -> int:
+    """Judge requests of saved latent records that failed for good (no answer at all: an
+    explanation request, or the detection request of an explained latent). These latents are not
+    results; a re-run asks only them again (every answered request is in the judge's cache).
+    An answer that does not parse is a result (the latent counts as failed, ``n_failed``)."""
+    n = 0
+    for r in latents:
+        if r.get("explanation_raw") is None:
+            n += 1
+        elif r.get("explanation") is not None and r.get("predictions") is None and r.get("detection_raw") is None:
+            n += 1
+    return n
 
 
 def _json_safe(x):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -20,6 +20,12 @@ class JudgeConfig:
     """Environment variable holding the API key (never written anywhere; empty: no key)."""
     max_concurrency: int = 8
     """Concurrent API requests."""
+    max_retries: int = field(default=5, metadata={"hashed": False})
+    """API: retries of one request (exponential backoff, ``Retry-After`` honoured) before it counts
+    as failed for good; such a request is not a result: its stage stays incomplete and a re-run
+    retries it."""
+    timeout_s: float = field(default=60.0, metadata={"hashed": False})
+    """API: seconds one request may take before it is retried."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Local judge weights and activations: "auto" (bfloat16 on GPU / TPU, float32 on a CPU),
     "float32" or "bfloat16"."""

@@ -8,7 +8,8 @@ its hash matches, every recorded file is intact and its upstream stages still ho
 it is redone when outputs were deleted or damaged (an expensive stage stops instead, naming the
 file and the ``--redo`` that fixes it), redone when an upstream stage was redone since (stale), and
 a changed configuration is refused with a message naming the stage and the changed sections,
-instead of mixing results.
+instead of mixing results. A stage whose outputs hold judge requests that failed for good
+(:attr:`Stage.incomplete`) gets no manifest: the run stops with one line, and a re-run retries them.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ class Stage:
     one line naming the file and ``--redo`` instead of silently recomputing everything."""
     per_sae: tuple[str, ...] = ()
     """Files the stage writes into each SAE's folder (for ``--status``'s per-SAE table)."""
+    incomplete: Callable | None = None
+    """``incomplete(run) -> str | None``: read from the stage's outputs once every process has
+    written its share, why they are not all results (judge requests that failed for good), or None.
+    Such a stage is not done: the run stops with that line, keeps what was made, and a plain re-run
+    redoes only what failed."""
 
 
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "transformers", "tokenizers", "safetensors")
@@ -146,7 +152,8 @@ class Run:
 
     STATUSES = {"done": "done", "todo": "has not run", "interrupted": "was interrupted",
                 "changed": "was run with a different configuration", "missing-outputs": "has missing outputs",
-                "damaged": "has damaged outputs", "stale": "read upstream results that were redone since"}
+                "damaged": "has damaged outputs", "stale": "read upstream results that were redone since",
+                "incomplete": "has judge requests that failed for good (a re-run retries them)"}
 
     def status(self, name: str) -> str:
         """One of :attr:`STATUSES`: "done" only when the configuration hash matches, every recorded
@@ -158,7 +165,7 @@ class Run:
                 return "todo"
             if started.get("config_hash") != self.stage_hash(name):
                 return "changed"  # interrupted with another configuration: its partial outputs differ
-            return "interrupted"
+            return "incomplete" if started.get("incomplete") else "interrupted"
         if m.get("config_hash") != self.stage_hash(name):
             return "changed"
         if not all((self.out / o).exists() for o in m.get("outputs", [])):
@@ -266,7 +273,8 @@ class Run:
             f, why = next(iter(bad.items()))
             raise UserError(f"{self.out / f} is damaged ({why}); --redo {n} recomputes it (and what depends on it)")
         reason = {"missing-outputs": " (outputs missing: redoing)", "changed": " (redo requested)",
-                  "stale": " (upstream results were redone: redoing)"}.get(st, "")
+                  "stale": " (upstream results were redone: redoing)",
+                  "incomplete": " (retrying the judge requests that failed)"}.get(st, "")
         if bad:
             reason = f" (damaged: {next(iter(bad))}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}: redoing)"
         if n in redo and st == "done":
@@ -289,10 +297,10 @@ class Run:
         attempts = int(previous.get("attempts", 0)) + 1
         sections = json.loads(json.dumps(self.section_values(stage), default=str))
         t0 = time.time()
+        started = {"stage": n, "config_hash": self.stage_hash(n), "sections": sections, "started": t0,
+                   "seconds_before": round(earlier, 2), "attempts": attempts}
         if lock is not None:
-            lock.beat(self.started_path(n), {"stage": n, "config_hash": self.stage_hash(n), "sections": sections,
-                                              "started": t0, "seconds_before": round(earlier, 2),
-                                              "attempts": attempts})
+            lock.beat(self.started_path(n), started)
         if self.process_count > 1 and stage.split:
             print(f"[{i}/{total}] {n}: process {self.process_index} of {self.process_count} takes its share "
                   "of the SAEs", flush=True)
@@ -307,6 +315,15 @@ class Run:
             if missing and self.is_writer:
                 raise UserError(f"stage {n!r}: {len(missing)} output(s) written by other processes are not visible "
                                 f"here (e.g. {missing[0]}); put --out on storage every process sees")
+        if stage.incomplete is not None:
+            if not stage.split:
+                barrier(f"stage {n}: outputs written")
+            why = stage.incomplete(self)  # every process reads the same files: all stop, or none
+            if why is not None:
+                if lock is not None:
+                    lock.stop_beat()
+                    atomic_write_json(self.started_path(n), {**started, "alive": time.time(), "incomplete": why})
+                raise UserError(f"stage {n!r} is not done: {why}")
         seconds = time.time() - t0
         self.timings[n] = earlier + seconds
         if self.is_writer:

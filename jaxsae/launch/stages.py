@@ -159,7 +159,7 @@ def chat_client(run: Run):
 
     j = run.cfg.judge
     return ChatClient(j.base_url, j.model, api_key_env=j.api_key_env or None, cache_dir=run.out / "judge_cache",
-                      max_concurrency=j.max_concurrency)
+                      max_concurrency=j.max_concurrency, max_retries=j.max_retries, timeout_s=j.timeout_s)
 
 
 def make_rating_judge(run: Run):
@@ -323,7 +323,7 @@ def stage_autointerp(run: Run) -> list[str]:
     import jaxsae.sae as S
     from jaxsae.autointerp.judges import ApiJudge, LocalJudge
     from jaxsae.autointerp.prompts import TokenText
-    from jaxsae.autointerp.run import RESULTS_FILE, run_autointerp, save_results, stats_for_saes
+    from jaxsae.autointerp.run import RESULTS_FILE, request_failures, run_autointerp, save_results, stats_for_saes
     from jaxsae.features import FeatureStatsConfig, held_out_tokens
 
     c = run.cfg
@@ -342,10 +342,10 @@ def stage_autointerp(run: Run) -> list[str]:
             d = sae_path(run, spec, entry)
             out = d / RESULTS_FILE
             if out.exists() and run.resume_ok:
-                try:  # finished before an interruption: keep it
-                    json.loads(out.read_text())["summary"]["mu"]
-                    continue
-                except (KeyError, json.JSONDecodeError):
+                try:  # finished before an interruption, every judge request answered: keep it
+                    if not request_failures(json.loads(out.read_text())["latents"]):
+                        continue
+                except (KeyError, TypeError, json.JSONDecodeError):
                     pass
             todo.append(d)
         if not todo:
@@ -363,6 +363,56 @@ def stage_autointerp(run: Run) -> list[str]:
                 result["sae"] = rel(run, d)
                 save_results(result, d / RESULTS_FILE)
     return outputs
+
+
+def _failed_requests(run: Run, rel_file: str, count) -> tuple[int, int, list[str]]:
+    """(requests failed for good, requests, SAEs with failures) over every SAE's ``rel_file``;
+    ``count(record) -> (failed, total)``."""
+    failed = total = 0
+    where = []
+    for spec in run.cfg.models:
+        for entry in sweep_entries(run, spec):
+            path = sae_path(run, spec, entry) / rel_file
+            try:
+                f, t = count(json.loads(path.read_text()))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a missing or unreadable file is the runner's concern (missing / damaged outputs)
+            failed, total = failed + f, total + t
+            if f:
+                where.append(rel(run, path.parent))
+    return failed, total, where
+
+
+def _incomplete_message(what: str, failed: int, total: int, where: list[str]) -> str | None:
+    """None when no request failed; else the one line that stops the run (all failed: the judge is
+    unreachable or refuses; some failed: a plain re-run retries only those)."""
+    if not failed:
+        return None
+    if failed >= total:
+        return (f"every one of the {total} {what} judge requests failed for good: no result was made; check that "
+                "the judge answers (judge.base_url, judge.model, the key in judge.api_key_env), then re-run")
+    return (f"{failed} of {total} {what} judge requests failed for good (in {len(where)} SAE(s), e.g. {where[0]}); "
+            "they are not results: re-run the same command to retry only them (the answered ones are cached)")
+
+
+def autointerp_incomplete(run: Run) -> str | None:
+    """Whether some AutoInterp explanation or detection request failed for good (the stage is not done)."""
+    from jaxsae.autointerp.run import RESULTS_FILE, request_failures
+
+    def count(res):
+        lat = res["latents"]
+        return request_failures(lat), len(lat) + sum(r.get("explanation") is not None for r in lat)
+
+    return _incomplete_message("AutoInterp", *_failed_requests(run, RESULTS_FILE, count))
+
+
+def steer_incomplete(run: Run) -> str | None:
+    """Whether some steering rating request failed for good (the stage is not done)."""
+    def count(util):
+        js = util["judge_stats"]
+        return int(js.get("hard_failures", 0)), int(js.get("ratings", 0))
+
+    return _incomplete_message("steering rating", *_failed_requests(run, "steering/utility.json", count))
 
 
 def stage_select(run: Run) -> list[str]:
@@ -652,9 +702,9 @@ STAGES: list[Stage] = [
           split=True, per_sae=("metrics.json",)),
     Stage("autointerp", ("eval", "autointerp", "judge"), ("train",), stage_autointerp,
           "feature statistics and AutoInterp scores (µ, CONCEPT100)", split=True, validate=check_templates,
-          per_sae=("autointerp.json",)),
+          per_sae=("autointerp.json",), incomplete=autointerp_incomplete),
     Stage("steer", ("steer", "judge"), ("autointerp",), stage_steer, "steering utility g without selection (AxBench)",
-          split=True, validate=validate_steer, per_sae=("steering/utility.json",)),
+          split=True, validate=validate_steer, per_sae=("steering/utility.json",), incomplete=steer_incomplete),
     # after "steer": with select.pool = "concepts" the scored latents are the steered concepts
     Stage("select", ("select",), ("autointerp", "steer"), stage_select, "ΔTC and output score of every latent",
           split=True, per_sae=("dtc.npz",)),

@@ -1,7 +1,8 @@
 """``python -m jaxsae.launch --status``: what each stage holds, per stage and per SAE.
 
 A stage is running (a live launcher holds the folder's lock and the stage has started),
-interrupted (started, no live launcher), done, damaged (a recorded output file is missing or
+interrupted (started, no live launcher), incomplete (some judge requests failed for good: a re-run
+retries them), done, damaged (a recorded output file is missing or
 differs from its recorded hash), stale (an upstream stage was redone since), changed (run with
 another configuration) or todo; with the time it took across all its attempts.
 """

@@ -147,9 +147,18 @@ def _reusable(rec: dict, settings: dict, concepts: dict[int, str], max_acts, poo
         return False
     if not (0 <= f < len(max_acts) and rec.get("m_f_measured") == float(max_acts[f])):
         return False
+    if hard_failures(rec):  # a rating whose request failed for good is not a result: the concept is redone
+        return False
     dev, test = _draw(pool, st, f)
     want = test if split == "test" else [i for _ in st.factors for i in dev]
     return [g.get("instruction") for g in rec.get("generations", []) if g.get("split") == split] == want
+
+
+def hard_failures(rec: dict) -> int:
+    """Ratings of a saved concept record whose judge request failed for good (no answer: scored 0
+    but not a result; a re-run redoes the concept, the judge's cache answering the rest)."""
+    return sum(1 for g in rec.get("generations", []) for r in (g.get("ratings") or {}).values()
+               if not r.get("ok", True) and "text" in r and r["text"] is None)
 
 
 def _generation_rows(split: str, prompts, factors, outputs, rated: RatedGenerations) -> list[dict]:
