@@ -204,6 +204,26 @@ def test_damaged_outputs_are_redone_or_named(run_dir, tmp_path):
     shutil.rmtree(out)
 
 
+def test_one_damaged_output_of_every_stage_is_restored(run_dir, tmp_path):
+    """Every stage after train with one of its recorded files truncated, all at once: a plain re-run
+    redoes exactly those stages and gives the same results (a damaged output of train stops the run
+    with one line instead: test_damaged_outputs_are_redone_or_named)."""
+    out = tmp_path / "every-stage"
+    shutil.copytree(run_dir, out)
+    before = records(out)
+    for n in STAGES[1:]:
+        files = json.loads((out / "manifests" / f"{n}.json").read_text())["files"]
+        victim = out / sorted(files)[0]
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    status = launch(out, "--status")
+    assert all(f"{n:15s} damaged" in status for n in STAGES[1:]), status
+    assert ran(launch(out)) == STAGES[1:]
+    assert records(out) == before
+    status = launch(out, "--status")
+    assert all(f"{n:15s} done" in status for n in STAGES), status
+    shutil.rmtree(out)
+
+
 def test_replaced_cached_activations_are_refused(run_dir, tmp_path):
     (model,) = [p for p in run_dir.iterdir() if (p / "activations.npy").exists()]
     out = tmp_path / "replaced"
