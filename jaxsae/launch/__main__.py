@@ -67,6 +67,43 @@ def run_stage(stage: str, prog: str, doc: str, argv: list[str] | None = None) ->
     main(["--stages", stage, *argv], prog=prog, doc=doc)
 
 
+def _overridden(cls, cfg, args: list[str], prog: str):
+    """``cfg`` with the command line's overrides (tyro); a bad one is a one-line error naming it
+    (tyro's boxed message, flattened), not a box."""
+    import contextlib
+    import io
+
+    import tyro
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
+            return tyro.cli(cls, default=cfg, args=args, prog=prog)
+    except SystemExit as e:
+        if not e.code:
+            raise
+        what, title = [], None
+        for ln in err.getvalue().splitlines():
+            ln = ln.strip(" \t│╭╮╰╯┃")
+            if title is None:
+                title = ln or None  # e.g. "Value error", "Invalid choice"
+            elif set(ln) <= set("-─━ "):
+                if what:
+                    break  # the message ends at the box's next rule
+            elif ln.startswith(("Argument helptext", "For full helptext")):
+                break
+            else:
+                what.append(ln)
+        what = " ".join(what) or title or "bad option"
+        text = err.getvalue()
+        if "Perhaps you meant" in text:  # tyro's suggestions: the options named after it
+            near = [ln.split()[0] for ln in text.split("Perhaps you meant", 1)[1].splitlines()
+                    if ln.strip().startswith("--") and not set(ln.strip()) <= set("-")]
+            if near:
+                what += f" (did you mean {' or '.join(dict.fromkeys(near))}?)"
+        raise UserError(f"{what.rstrip('.')}; see {prog} --help for the options and their types") from None
+
+
 def main(argv: list[str] | None = None, *, prog: str = "python -m jaxsae.launch", doc: str = __doc__) -> None:
     import tyro
 
@@ -84,7 +121,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m jaxsae.launch"
     cfg = load_config(args.sweep)
     if args.help:
         tyro.cli(SweepConfig, default=cfg, args=["--help"], prog=prog)  # prints, exits 0
-    cfg = tyro.cli(SweepConfig, default=cfg, args=rest, prog=prog)  # tyro reports bad overrides
+    cfg = _overridden(SweepConfig, cfg, rest, prog)
     names = [s.name for s in STAGES]
     todo = _stage_list(args.stages, names, "stage(s)")
     redo = _stage_list(args.redo, names, "stage(s) in --redo")

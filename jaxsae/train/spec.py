@@ -95,6 +95,9 @@ class TrainSettings:
                 raise UserError(f"train.{name} must be a positive number, got {getattr(self, name)}; set a size >= 1")
         if self.steps < 0:
             raise UserError(f"train.steps must be >= 0 (0: tokens // batch), got {self.steps}")
+        for name in ("archs", "levels"):
+            if not getattr(self, name):
+                raise UserError(f"train.{name} is empty: the sweep would train no SAE; name at least one")
 
     def resolved(self, available_tokens: int | None = None) -> "TrainSettings":
         """These settings with ``steps`` set: as given, else ``min(tokens, available_tokens) // batch``
