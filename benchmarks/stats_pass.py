@@ -20,6 +20,7 @@ from pathlib import Path as _Path
 sys.path[:] = [p for p in sys.path if _Path(p or ".").resolve() != _Path(__file__).resolve().parent]
 
 import argparse
+import sys
 import json
 import os
 import time
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--d-sae", type=int, default=4608)
     ap.add_argument("--contexts", type=int, default=16)
     ap.add_argument("--layer", type=int, default=15)
+    ap.add_argument("--target", type=float, default=4.0, help="speed-up one pass must reach (exit 1 below it)")
     args = ap.parse_args()
 
     from jaxsae import features
@@ -73,7 +75,12 @@ def main() -> None:
     print(json.dumps({"saes": args.saes, "d_sae": args.d_sae, "tokens": int(tokens.size),
                       "each_s": round(times["a pass per SAE"], 2), "one_s": round(times["one pass"], 2),
                       "ratio": round(ratio, 2), "identical": same}))
-    print(f"one statistics pass for {args.saes} SAEs vs a pass each: {ratio:.2f}x faster")
+    print(f"one statistics pass for {args.saes} SAEs vs a pass each: {ratio:.2f}x faster (target >= {args.target:g}x)")
+    missed = [m for m, bad in ((f"one pass {ratio:.2f}x < {args.target:g}x", ratio < args.target),
+                               ("statistics differ from a pass per SAE", not same)) if bad]
+    if missed:
+        print("missed: " + "; ".join(missed))
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ Random decoder directions stand in for trained SAEs (steering only reads W_dec a
 demo's protocol by default (2 factors, 4 instructions: 4 dev + 2 test rows per concept, 16 new
 tokens, temperature 1). Each path runs once end to end, compiles included (as the stage pays them);
 the time JAX spent compiling is also reported, and the batched run is checked to give the same
-records as the loop. Prints generated tokens/s and wall time per path, and the ratio last.
+records as the loop. Prints generated tokens/s and wall time per path, and the ratio last; exits 1 below ``--target`` (5x).
 
     python benchmarks/steer.py [--saes 2 --concepts 16 --batch 64 --max-new 16]
 """
@@ -30,6 +30,7 @@ from pathlib import Path as _Path
 sys.path[:] = [p for p in sys.path if _Path(p or ".").resolve() != _Path(__file__).resolve().parent]
 
 import argparse
+import sys
 import json
 import os
 import tempfile
@@ -99,6 +100,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=0, help="rows per batch (0: the stage's default for this device)")
     ap.add_argument("--d-sae", type=int, default=1152)
     ap.add_argument("--judge", choices=("instant", "local"), default="instant")
+    ap.add_argument("--target", type=float, default=5.0, help="speed-up the batched stage must reach (exit 1 below it)")
     args = ap.parse_args()
 
     from jaxsae.judge import LocalJudge
@@ -151,7 +153,10 @@ def main() -> None:
            "ratio_without_compiles": round((wl - cl) / max(wb - cb, 1e-9), 2)}
     print(json.dumps(out))
     print(f"batched steer stage vs per-concept loop: {wl / wb:.2f}x faster "
-          f"({(wl - cl) / max(wb - cb, 1e-9):.2f}x without compiles)")
+          f"({(wl - cl) / max(wb - cb, 1e-9):.2f}x without compiles; target >= {args.target:g}x)")
+    if wl / wb < args.target:
+        print(f"missed: batched steering {wl / wb:.2f}x < {args.target:g}x")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
