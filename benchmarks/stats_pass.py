@@ -20,7 +20,6 @@ from pathlib import Path as _Path
 sys.path[:] = [p for p in sys.path if _Path(p or ".").resolve() != _Path(__file__).resolve().parent]
 
 import argparse
-import sys
 import json
 import os
 import time
