@@ -205,15 +205,6 @@ def init_state_sharded(specs: list[SAESpec], d_in: int, st: TrainSettings, first
     return fn(x)
 
 
-def shard_state(state: dict, mesh: Mesh | None) -> dict:
-    """Place a host state on the mesh (see :func:`state_shardings`). Every process holds the same
-    host state and contributes its own devices' shards, so the mesh may span processes."""
-    if mesh is None:
-        return state
-    return jax.tree.map(lambda a, s: put(jnp.asarray(a), s),
-                        state, state_shardings(state, mesh))
-
-
 # ------------------------------------------------------------------------------------ step
 
 
