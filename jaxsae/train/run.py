@@ -356,9 +356,12 @@ def train_sweep(
             if save:
                 import orbax.checkpoint as ocp
 
-                mngr.save(done_steps, args=ocp.args.StandardSave(state))  # each process its own shards
-                mngr.wait_until_finished()
+                # each process its own shards; asynchronous: save() copies the state to host memory
+                # (so the next, donating step may reuse its buffers) and writes the files while
+                # training goes on (the next save, or close(), waits for it)
+                mngr.save(done_steps, args=ocp.args.StandardSave(state))
             if stop_after is not None and done_steps >= stop_after:
+                mngr.wait_until_finished()
                 return {}
     finally:
         prefetch.close()
