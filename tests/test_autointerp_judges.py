@@ -14,7 +14,7 @@ import pytest
 
 from jaxsae.autointerp import ApiJudge, AutoInterpConfig, decide, run_autointerp
 from jaxsae.autointerp.prompts import parse_explanation, parse_predictions
-from jaxsae.judge import ChatClient
+from jaxsae.chat import ChatClient
 
 from test_autointerp_scoring import F, case, token_text  # noqa: F401 - `case` is a fixture
 from test_judge_api import no_proxy, server  # noqa: F401 - fixtures (the fake server, no proxy)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from jaxsae.errors import UserError
-from jaxsae.judge import APIJudge, ChatClient, generation_requests, harmonic_mean, prompt_digest
+from jaxsae.chat import ChatClient
+from jaxsae.judge import APIJudge, generation_requests, harmonic_mean, prompt_digest
 
 SECRET = "sk-test-THIS-MUST-NEVER-BE-WRITTEN-4242"
 

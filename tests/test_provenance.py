@@ -9,7 +9,7 @@ import json
 import numpy as np
 
 from jaxsae.io import provenance_hash
-from jaxsae.judge import ChatClient
+from jaxsae.chat import ChatClient
 from jaxsae.launch.config import SweepConfig, digest
 
 

@@ -10,7 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from jaxsae.judge import APIJudge, ClientStats, Judge, Rating, harmonic_mean
+from jaxsae.chat import ClientStats
+from jaxsae.judge import APIJudge, Judge, Rating, harmonic_mean
 from jaxsae.steer import (DEFAULT_FACTORS, Concept, SteerSettings, choose_factor, draw_instructions, feature_edit,
                           model_description, row_seed, run_utility, steer_concept, steering_scales)
 from jaxsae.steer.concepts import BUNDLED_INSTRUCTIONS

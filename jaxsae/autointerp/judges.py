@@ -168,7 +168,7 @@ def decide(p_yes: np.ndarray, cfg: AutoInterpConfig) -> list[int]:
 # ------------------------------------------------------------------------------------ API judge
 
 class ApiJudge:
-    """An OpenAI-compatible chat model (:class:`jaxsae.judge.api.ChatClient`) as judge."""
+    """An OpenAI-compatible chat model (:class:`jaxsae.chat.ChatClient`) as judge."""
 
     def __init__(self, client, cfg: AutoInterpConfig):
         self.client, self.cfg = client, cfg

@@ -68,8 +68,8 @@ demonstrations included."""
 
 
 def load_templates(path) -> dict[str, str]:
-    """The explainer/detector templates of a user file (see :mod:`jaxsae.judge.templates`)."""
-    from jaxsae.judge.templates import load_templates as load
+    """The explainer/detector templates of a user file (see :mod:`jaxsae.templates`)."""
+    from jaxsae.templates import load_templates as load
 
     return load(path, TEMPLATE_FIELDS, "autointerp.templates")
 

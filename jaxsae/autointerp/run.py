@@ -20,7 +20,7 @@ from jaxsae.autointerp.scoring import accuracy, summarize
 from jaxsae.errors import UserError
 from jaxsae.features.compute import text_label
 from jaxsae.io import atomic_write_json, provenance_hash
-from jaxsae.judge.templates import describe as describe_templates
+from jaxsae.templates import describe as describe_templates
 
 RESULTS_FILE = "autointerp.json"
 STATS_DIR = "feature_stats"

@@ -85,7 +85,8 @@ def _judge(a):
             return Detector(lm, cfg)
 
         return LocalJudge(lm, batch_size=a.batch_size), detector
-    from jaxsae.judge import APIJudge, ChatClient
+    from jaxsae.chat import ChatClient
+    from jaxsae.judge import APIJudge
 
     cache = Path(a.cache_dir) if a.cache_dir else Path(a.out).resolve().parent / "judge_cache"
     client = ChatClient(a.base_url, a.model, api_key_env=a.api_key_env or None, cache_dir=cache,

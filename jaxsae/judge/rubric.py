@@ -84,8 +84,8 @@ TEMPLATE_FIELDS = {
 
 
 def load_templates(path) -> dict[str, str]:
-    """The steering judge's templates from a user file (see :mod:`jaxsae.judge.templates`)."""
-    from .templates import load_templates as load
+    """The steering judge's templates from a user file (see :mod:`jaxsae.templates`)."""
+    from jaxsae.templates import load_templates as load
 
     return load(path, TEMPLATE_FIELDS, "judge.templates")
 

@@ -113,7 +113,7 @@ class Run:
         """The stage's config sections, less fields marked ``metadata={"hashed": False}`` (settings
         such as batch sizes that do not change results); a section's ``templates`` file also by its
         SHA-256 (an edited file is a changed configuration)."""
-        from jaxsae.judge.templates import file_sha256
+        from jaxsae.templates import file_sha256
 
         d = dataclasses.asdict(self.cfg)
         out = {}

@@ -155,7 +155,7 @@ def check_templates(run: Run) -> None:
 
 def chat_client(run: Run):
     """The API judge's client (judge.kind = "api"), its request cache in the run folder."""
-    from jaxsae.judge import ChatClient
+    from jaxsae.chat import ChatClient
 
     j = run.cfg.judge
     return ChatClient(j.base_url, j.model, api_key_env=j.api_key_env or None, cache_dir=run.out / "judge_cache",
@@ -650,7 +650,7 @@ def stage_analysis(run: Run) -> list[str]:
     import time
 
     from jaxsae.analysis import compare_readings, group_levels, rank_agreement, selection_rank, selection_summary
-    from jaxsae.judge.templates import describe as describe_templates
+    from jaxsae.templates import describe as describe_templates
 
     a = settings = run.cfg.analysis
     records = group_levels(collect_records(run), a.level_grouping)
