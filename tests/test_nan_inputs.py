@@ -11,7 +11,7 @@ import safetensors.numpy
 import jaxsae.sae as S
 from jaxsae import features
 from jaxsae.errors import UserError
-from jaxsae.sae.metrics import core_metrics
+from jaxsae.metrics import core_metrics
 from jaxsae.select.dtc import feature_scores
 from test_select_dtc import random_sae
 

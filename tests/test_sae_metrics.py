@@ -15,7 +15,7 @@ import pytest
 import jaxsae.sae as S
 from jaxsae.models import Edit
 from jaxsae.models.decoder import forward_from
-from jaxsae.sae.metrics import _ce_sum, core_metrics, core_metrics_many
+from jaxsae.metrics import _ce_sum, core_metrics, core_metrics_many
 from test_select_dtc import random_sae
 
 LAYER = 1

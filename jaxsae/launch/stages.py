@@ -290,7 +290,7 @@ def stage_metrics(run: Run) -> list[str]:
     """Core metrics (L0, FVU, cosine, L2 ratio, dead/dense, CE-loss and KL scores) per SAE; the
     model's clean and zero-ablated passes are shared by all SAEs of a model."""
     import jaxsae.sae as S
-    from jaxsae.sae.metrics import core_metrics_many
+    from jaxsae.metrics import core_metrics_many
 
     c = run.cfg
     outputs = []

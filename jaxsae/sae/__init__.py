@@ -1,4 +1,5 @@
-"""Sparse autoencoders as pure functions over parameter pytrees, SAELens-v6 export/load, core metrics.
+"""Sparse autoencoders as pure functions over parameter pytrees, SAELens-v6 export/load (the
+core metrics, which run the LLM, are :mod:`jaxsae.metrics`).
 
 Training architectures (``ARCHS``): relu (Anthropic April update), topk, batchtopk, jumprelu,
 gated, matryoshka (Matryoshka BatchTopK). Trained SAEs are exported in SAELens layout as

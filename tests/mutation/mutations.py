@@ -28,7 +28,7 @@ class Mutation:
 
 
 DTC = "jaxsae/select/dtc.py"
-METRICS = "jaxsae/sae/metrics.py"
+METRICS = "jaxsae/metrics.py"
 KENDALL = "jaxsae/analysis/kendall.py"
 TRAINER = "jaxsae/train/trainer.py"
 OPS = "jaxsae/sae/ops.py"

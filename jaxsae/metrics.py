@@ -1,4 +1,5 @@
-"""Core metrics (SAEBench definitions) of an SAE on held-out tokens.
+"""Core metrics (SAEBench definitions) of an SAE on held-out tokens, through the LLM (the SAE
+package itself knows nothing of LLMs).
 
 - L0: mean number of non-zero latents per token.
 - Explained variance: 1 − E‖x − x̂‖² / E‖x − E[x]‖² (pooled over tokens); FVU = 1 − that.
