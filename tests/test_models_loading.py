@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxsae.models import load_model, weights
+from jaxsae.models.hub import smollm2_tokenizer
 from jaxsae.models.random import write_random_llama
 
 
@@ -29,7 +30,7 @@ def iter_leaves(params):
         yield from (iter_leaves(v) if isinstance(v, dict) else [(k, v)])
 
 def test_host_memory_peaks_at_one_leaf_not_the_model(tmp_path):
-    path = write_random_llama(tmp_path / "m", config=dict(
+    path = write_random_llama(tmp_path / "m", smollm2_tokenizer(), config=dict(
         vocab_size=512, hidden_size=256, intermediate_size=1024, num_hidden_layers=6, head_dim=64))
     lm = load_model(str(path))  # warm: tokenizer, jax
     total = sum(a.nbytes for _, a in iter_leaves(lm.params))

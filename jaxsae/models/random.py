@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import safetensors.numpy
@@ -23,10 +24,9 @@ TINY_LLAMA = dict(
 )
 
 
-def write_random_llama(path: str | os.PathLike, *, seed: int = 0, config: dict | None = None) -> Path:
-    """Write a random Llama checkpoint (std 0.08 weights, unit norms) with SmolLM2's tokenizer."""
-    from jaxsae.models.hub import smollm2_tokenizer
-
+def write_random_llama(path: str | os.PathLike, tokenizer, *, seed: int = 0, config: dict | None = None) -> Path:
+    """Write a random Llama checkpoint (std 0.08 weights, unit norms) with ``tokenizer`` (a
+    ``transformers`` tokenizer: SmolLM2's for the alias)."""
     cfg = dict(TINY_LLAMA, **(config or {}))
     r = np.random.RandomState(seed)
     D, F, V, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], cfg["num_hidden_layers"]
@@ -54,15 +54,14 @@ def write_random_llama(path: str | os.PathLike, *, seed: int = 0, config: dict |
     with atomic_dir(path) as tmp:
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
         safetensors.numpy.save_file(tensors, str(tmp / "model.safetensors"))
-        smollm2_tokenizer().save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return path
 
 
-def tiny_random_llama() -> Path:
-    """The cached ``tiny-random-llama`` checkpoint folder (written on first use)."""
-    from jaxsae.models.hub import cache_dir
-
-    path = cache_dir() / "models" / TINY_ALIAS
+def tiny_random_llama(cache: Path, tokenizer: Callable[[], Any]) -> Path:
+    """The ``tiny-random-llama`` checkpoint folder under ``cache`` (written on first use, with
+    ``tokenizer()``)."""
+    path = cache / "models" / TINY_ALIAS
     if not (path / "model.safetensors").exists():
-        write_random_llama(path)
+        write_random_llama(path, tokenizer())
     return path
