@@ -10,7 +10,7 @@ import pytest
 
 from jaxsae import features
 from jaxsae.errors import UserError
-from jaxsae.features import corpus
+from jaxsae import text as corpus
 from jaxsae.features.compute import special_ids
 from jaxsae.sae.random import calibrated_sae
 

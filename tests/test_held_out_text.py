@@ -15,7 +15,7 @@ import pytest
 
 from jaxsae import features
 from jaxsae.errors import UserError
-from jaxsae.features import corpus
+from jaxsae import text as corpus
 from jaxsae.features.compute import HeldOutShortWarning
 from jaxsae.launch import stages
 from jaxsae.launch.config import DataConfig, SweepConfig

@@ -9,7 +9,7 @@ import pytest
 import jaxsae.sae as S
 
 from jaxsae.errors import UserError
-from jaxsae.features.corpus import pack_contexts
+from jaxsae.text import pack_contexts
 from jaxsae.train import SAESpec, TrainSettings, train_sweep
 from jaxsae.train.data import stdlib_docstrings
 from jaxsae.train.stream import ActivationStream, context_stream

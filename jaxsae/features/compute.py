@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsae.errors import UserError
-from jaxsae.features import corpus
+from jaxsae import text as corpus
 from jaxsae.features.store import FeatureStats
 from jaxsae.features.stream import StreamSpec, finalize_iw, init_state, random_positions, update
 

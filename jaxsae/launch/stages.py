@@ -278,7 +278,7 @@ def held_out(run: Run, lm, n_tokens: int, context: int):
     """Held-out contexts (the statistics corpus, disjoint from training text) and counted mask."""
     from jaxsae.features import FeatureStatsConfig, held_out_tokens
     from jaxsae.features.compute import special_ids
-    from jaxsae.features.corpus import counted_mask
+    from jaxsae.text import counted_mask
 
     cfg = FeatureStatsConfig(context_len=context, total_tokens=n_tokens)
     tokens, bos = held_out_tokens(lm, cfg, texts_for(run))

@@ -123,7 +123,7 @@ def split_document(text: str, *, held_out: bool) -> str:
 def local_texts(source: str, *, held_out: bool = False) -> list[str]:
     """Documents of local files ("a.txt,b.jsonl,folder/": a folder gives its .txt files), their
     training parts, or with ``held_out`` the disjoint held-out parts (see :func:`split_document`)."""
-    from jaxsae.features.corpus import read_texts
+    from jaxsae.text import read_texts
 
     paths: list[Path] = []
     for p in map(Path, source.split(",")):
@@ -173,7 +173,7 @@ def harvest(lm, layer: int, texts: Sequence[str], n_tokens: int, out_path: Path,
     stored activations, memory-mapped (see :func:`load_activations`)."""
     from numpy.lib.format import open_memmap
 
-    from jaxsae.features.corpus import counted_mask, pack_contexts, tokenizer_adds_bos
+    from jaxsae.text import counted_mask, pack_contexts, tokenizer_adds_bos
     from jaxsae.io import atomic_dir, atomic_write_json
     from jaxsae.train.shards import ShardWriter, record, sidecar_path
 

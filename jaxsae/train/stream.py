@@ -26,7 +26,7 @@ from jaxsae.errors import UserError
 def context_stream(texts: Iterable[str], tokenizer, *, context_len: int, bos_id: int | None,
                    sep_id: int | None, docs_per_call: int = 256) -> Iterator[np.ndarray]:
     """int32[T] contexts packed from documents as they come (same packing as
-    :func:`jaxsae.features.corpus.pack_contexts`: documents joined by ``sep_id``, ``bos_id`` first)."""
+    :func:`jaxsae.text.pack_contexts`: documents joined by ``sep_id``, ``bos_id`` first)."""
     body = context_len - (bos_id is not None)
     buf: list[int] = []
     docs: list[str] = []
@@ -59,7 +59,7 @@ class ActivationStream:
     def __init__(self, lm, layer: int, texts: Callable[[], Iterable[str]], batch: int, steps: int, *,
                  context: int = 128, llm_batch: int = 16, chunk_contexts: int | None = None, seed: int = 0,
                  shards: int = 1):
-        from jaxsae.features.corpus import tokenizer_adds_bos
+        from jaxsae.text import tokenizer_adds_bos
 
         if lm.tokenizer is None:
             raise UserError(f"{lm.source} has no tokenizer; harvesting needs one")
@@ -89,7 +89,7 @@ class ActivationStream:
     # ------------------------------------------------------------------------- tokens only
 
     def _tokenize_chunk(self) -> tuple[np.ndarray, np.ndarray]:
-        from jaxsae.features.corpus import counted_mask
+        from jaxsae.text import counted_mask
 
         if self._ctx_iter is None:
             self._ctx_iter = context_stream(self.texts(), self.lm.tokenizer, context_len=self.context,

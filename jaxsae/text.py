@@ -1,4 +1,5 @@
-"""Held-out text -> packed token contexts int32[N, T], and which tokens count.
+"""Text for training, the statistics pass and the core metrics: corpus sources (Python's docs,
+local files), packed token contexts int32[N, T], and which tokens count.
 
 Packing follows SAELens' ``tokenize_and_concatenate`` (which SAEBench uses): documents are
 tokenized without special tokens, joined with the end-of-text token, cut into contexts of
