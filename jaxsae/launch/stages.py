@@ -203,7 +203,7 @@ def validate_train(run: Run) -> None:
     specs = c.train.sweep()
     for spec in c.models:
         lm = spec_lm(run, spec)
-        lm._check_layer(spec.layer)
+        lm.check_layer(spec.layer)
         check_sweep(specs, lm.config.d_model, c.train.d_sae)
 
 

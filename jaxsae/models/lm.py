@@ -42,7 +42,9 @@ class LM:
 
     # ------------------------------------------------------------------------ numeric entry points
 
-    def _check_layer(self, layer: int) -> int:
+    def check_layer(self, layer: int) -> int:
+        """``layer`` as an int when it is one of the model's blocks (0 .. n_layers - 1), else a
+        one-line error naming the range."""
         if not 0 <= layer < self.config.n_layers:
             raise UserError(
                 f"layer {layer} is out of range for {self.config.name or self.config.family} "
@@ -60,7 +62,7 @@ class LM:
         """float32 [B, T, D]: output of block ``layer`` (== HF ``hidden_states[layer + 1]``).
 
         Early exit: blocks above ``layer`` and the unembedding are not run."""
-        layer = self._check_layer(layer)
+        layer = self.check_layer(layer)
         tokens_bt = jnp.asarray(tokens_bt, jnp.int32)
         mask_bt = jnp.ones(tokens_bt.shape, bool) if mask_bt is None else jnp.asarray(mask_bt, bool)
         return _forward(self.params, self.config, tokens_bt, mask_bt, edit, layer)
@@ -119,7 +121,7 @@ class LM:
     def generate_ids(self, prompts, *, max_new_tokens=64, temperature=0.0, chat=True, steer=None, seed=0) -> list[list[int]]:
         """As :meth:`generate`, returning the new token ids (up to and excluding the end token)."""
         if steer is not None:
-            self._check_layer(steer.layer)
+            self.check_layer(steer.layer)
         tokens, mask = self.encode(prompts, chat=chat)
         if tokens.shape[1] + max_new_tokens > self.config.max_positions:
             raise UserError(

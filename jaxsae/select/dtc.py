@@ -183,7 +183,7 @@ def feature_scores(
             f"the SAE reads d_in={sae.d_in} but the model's residual is d_model={lm.config.d_model}; "
             "use the SAE trained on this model"
         )
-    layer = lm._check_layer(layer)
+    layer = lm.check_layer(layer)
     if k < 1:
         raise UserError("k must be >= 1 (the number of top probabilities in C_k)")
     feats = np.arange(sae.d_sae) if features is None else np.asarray(features, dtype=np.int64)

@@ -63,7 +63,7 @@ class ActivationStream:
 
         if lm.tokenizer is None:
             raise UserError(f"{lm.source} has no tokenizer; harvesting needs one")
-        lm._check_layer(layer)
+        lm.check_layer(layer)
         if shards < 1 or batch % shards:
             raise UserError(f"the SAE batch ({batch}) must be a multiple of the harvest shards ({shards}); change one of them")
         cfg = lm.config
