@@ -19,11 +19,12 @@ from scipy.stats import mannwhitneyu
 from jaxsae.autointerp import AutoInterpConfig, latent_examples, select_latents
 from jaxsae.autointerp import prompts as P
 from jaxsae.autointerp.judges import Detection
+from jaxsae.autointerp.validate import DetectorCheck, validate_detector
 from jaxsae.errors import UserError
 from jaxsae.features import FeatureStatsConfig, stats_from_codes
 from jaxsae.judge import Judge, Rating
 from jaxsae.judge.validate import (ValiditySettings, auroc, bootstrap_ci, cache_key, data_hash, labelled_examples,
-                                   repeated_words, validate_cached, validate_detector, validate_judge, verdict)
+                                   repeated_words, validate_cached, validate_judge, verdict)
 
 AXBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "axbench"
 needs_axbench = pytest.mark.skipif(not AXBENCH.is_dir(), reason=f"AxBench data not found at {AXBENCH}")
@@ -378,9 +379,9 @@ def test_cache_with_detector(stats, tmp_path):
     cfg = AutoInterpConfig()
     s = ValiditySettings(axbench_dir=str(AXBENCH), n_per_class=8, n_boot=100, detector_latents=2)
     det = FakeDetector({}, "random")
-    a = validate_cached(j, s, tmp_path, detector_judge=det, stats=stats, token_text=token_text, autointerp_cfg=cfg)
+    a = validate_cached(j, s, tmp_path, detector=DetectorCheck(det, stats, token_text, cfg, s))
     assert a["detector"]["n_latents"] == 2 and (tmp_path / f"{a['cache_key']}.json").is_file()
-    b = validate_cached(j, s, tmp_path, detector_judge=det, stats=stats, token_text=token_text, autointerp_cfg=cfg)
+    b = validate_cached(j, s, tmp_path, detector=DetectorCheck(det, stats, token_text, cfg, s))
     assert a == b and j.calls == 1
     c = validate_cached(j, s, tmp_path)  # without the detector: another result
     assert c["cache_key"] != a["cache_key"] and "detector" not in c and j.calls == 2

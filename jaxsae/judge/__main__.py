@@ -152,7 +152,7 @@ def validate_main(a) -> int:
     res["judge_stats"] = judge.stats()
     if stats is not None:
         from jaxsae.autointerp.config import AutoInterpConfig
-        from jaxsae.judge.validate import validate_detector
+        from jaxsae.autointerp.validate import validate_detector
 
         cfg = AutoInterpConfig()
         res["detector"] = validate_detector(detector(cfg), stats[0], stats[1], cfg, settings=s)

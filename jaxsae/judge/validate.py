@@ -11,8 +11,9 @@ well its rating separates the two classes:
   fluency      a real AxBench response vs another one with its words shuffled, or its first
                words repeated to the same length.
 
-and for the AutoInterp detector (:func:`validate_detector`): a latent's activating scoring
-windows vs its random, non-activating ones, given the judge's own explanation.
+and for the AutoInterp detector (:func:`jaxsae.autointerp.validate.validate_detector`, one layer
+up): a latent's activating scoring windows vs its random, non-activating ones, given the judge's
+own explanation.
 
 Per criterion: AUROC = P(rating of a positive > rating of a negative) + ½ P(equal) (the
 Mann–Whitney U statistic over n_pos·n_neg), a percentile bootstrap CI resampling each class
@@ -352,21 +353,19 @@ def validate_judge(judge: Judge, examples: dict[str, Sequence[Labelled]], *,
             "min_digit_mass": settings.min_digit_mass, "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def validate_cached(judge: Judge, settings: ValiditySettings, cache_dir: str | Path, *, detector_judge=None,
-                    stats=None, token_text=None, autointerp_cfg=None) -> dict[str, Any]:
+def validate_cached(judge: Judge, settings: ValiditySettings, cache_dir: str | Path, *,
+                    detector=None) -> dict[str, Any]:
     """:func:`validate_judge` on :func:`labelled_examples` of ``settings``, kept as
     ``cache_dir/<cache_key>.json`` (written atomically) and read back when it is there.
 
-    With ``detector_judge`` (an AutoInterp judge), ``stats`` and ``token_text``, the result also
-    holds ``"detector"`` (:func:`validate_detector`), and the key the statistics' fingerprint."""
+    ``detector``: the AutoInterp detector's check
+    (:class:`jaxsae.autointerp.validate.DetectorCheck`): called for ``"detector"`` in the result,
+    its ``key()`` (detector, statistics fingerprint, settings) entering the cache key."""
     ex = labelled_examples(settings.axbench_dir, n_per_class=settings.n_per_class, seed=settings.seed,
                            criteria=settings.criteria)
     sizes = _sizes(settings)
-    if detector_judge is not None:
-        sizes.update(detector=getattr(detector_judge, "name", type(detector_judge).__name__),
-                     detector_latents=settings.detector_latents,
-                     stats=(stats.meta.get("fingerprint") if stats is not None else None),
-                     autointerp=_json(dataclasses.asdict(autointerp_cfg)) if autointerp_cfg is not None else None)
+    if detector is not None:
+        sizes.update(detector.key())
     key = cache_key(judge.describe(), data_hash(ex), sizes)
     path = Path(cache_dir) / f"{key}.json"
     try:
@@ -376,52 +375,11 @@ def validate_cached(judge: Judge, settings: ValiditySettings, cache_dir: str | P
     except (OSError, ValueError, AttributeError):
         pass
     res = validate_judge(judge, ex, settings=settings)
-    if detector_judge is not None:
-        res["detector"] = validate_detector(detector_judge, stats, token_text, autointerp_cfg, settings=settings)
+    if detector is not None:
+        res["detector"] = detector()
     res["cache_key"] = key
     atomic_write_json(path, res)
     return res
-
-
-def validate_detector(judge, stats, token_text, cfg=None, *,
-                      settings: ValiditySettings = ValiditySettings()) -> dict[str, Any]:
-    """How well an AutoInterp judge (:mod:`jaxsae.autointerp.judges`) tells a latent's
-    activating scoring windows (label True) from non-activating random ones, given its own
-    explanation from the explanation windows, pooled over ``settings.detector_latents`` latents
-    of ``stats`` (a :class:`jaxsae.features.FeatureStats`; ``token_text`` turns token ids into
-    strings). A window's score is the judge's P(yes) when it gives one, else 1 if it was
-    predicted active and 0 if not. Latents whose explanation failed are left out (counted)."""
-    from jaxsae.autointerp import prompts as P
-    from jaxsae.autointerp.config import AutoInterpConfig
-    from jaxsae.autointerp.sampling import latent_examples, select_latents
-
-    cfg = dataclasses.replace(cfg or AutoInterpConfig(), n_latents=settings.detector_latents,
-                              n_concepts=settings.detector_latents, latents=None)
-    t0 = time.perf_counter()
-    sel = select_latents(stats, cfg)
-    exs = [latent_examples(stats, f, cfg) for f in sel.scored]
-    gen = [[P.render_window(token_text(w.tokens), w.acts, ex.threshold) for w in ex.generation] for ex in exs]
-    raw = judge.explain([P.explanation_messages(g, use_demos=cfg.use_demos) for g in gen]) if exs else []
-    expl = [None if r is None else P.parse_explanation(r) or None for r in raw]
-    todo = [i for i, e in enumerate(expl) if e is not None]
-    texts = [[P.render_window(token_text(w.tokens)) for w in exs[i].scoring] for i in todo]
-    examples = [sorted(range(1, cfg.n_expected_positive + 1)) for _ in todo]  # the API prompt's format example
-    dets = judge.detect([expl[i] for i in todo], texts, examples) if todo else []
-    scores, labels, kinds = [], [], []
-    for i, d in zip(todo, dets):
-        ex = exs[i]
-        if d.p_yes is None and d.predicted is None:
-            continue
-        pred = set(d.predicted or [])
-        for j, (w, lab) in enumerate(zip(ex.scoring, ex.labels)):
-            scores.append(d.p_yes[j] if d.p_yes is not None else float((j + 1) in pred))
-            labels.append(bool(lab))
-            kinds.append(w.kind)
-    res = separation(scores, labels, kinds, n_boot=settings.n_boot, level=settings.ci_level, seed=settings.seed)
-    res.update(n_latents=len(exs), n_explained=len(todo), score="p_yes" if dets and dets[0].p_yes is not None
-               else "predicted", judge=getattr(judge, "name", type(judge).__name__),
-               seconds=round(time.perf_counter() - t0, 3))
-    return _json(res)
 
 
 # ------------------------------------------------------------------------------ verdict
