@@ -139,10 +139,3 @@ def geometric_median(points_nd, max_iter=100, tol=1e-5):
 
 def global_norm(tree):
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
-
-
-def clip_by_global_norm(tree, max_norm):
-    """torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when norm > max_norm."""
-    norm = global_norm(tree)
-    scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
-    return jax.tree.map(lambda g: g * scale, tree), norm
