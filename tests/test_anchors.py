@@ -354,6 +354,12 @@ def test_jumprelu_steps_equal_dictionary_learning_jumprelu_trainer():
     assert metrics[-1]["l0_penalty"] > 1.0  # the target-L0 penalty is large and pulls the thresholds
     np.testing.assert_array_equal(np.asarray(group["aux"]["since_fired"][0]), ref.num_tokens_since_fired.numpy())
     _assert_codes_equal("jumprelu", group, target, cfg, lambda x: ref.ae.encode(x), _batches(1, seed=9)[0])
+    # theta is raw and unconstrained, so it may go negative: codes stay ReLU(z) * 1[z > theta] on both
+    # sides (this caught our inference encode returning z there, negative codes; fixed in jumprelu.infer)
+    with torch.no_grad():
+        ref.ae.threshold -= 0.5
+    group["params"]["threshold"] = group["params"]["threshold"] - 0.5
+    _assert_codes_equal("jumprelu", group, target, cfg, lambda x: ref.ae.encode(x), _batches(1, seed=9)[0])
 
 
 def test_gated_steps_equal_dictionary_learning_gated_sae_trainer():
