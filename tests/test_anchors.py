@@ -390,3 +390,55 @@ def test_gated_steps_equal_dictionary_learning_gated_sae_trainer():
     assert all(m["aux"] > 0 and m["l1"] > 0 for m in metrics)
     # dictionary_learning's Gated trainer keeps no dead-latent counter (ours is for logging only)
     _assert_codes_equal("gated", group, l1, cfg, lambda x: ae.encode(x), _batches(1, seed=9)[0])
+
+
+def test_topk_token_without_positive_codes_differs_from_dictionary_learning_as_documented(monkeypatch):
+    """A token whose pre-activations are all 0 (x = b_dec at a step where b_enc is still 0): the
+    parameters still equal dictionary_learning's, but two documented differences show (jaxsae/sae/
+    topk.py docstring; sae_recipes.md §2.2 defines the threshold by each row's smallest *positive*
+    top-k value and dead latents by not *firing*, which such a row has neither of):
+    - threshold: dictionary_learning's row minimum is +inf, so its EMA becomes inf for good; ours
+      leaves the row out of the mean and stays the EMA of the other rows;
+    - counters: dictionary_learning counts the k latents its top-k happened to pick (code 0) as
+      fired; ours counts only positive codes, so exactly those latents differ (and, inside a dead
+      window, AuxK would see different dead sets: the window here is long, so the parameters agree)."""
+    _need("dictionary_learning")
+    from dictionary_learning.trainers.top_k import TopKTrainer
+
+    cfg, st, k = _topk_cfg().replace(dead_tokens=10**6), _settings(), 2
+    torch.manual_seed(0)
+    ref = TopKTrainer(k=k, **_topk_kwargs(cfg, st))
+    ref.dead_feature_threshold = cfg.dead_tokens
+    xs = _batches(2)
+    # step 0 has LR 0, so b_dec stays the geometric median of batch 0 and b_enc stays 0 for step 1;
+    # both start from our median (bit for bit), so that x - b_dec is exactly 0 on both sides
+    import jax.numpy as jnp
+
+    from jaxsae.sae import ops
+
+    gm = np.asarray(ops.geometric_median(jnp.asarray(xs[0])))
+    monkeypatch.setattr("dictionary_learning.trainers.top_k.geometric_median", lambda x: torch.from_numpy(gm.copy()))
+    xs[1][0] = gm
+    with torch.no_grad():  # latents 0 and 1 (those torch's top-k picks among equal zeros) never win elsewhere
+        ref.ae.encoder.weight[:2] *= 1e-3
+    picked = []
+    loss = ref.loss
+
+    def spy(x, step=None, logging=False):  # the latents dictionary_learning's top-k picks for row 0
+        if step == 1:
+            with torch.no_grad():
+                f, vals, idx, pre = ref.ae.encode(x, return_topk=True)
+            assert float(pre[0].abs().max()) == 0.0 and float(vals[0].max()) == 0.0
+            picked.extend(idx[0].tolist())
+        return loss(x, step=step, logging=logging)
+
+    ref.loss = spy
+    group, start, _ = _train_both("topk", k, ref, _linear_sae(ref.ae), xs, st, cfg, gm=True)
+    np.testing.assert_array_equal(start["b_dec"], gm)
+    _assert_params_equal("topk", group, start, _linear_sae(ref.ae)())
+    assert float(ref.ae.threshold) == float("inf")
+    thr = float(group["aux"]["threshold"][0])
+    assert 0 < thr < float("inf")
+    since, theirs = np.asarray(group["aux"]["since_fired"][0]), ref.num_tokens_since_fired.numpy()
+    differ = set(np.flatnonzero(since != theirs).tolist())
+    assert differ and differ <= set(picked)  # {0, 1} with the pinned torch and (theirs[sorted(differ)] < since[sorted(differ)]).all()
