@@ -137,6 +137,8 @@ def test_relu_steps_equal_dictionary_learning_standard_trainer_april_update():
         assert np.abs(v - start[k]).max() > 1e-3, k  # the steps moved every tensor
         np.testing.assert_allclose(got - start[k], v - start[k], rtol=1e-4, atol=1e-6, err_msg=f"relu {k} update")
         _close(got, v, f"relu {k} after 3 steps")
+    relu_layout = {**LINEAR, "b_dec": ("bias", False)}
+    _assert_adam_equal("relu", state["groups"]["relu"], ref, relu_layout)
 
 
 # ------------------------------------------------- every architecture's steps vs dictionary_learning
@@ -165,9 +167,9 @@ def _settings(**kw):
     return TrainSettings(**{**base, **kw})
 
 
-def _train_both(arch, sparsity, ref, theirs, xs, st, cfg, gm=False):
-    """Three updates of dictionary_learning's ``ref`` and of our trainer from ``theirs()`` (ref's
-    parameters in our layout, read before its first update). With ``gm`` (TopK family) b_dec starts
+def _train_both(arch, sparsity, ref, layout, xs, st, cfg, gm=False):
+    """Three updates of dictionary_learning's ``ref`` and of our trainer from ref's parameters
+    (read through ``layout`` before its first update). With ``gm`` (TopK family) b_dec starts
     at our geometric median of the first batch, checked against dictionary_learning's, which its
     ``update(0, x)`` writes into b_dec. Returns (our group state, start, per-step metrics)."""
     import jax.numpy as jnp
@@ -177,7 +179,7 @@ def _train_both(arch, sparsity, ref, theirs, xs, st, cfg, gm=False):
 
     spec = SAESpec(arch, 0, sparsity)
     state = init_state([spec], D, st, xs[0], cfg)
-    start = {k: v.copy() for k, v in theirs().items()}
+    start = _read(ref.ae, layout)
     if gm:
         ours_gm = np.asarray(state["groups"][arch]["params"]["b_dec"][0])
         want_gm = ref.geometric_median(torch.from_numpy(xs[0])).numpy() if hasattr(ref, "geometric_median") else \
@@ -201,7 +203,8 @@ def _dl_geometric_median(x):
     return geometric_median(torch.from_numpy(x)).numpy()
 
 
-def _assert_params_equal(arch, group, start, want):
+def _assert_params_equal(arch, group, start, ref, layout):
+    want = _read(ref.ae, layout)
     assert set(group["params"]) == set(want), arch
     for k, v in want.items():
         got = np.asarray(group["params"][k][0])
@@ -213,6 +216,7 @@ def _assert_params_equal(arch, group, start, want):
         np.testing.assert_allclose(got - start[k], step_taken, rtol=1e-4, atol=2e-4 * np.abs(step_taken).max(),
                                    err_msg=f"{arch} {k} update")
         _close(got, v, f"{arch} {k} after 3 steps")
+    _assert_adam_equal(arch, group, ref, layout)
 
 
 def _assert_codes_equal(arch, group, sparsity, cfg, ref_encode, x):
@@ -230,16 +234,48 @@ def _assert_codes_equal(arch, group, sparsity, cfg, ref_encode, x):
     _close(f, f_ref, f"{arch} inference codes")
 
 
-def _linear_sae(ae):
-    """Our layout of dictionary_learning's nn.Linear TopK / BatchTopK SAE (weights transposed)."""
-    return lambda: {"W_enc": ae.encoder.weight.detach().numpy().T.copy(),
-                    "b_enc": ae.encoder.bias.detach().numpy().copy(),
-                    "W_dec": ae.decoder.weight.detach().numpy().T.copy(),
-                    "b_dec": ae.b_dec.detach().numpy().copy()}
+LINEAR = {"W_enc": ("encoder.weight", True), "b_enc": ("encoder.bias", False), "W_dec": ("decoder.weight", True),
+          "b_dec": ("b_dec", False)}
+"""Our names of dictionary_learning's nn.Linear TopK / BatchTopK parameters (name, stored transposed)."""
+GATED = {"W_enc": ("encoder.weight", True), "b_gate": ("gate_bias", False), "b_mag": ("mag_bias", False),
+         "r_mag": ("r_mag", False), "W_dec": ("decoder.weight", True), "b_dec": ("decoder_bias", False)}
 
 
-def _param_sae(ae, names):
-    return lambda: {k: getattr(ae, k).detach().numpy().copy() for k in names}
+def _plain(*names):
+    """A layout of parameters stored as ours (nn.Parameter W_enc [D, F], W_dec [F, D], ...)."""
+    return {n: (n, False) for n in names}
+
+
+def _read(ae, layout, of=lambda p: p):
+    """``of(parameter)`` of each tensor of ``layout``, as numpy in our layout."""
+    out = {}
+    for k, (name, transposed) in layout.items():
+        a = of(ae.get_parameter(name)).detach().numpy()
+        out[k] = (a.T if transposed else a).copy()
+    return out
+
+
+def _assert_adam_equal(arch, group, ref, layout):
+    """Adam's first and second moments and its step count equal torch.optim.Adam's state."""
+    import optax
+
+    opt = group["opt"]
+    state = ref.optimizer.state
+    for ours_key, theirs_key in (("mu", "exp_avg"), ("nu", "exp_avg_sq")):
+        got = optax.tree_utils.tree_get(opt, ours_key)
+        want = _read(ref.ae, layout, lambda p: state[p][theirs_key])
+        for k, v in want.items():
+            assert np.abs(v).max() > 0, f"{arch} {ours_key} {k}"
+            _close(np.asarray(got[k][0]), v, f"{arch} Adam {ours_key} of {k}")
+    counts = {int(np.asarray(c)[0]) for c in jax_leaves_named(opt, "count")}
+    assert counts == {int(state[ref.ae.get_parameter(layout["W_enc"][0])]["step"])}, counts  # updates taken
+
+
+def jax_leaves_named(tree, name):
+    import jax
+
+    return [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+            if getattr(path[-1], "name", None) == name]
 
 
 def _assert_topk_state(arch, group, ref, metrics, cfg):
@@ -281,8 +317,8 @@ def test_topk_steps_equal_dictionary_learning_topk_trainer():
     ref.dead_feature_threshold = cfg.dead_tokens
     assert ref.auxk_alpha == cfg.auxk_alpha  # the recipe's 1/32 on both sides
     xs = _batches()
-    group, start, metrics = _train_both("topk", k, ref, _linear_sae(ref.ae), xs, st, cfg, gm=True)
-    _assert_params_equal("topk", group, start, _linear_sae(ref.ae)())
+    group, start, metrics = _train_both("topk", k, ref, LINEAR, xs, st, cfg, gm=True)
+    _assert_params_equal("topk", group, start, ref, LINEAR)
     # dictionary_learning marks fired the top-k *indices* (a kept 0 counts), we the positive codes:
     # the same here because every token has k positive pre-activations (asserted by the codes test)
     _assert_topk_state("topk", group, ref, metrics, cfg)
@@ -300,8 +336,8 @@ def test_batchtopk_steps_equal_dictionary_learning_batch_topk_trainer():
     ref = BatchTopKTrainer(k=k, **_topk_kwargs(cfg, st))
     ref.dead_feature_threshold = cfg.dead_tokens
     xs = _batches()
-    group, start, metrics = _train_both("batchtopk", k, ref, _linear_sae(ref.ae), xs, st, cfg, gm=True)
-    _assert_params_equal("batchtopk", group, start, _linear_sae(ref.ae)())
+    group, start, metrics = _train_both("batchtopk", k, ref, LINEAR, xs, st, cfg, gm=True)
+    _assert_params_equal("batchtopk", group, start, ref, LINEAR)
     _assert_topk_state("batchtopk", group, ref, metrics, cfg)
     _assert_codes_equal("batchtopk", group, k, cfg, lambda x: ref.ae.encode(x), _batches(1, seed=9)[0])
 
@@ -322,8 +358,8 @@ def test_matryoshka_steps_equal_dictionary_learning_matryoshka_trainer():
     assert list(sizes) == ref.group_sizes and list(weights) == ref.group_weights
     names = ("W_enc", "b_enc", "W_dec", "b_dec")
     xs = _batches()
-    group, start, metrics = _train_both("matryoshka", k, ref, _param_sae(ref.ae, names), xs, st, cfg, gm=True)
-    _assert_params_equal("matryoshka", group, start, _param_sae(ref.ae, names)())
+    group, start, metrics = _train_both("matryoshka", k, ref, _plain(*names), xs, st, cfg, gm=True)
+    _assert_params_equal("matryoshka", group, start, ref, _plain(*names))
     _assert_topk_state("matryoshka", group, ref, metrics, cfg)
     _assert_codes_equal("matryoshka", group, k, cfg, lambda x: ref.ae.encode(x), _batches(1, seed=9)[0])
 
@@ -349,8 +385,8 @@ def test_jumprelu_steps_equal_dictionary_learning_jumprelu_trainer():
     np.testing.assert_array_equal(ref.ae.threshold.detach().numpy(), np.float32(cfg.jumprelu_theta_init))
     names = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
     xs = _batches()
-    group, start, metrics = _train_both("jumprelu", target, ref, _param_sae(ref.ae, names), xs, st, cfg)
-    _assert_params_equal("jumprelu", group, start, _param_sae(ref.ae, names)())
+    group, start, metrics = _train_both("jumprelu", target, ref, _plain(*names), xs, st, cfg)
+    _assert_params_equal("jumprelu", group, start, ref, _plain(*names))
     assert metrics[-1]["l0_penalty"] > 1.0  # the target-L0 penalty is large and pulls the thresholds
     np.testing.assert_array_equal(np.asarray(group["aux"]["since_fired"][0]), ref.num_tokens_since_fired.numpy())
     _assert_codes_equal("jumprelu", group, target, cfg, lambda x: ref.ae.encode(x), _batches(1, seed=9)[0])
@@ -378,15 +414,9 @@ def test_gated_steps_equal_dictionary_learning_gated_sae_trainer():
                           l1_penalty=l1, warmup_steps=st.warmup_steps, sparsity_warmup_steps=st.sparsity_warmup_steps,
                           decay_start=int(st.decay_start * STEPS), seed=0, device="cpu")
     ae = ref.ae
-
-    def theirs():
-        return {"W_enc": ae.encoder.weight.detach().numpy().T.copy(), "b_gate": ae.gate_bias.detach().numpy().copy(),
-                "b_mag": ae.mag_bias.detach().numpy().copy(), "r_mag": ae.r_mag.detach().numpy().copy(),
-                "W_dec": ae.decoder.weight.detach().numpy().T.copy(), "b_dec": ae.decoder_bias.detach().numpy().copy()}
-
     xs = _batches()
-    group, start, metrics = _train_both("gated", l1, ref, theirs, xs, st, cfg)
-    _assert_params_equal("gated", group, start, theirs())
+    group, start, metrics = _train_both("gated", l1, ref, GATED, xs, st, cfg)
+    _assert_params_equal("gated", group, start, ref, GATED)
     assert all(m["aux"] > 0 and m["l1"] > 0 for m in metrics)
     # dictionary_learning's Gated trainer keeps no dead-latent counter (ours is for logging only)
     _assert_codes_equal("gated", group, l1, cfg, lambda x: ae.encode(x), _batches(1, seed=9)[0])
@@ -433,12 +463,13 @@ def test_topk_token_without_positive_codes_differs_from_dictionary_learning_as_d
         return loss(x, step=step, logging=logging)
 
     ref.loss = spy
-    group, start, _ = _train_both("topk", k, ref, _linear_sae(ref.ae), xs, st, cfg, gm=True)
+    group, start, _ = _train_both("topk", k, ref, LINEAR, xs, st, cfg, gm=True)
     np.testing.assert_array_equal(start["b_dec"], gm)
-    _assert_params_equal("topk", group, start, _linear_sae(ref.ae)())
+    _assert_params_equal("topk", group, start, ref, LINEAR)
     assert float(ref.ae.threshold) == float("inf")
     thr = float(group["aux"]["threshold"][0])
     assert 0 < thr < float("inf")
     since, theirs = np.asarray(group["aux"]["since_fired"][0]), ref.num_tokens_since_fired.numpy()
     differ = set(np.flatnonzero(since != theirs).tolist())
-    assert differ and differ <= set(picked)  # {0, 1} with the pinned torch and (theirs[sorted(differ)] < since[sorted(differ)]).all()
+    assert differ and differ <= set(picked)  # {0, 1} with the pinned torch
+    assert (theirs[sorted(differ)] < since[sorted(differ)]).all()
