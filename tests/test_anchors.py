@@ -3,7 +3,11 @@
 - every architecture the trainer exports loads in SAELens (``SAE.load_from_disk``) with the same
   codes and reconstructions as ``jaxsae.sae.load``;
 - a folder SAELens itself wrote (each inference architecture, random weights) loads in jaxsae with
-  the same codes and reconstructions.
+  the same codes and reconstructions;
+- three training steps of every architecture (ReLU, TopK, BatchTopK, Matryoshka, JumpReLU, Gated)
+  from dictionary_learning's own initialisation equal its trainer's ``update`` on the same batches:
+  parameters, Adam's moments, dead-latent counters, the TopK-family threshold EMA and the inference
+  codes; the differences we keep on purpose are asserted as differences.
 
 Without the extra the module is skipped on a workstation and fails under CI (``CI=true``), where
 ``.ci/run`` installs it.
