@@ -297,8 +297,9 @@ def _assert_topk_state(arch, group, ref, metrics, cfg):
 def _topk_cfg():
     from jaxsae.sae import ArchConfig
 
-    # dead after one batch without firing (AuxK from step 0); the EMA from step 0 with a visible beta
-    return ArchConfig(dead_tokens=B, threshold_start_step=-1, threshold_beta=0.9)
+    # dead after one batch without firing (AuxK from step 0, so `>=` is pinned down); the threshold
+    # set on step 1 (steps > 0, so `>` is pinned down) and moved by the EMA, with a visible beta, on step 2
+    return ArchConfig(dead_tokens=B, threshold_start_step=0, threshold_beta=0.9)
 
 
 def _topk_kwargs(cfg, st):
