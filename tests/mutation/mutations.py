@@ -122,4 +122,4 @@ MUTATIONS: list[Mutation] = [
 
 from anchor_mutations import ANCHOR_MUTATIONS  # noqa: E402  (needs the anchors extra)
 
-MUTATIONS += ANCHOR_MUTATIONS
+MUTATIONS += [Mutation(*fields) for fields in ANCHOR_MUTATIONS]
