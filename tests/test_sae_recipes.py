@@ -536,6 +536,27 @@ def test_jumprelu_primitives():
     assert _rect((0 - theta) / eps).tolist() == [0.0, 0.0, 1.0]
 
 
+def test_jumprelu_inference_codes_are_relu_gated_like_the_export():
+    """ARCHS["jumprelu"].encode is what the exported SAE computes (sae_recipes.md §2.5, §4:
+    f = ReLU(z) * 1[z > theta]): theta is raw and unconstrained, so it can go negative in training,
+    and a pre-activation between a negative theta and 0 must give code 0 (dictionary_learning's
+    ``JumpReluAutoEncoder.encode`` and SAELens apply the ReLU too), not a negative code."""
+    from jaxsae.sae import inference
+
+    r = np.random.default_rng(3)
+    p = {"W_enc": r.normal(size=(D, F)), "b_enc": r.normal(size=F) * 0.1, "W_dec": r.normal(size=(F, D)),
+         "b_dec": r.normal(size=D), "threshold": np.where(np.arange(F) % 2 == 0, -0.5, 0.2)}
+    p = {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}
+    x = r.normal(size=(B, D)).astype(np.float32)
+    z = x @ np.asarray(p["W_enc"], np.float64) + np.asarray(p["b_enc"])
+    want = np.maximum(z, 0.0) * (z > np.asarray(p["threshold"]))
+    assert ((z < 0) & (z > np.asarray(p["threshold"]))).sum() > 5  # codes the ReLU zeroes
+    got = np.asarray(ARCHS["jumprelu"].encode(p, None, jnp.asarray(x), jnp.float32(8), ArchConfig()))
+    _close(got, want, "jumprelu inference codes")
+    s = inference.EncodeStatic("jumprelu", apply_b_dec_to_input=False)
+    _close(got, inference.encode(p, jnp.asarray(x), s), "jumprelu codes = the exported SAE's")
+
+
 # ----------------------------------------------------------------------------------- Gated
 # u = (x - b_dec) W_enc; pi_gate = u + b_gate; pi_mag = exp(r_mag) u + b_mag;
 # f = 1[pi_gate > 0] ReLU(pi_mag); x_hat = f W_dec + b_dec;

@@ -62,9 +62,10 @@ def init(key, d_in: int, d_sae: int, cfg) -> dict:
 
 
 def infer(params, aux, x_bd, sparsity, cfg):
-    """Inference codes z * H(z - theta) (SAELens "jumprelu" without b_dec subtraction)."""
+    """Inference codes ReLU(z) * H(z - theta) (SAELens "jumprelu" without b_dec subtraction, and
+    dictionary_learning's encode): the ReLU matters once a raw threshold has gone negative."""
     z = x_bd @ params["W_enc"] + params["b_enc"]
-    return jnp.where(z > params["threshold"], z, 0.0)
+    return jnp.where(z > params["threshold"], jax.nn.relu(z), 0.0)
 
 
 def loss(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=False):

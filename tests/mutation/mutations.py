@@ -122,3 +122,7 @@ MUTATIONS: list[Mutation] = [
              "return (w / np.maximum(np.linalg.norm(w, axis=-1, keepdims=True), 1e-12)).astype(np.float32)",
              "return w.astype(np.float32)", ("tests/test_steer_edits.py::test_unit_directions",)),
 ]
+
+from anchor_mutations import ANCHOR_MUTATIONS  # noqa: E402  (needs the anchors extra)
+
+MUTATIONS += [Mutation(*fields) for fields in ANCHOR_MUTATIONS]
