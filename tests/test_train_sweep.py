@@ -424,3 +424,60 @@ def test_no_readable_checkpoint_is_a_one_line_error(tmp_path):
             f.write_bytes(b"")
     with pytest.raises(UserError, match="no checkpoint .* can be read .*--redo train"):
         train_sweep(SPECS, ActivationArray(x, 128), st, tmp_path / "t", progress=False)
+
+
+_KILLED = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[2])
+    from test_train_sweep import SPECS, planted
+    from jaxsae.train import ActivationArray, TrainSettings, train_sweep
+    x, _ = planted(n=4000, seed=2)
+    st = TrainSettings(d_sae=64, batch=128, steps=40, lr=1e-3, checkpoint_every=2, warmup_steps=5, sparsity_warmup_steps=10)
+    train_sweep(SPECS, ActivationArray(x, 128), st, Path(sys.argv[1]), progress=False)
+    """
+)
+
+
+def kill_while_writing(out: Path) -> bool:
+    """Run _KILLED into ``out`` and SIGKILL it once a checkpoint is finished and another is being
+    written; whether that happened."""
+    import signal
+    import time
+
+    p = subprocess.Popen([sys.executable, "-c", _KILLED, str(out), str(Path(__file__).parent)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    caught = False
+    t0 = time.monotonic()
+    while p.poll() is None and time.monotonic() - t0 < 300:
+        ckpt = out / "checkpoints"
+        names = [d.name for d in ckpt.iterdir()] if ckpt.is_dir() else []
+        if any(n.isdigit() for n in names) and any("tmp" in n for n in names):
+            p.send_signal(signal.SIGKILL)
+            caught = True
+            break
+        time.sleep(0.002)
+    p.communicate(timeout=60)
+    return caught and p.returncode == -signal.SIGKILL
+
+
+def test_sigkill_while_a_checkpoint_is_written_resumes_to_the_same_saes(tmp_path):
+    """Training in a subprocess, a checkpoint every 2 steps (written asynchronously), killed with
+    SIGKILL the moment a checkpoint is being written (its temporary folder exists): the resumed
+    run gives the SAEs of an uninterrupted one exactly."""
+    x, _ = planted(n=4000, seed=2)
+    st = TrainSettings(d_sae=64, batch=128, steps=40, lr=1e-3, checkpoint_every=2, warmup_steps=5, sparsity_warmup_steps=10)
+    train_sweep(SPECS, ActivationArray(x, 128), st, tmp_path / "once", progress=False)
+    for attempt in range(3):  # the kill must land while a checkpoint is written: retried if it did not
+        out = tmp_path / f"killed-{attempt}"
+        if kill_while_writing(out):
+            break
+    else:
+        pytest.skip("three runs finished before a checkpoint write could be caught (nothing was killed)")
+    assert not (out / "sweep.json").exists()
+    train_sweep(SPECS, ActivationArray(x, 128), st, out, progress=False)  # resumes
+    for spec in SPECS:
+        a, b = weights(tmp_path / "once", spec.name), weights(out, spec.name)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{spec.name}.{k}")
