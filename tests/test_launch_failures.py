@@ -129,11 +129,14 @@ def test_failed_requests_leave_the_stage_incomplete_and_a_rerun_retries_only_the
     assert status(out, srv.url)["steer"] == "incomplete"
     answered_before = set(ans.ok)
 
-    # 3. the judge recovers: the re-run sends only the failed ratings, and the study completes
+    # 3. the judge recovers (after a rate limit with a positive Retry-After and a completion whose
+    #    content is null, both retried): the re-run sends only the failed ratings, the study completes
     ans.failing = None
+    srv.plan.extend([(429, "1"), "null"])
     n = len(srv.calls)
     r = launch(out, srv.url)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    assert not srv.plan  # both were served
     again = sent_since(srv, n, ("explain", "detect", "rate"))
     assert again and not set(again) & answered_before
     assert all(kind(b) == "rate" for _, b in srv.calls[n:])
