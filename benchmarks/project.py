@@ -83,9 +83,25 @@ PAPER_H = {"SAE training (30 SAEs / model)": [17, 37, 60], "AutoInterp (30 SAEs)
            "AxBench steering (30 SAEs)": [450, 480, 690]}
 
 
+def full_sweep():
+    """The `full` sweep's configuration (jaxsae/configs/full.toml): what the rows count."""
+    from jaxsae.launch.config import load_config
+
+    return load_config("full")
+
+
+def steer_rows(cfg) -> int:
+    """Steered generations per SAE: concepts x (dev instructions x factors + test instructions)."""
+    st = cfg.steer
+    dev = st.n_instructions // 2
+    return st.n_concepts * (dev * len(st.factors) + (st.n_instructions - dev))
+
+
 def components(a) -> dict[str, list[tuple[str, float, float]]]:
-    """Per model: (component, FLOPs, decode bytes) of the full sweep."""
-    n_sae, tokens, F = N_SAE, 5e8, 16384
+    """Per model: (component, FLOPs, decode bytes) of the full sweep, counted from full.toml."""
+    cfg = full_sweep()
+    n_sae, tokens, F = N_SAE, float(cfg.train.tokens), cfg.train.d_sae
+    st = cfg.steer
     out = {}
     for m in MODELS:
         rows = []
@@ -94,16 +110,22 @@ def components(a) -> dict[str, list[tuple[str, float, float]]]:
         metric_tok, stats_tok = 409_600, 2_000_000
         rows.append(("core metrics", metric_tok * (2 * m.below() + 2 * 2 * m.above() + n_sae * (4 * m.d * F + 2 * m.above())), 0.0))
         rows.append(("statistics pass", stats_tok * (2 * m.below() + n_sae * 2 * m.d * F), 0.0))
-        ai_tokens = 1000 * (700 + 14 * 150)  # explanation prompt + 14 detection windows with instructions
-        rows.append(("AutoInterp (1000 latents, local 9B judge)", n_sae * ai_tokens * 2 * JUDGE.params, 0.0))
-        gens = 100 * (5 * 6 + 5)  # concepts x (dev x factors + test)
-        batch, steps, ctx = 512, 128, 200
+        n_lat = cfg.autointerp.n_latents
+        ai_tokens = n_lat * (700 + 14 * 150)  # explanation prompt + 14 detection windows with instructions
+        rows.append((f"AutoInterp ({n_lat} latents, local 9B judge)", n_sae * ai_tokens * 2 * JUDGE.params, 0.0))
+        gens = steer_rows(cfg)
+        batch, steps, ctx = 256, st.max_new_tokens, 200  # steer.batch's default on GPU / TPU
         n_batches = -(-gens // batch)
         kv = batch * ctx * m.n_layers * 2 * m.kv_dim * 2  # bf16 K and V read per step
         dec_bytes = n_sae * n_batches * steps * (2 * m.params + kv)
-        rows.append(("steering generation (3500 x 128 tokens / SAE)", n_sae * gens * (steps + 40) * 2 * m.params, dec_bytes))
-        rows.append(("steering judge (3 ratings x 3500 / SAE)", n_sae * gens * 3 * 350 * 2 * JUDGE.params, 0.0))
-        rows.append(("ΔTC + output score (every latent)", n_sae * F * 2 * (m.above() + m.d * m.vocab), 0.0))
+        rows.append((f"steering generation ({gens} x {steps} tokens / SAE)", n_sae * gens * (steps + 40) * 2 * m.params,
+                     dec_bytes))
+        rows.append((f"steering judge (3 ratings x {gens} / SAE)", n_sae * gens * 3 * 350 * 2 * JUDGE.params, 0.0))
+        sel = cfg.select
+        scored = F if sel.pool == "all" else st.n_concepts
+        readings = 3 if sel.compare_readings else 1
+        rows.append((f"ΔTC ({readings} readings) + output score ({scored} latents, select.pool = {sel.pool!r})",
+                     n_sae * scored * (readings + 1) * 2 * (m.above() + m.d * m.vocab), 0.0))
         out[m.name] = rows
     return out
 
@@ -160,6 +182,7 @@ def main() -> None:
                     help="fraction of matmul peak the model forward reaches (benchmarks/forward.py)")
     ap.add_argument("--mfu-cap", type=float, default=0.4, help="upper bound on the efficiency assumed on accelerators")
     ap.add_argument("--bw-eff", type=float, default=0.5, help="fraction of HBM bandwidth reached by batched decode")
+    ap.add_argument("--api-latency", type=float, default=2.0, help="seconds per API judge request (assumed)")
     ap.add_argument("--scale-json", type=Path, default=Path(__file__).resolve().parent / "scale_full.json",
                     help="benchmarks/scale.py --json output: SAE training from the compiled step's roofline")
     a = ap.parse_args()
@@ -191,6 +214,25 @@ def main() -> None:
     for k, v in PAPER_H.items():
         print(f"- {k}: {' / '.join(f'{x:g} h' for x in v)} (total {sum(v):g} h)")
     print(f"- total ≈ {sum(sum(v) for v in PAPER_H.values()):.0f} h of wall time")
+    api_judge(a)
+
+
+def api_judge(a) -> None:
+    """With full.toml's API judge the judge rows above run at the provider: its wall time is the
+    requests over the concurrency of every process (each has its own client), at an assumed
+    latency; the steering stage overlaps it with generation, so it is a floor on that stage."""
+    cfg = full_sweep()
+    j = cfg.judge
+    per_sae = 2 * cfg.autointerp.n_latents + 3 * steer_rows(cfg)  # explanation + detection; 3 ratings a row
+    n = per_sae * N_SAE * len(MODELS)
+    print(f"\nWith full.toml's judge (judge.kind = {j.kind!r}, {j.model}, max_concurrency {j.max_concurrency} per process), "
+          f"at an assumed {a.api_latency:g} s per request:")
+    print(f"- {per_sae:,} requests per SAE (AutoInterp {2 * cfg.autointerp.n_latents:,}, steering {3 * steer_rows(cfg):,}), "
+          f"{n:,} for the 90 SAEs")
+    for hw, (_, _, _, procs, _) in HW.items():
+        hours = n * a.api_latency / (procs * j.max_concurrency) / 3600
+        print(f"- {hw}: {procs} processes x {j.max_concurrency} in flight: {hours:.1f} h of judge wall time "
+              "(if the provider's rate limits allow it), overlapped with steering generation")
 
 
 if __name__ == "__main__":
