@@ -32,6 +32,7 @@ lint: $(STAMP)
 BENCHES := "benchmarks/forward.py --repeat 3" \
 	"benchmarks/train_sweep.py --steps 10 --l0 80 --compare-loop --compare dictionary_learning" \
 	"benchmarks/select.py" "benchmarks/autointerp.py" "benchmarks/stats_pass.py" "benchmarks/steer.py" \
+	"benchmarks/core_metrics.py" \
 	"benchmarks/project.py" "benchmarks/permutation.py"
 bench: $(STAMP)
 	@failed=""; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b || failed="$$failed\n  $$b"; done; \
