@@ -16,7 +16,7 @@ import pytest
 from safetensors.numpy import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = "train,metrics,autointerp,steer,select,steer_selected,analysis,report"
+STAGES = "train,metrics,autointerp,validity,steer,select,steer_selected,analysis,report"
 TIMEOUT = 300
 
 
@@ -89,7 +89,7 @@ def test_two_processes_form_one_mesh_and_only_process_0_writes(runs):
     for stage in ("metrics", "autointerp", "steer", "select"):  # each process takes its share of the SAEs
         for i in (0, 1):
             assert f"{stage}: process {i} of 2 takes its share of the SAEs" in stdouts[i], (i, stage)
-    for stage in ("steer_selected", "analysis", "report"):  # process 0 alone
+    for stage in ("validity", "steer_selected", "analysis", "report"):  # process 0 alone
         assert f"{stage}: running on process 0" in stdouts[1]
     assert "running on process 0" not in stdouts[0]
     for stage in STAGES.split(","):

@@ -19,7 +19,10 @@ import pytest
 import jaxsae.sae as S
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["train", "metrics", "autointerp", "steer", "select", "steer_selected", "analysis", "report"]
+NO_AXBENCH = () if (ROOT.parent / "shared" / "axbench").is_dir() else ("--validity.skip",)
+"""Without the AxBench data beside the repository the validity stage is skipped by its setting
+(test_validity_stage then skips; under CI the data is required)."""
+STAGES = ["train", "metrics", "autointerp", "validity", "steer", "select", "steer_selected", "analysis", "report"]
 STABLE = ("model", "layer", "architecture", "level", "l0", "fvu", "ce_loss_score", "mu", "g", "g_output", "g_dtc")
 
 
@@ -28,8 +31,8 @@ def env():
 
 
 def launch(out: Path, *args: str, timeout=600):
-    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *args],
-                       capture_output=True, text=True, cwd=ROOT, env=env(), timeout=timeout)
+    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *NO_AXBENCH,
+                        *args], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=timeout)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     return r.stdout
 
@@ -104,7 +107,7 @@ def test_redo_cascades_downstream(run_dir):
 
 
 def test_changed_config_is_refused(run_dir):
-    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(run_dir),
+    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(run_dir), *NO_AXBENCH,
                         "--steer.max-new-tokens", "7"], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=120)
     assert r.returncode == 2 and "different configuration" in r.stderr and "--redo steer" in r.stderr
 
@@ -113,7 +116,7 @@ def test_redo_train_after_a_config_change_starts_afresh(run_dir, tmp_path):
     out = tmp_path / "redo"
     shutil.copytree(run_dir, out)
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), "--train.d-sae", "32",
+    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *NO_AXBENCH, "--train.d-sae", "32",
                         "--redo", "train"], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=120)
     assert r.returncode == 2 and "must be between 1 and d_sae = 32" in r.stderr  # a bad redo leaves the run intact
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
@@ -129,19 +132,19 @@ def test_redo_train_after_a_config_change_starts_afresh(run_dir, tmp_path):
 
 def test_killed_run_resumes_to_the_same_results(run_dir, tmp_path):
     out = tmp_path / "killed"
-    p = subprocess.Popen([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out)],
+    p = subprocess.Popen([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *NO_AXBENCH],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env(),
                          start_new_session=True)
     seen = []
     deadline = time.time() + 300
     for line in p.stdout:  # kill as soon as the autointerp stage has started
         seen.append(line)
-        if line.startswith("[3/8] autointerp:") or time.time() > deadline:
+        if line.startswith("[3/9] autointerp:") or time.time() > deadline:
             time.sleep(2.0)
             os.killpg(p.pid, signal.SIGKILL)
             break
     p.wait(timeout=60)
-    assert any(ln.startswith("[2/8] metrics: finished") for ln in seen), "".join(seen)
+    assert any(ln.startswith("[2/9] metrics: finished") for ln in seen), "".join(seen)
     assert not (out / "manifests" / "autointerp.json").exists()
     stdout = launch(out)
     assert ran(stdout) == STAGES[2:]
@@ -151,7 +154,7 @@ def test_killed_run_resumes_to_the_same_results(run_dir, tmp_path):
 
 
 def launch_fails(out: Path, *args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *args],
+    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *NO_AXBENCH, *args],
                        capture_output=True, text=True, cwd=ROOT, env=env(), timeout=300)
     assert r.returncode == 2, (r.stdout[-2000:], r.stderr[-2000:])
     lines = r.stderr.strip().splitlines()
@@ -214,3 +217,43 @@ def test_replaced_cached_activations_are_refused(run_dir, tmp_path):
     msg = launch_fails(out)
     assert "hold 300 x" in msg and "--redo train" in msg
     assert not (out / model.name / "sweep").exists()
+
+
+def test_validity_stage(run_dir, tmp_path):
+    """The judge's validity on labelled AxBench data: measured before steering, cached per judge,
+    in results.json and at the top of the report; skippable; missing data is one line."""
+    from conftest import require_axbench
+
+    from jaxsae.judge.validate import verdict
+
+    require_axbench()
+    res = json.loads((run_dir / "results.json").read_text())
+    v = res["judge_validity"]
+    assert v == json.loads((run_dir / "validity.json").read_text()) and v["measured"] is True
+    assert set(v["criteria"]) == {"concept", "instruction", "fluency"}
+    for r in [*v["criteria"].values(), v["detector"]]:
+        assert r["ci_low"] <= r["auroc"] <= r["ci_high"] and 0 <= r["auroc"] <= 1
+    assert all(r["n_pos"] == r["n_neg"] == 4 for r in v["criteria"].values())  # smoke: validity.n_per_class = 4
+    assert v["detector"]["n_latents"] == 2 and v["detector"]["sae"] == res["records"][0]["sae_dir"]
+    assert v["verdict"] == verdict(v) and v["verdict"]  # the tiny random judge tells nothing apart
+    report = (run_dir / "report.md").read_text()
+    top = report.split("## 1. SAEs")[0]
+    assert f"**Warning: {v['verdict'][:40]}" in top and "| criterion | AUROC | 95% CI |" in top
+    assert "| detector |" in top
+    # cached per judge: a redo reads the cache file of its key instead of rating again
+    out = tmp_path / "validity"
+    shutil.copytree(run_dir, out)
+    cache = out / "judge_validity" / f"{v['cache_key']}.json"
+    cached = json.loads(cache.read_text())
+    cached["seconds"] = -1.0
+    cache.write_text(json.dumps(cached))
+    assert ran(launch(out, "--redo", "validity", "--stages", "validity")) == ["validity"]
+    assert json.loads((out / "validity.json").read_text())["seconds"] == -1.0
+    # skipped by its setting: the report says so
+    assert ran(launch(out, "--validity.skip", "--redo", "validity")) == ["validity", "analysis", "report"]
+    assert json.loads((out / "results.json").read_text())["judge_validity"]["measured"] is False
+    assert "**Judge validity not measured** (validity.skip = true)" in (out / "report.md").read_text()
+    # no AxBench data: one line naming the fix, nothing redone
+    msg = launch_fails(out, "--validity.axbench-dir", str(tmp_path / "nowhere"), "--redo", "validity")
+    assert "validity" in msg and "--validity.skip" in msg
+    shutil.rmtree(out)

@@ -139,6 +139,43 @@ def levels_note(records: Sequence[Mapping[str, Any]], grouping: str | None = Non
             "L0-targeted SAEs): " + " · ".join(parts) + ".\n")
 
 
+# ------------------------------------------------------------------------------ judge validity
+
+
+def validity_banner(v: Mapping[str, Any] | None) -> str:
+    """The report's first remark: the judge's measured validity (:func:`jaxsae.judge.validate.verdict`),
+    or that it was not measured."""
+    from jaxsae.judge.validate import verdict
+
+    if not isinstance(v, Mapping) or not v.get("measured", "criteria" in v):
+        why = (v or {}).get("reason") if isinstance(v, Mapping) else "no validity.json in results.json"
+        return note(f"**Judge validity not measured** ({cell(why, 120)}): nothing here says whether the judge can "
+                    "tell a concept from its absence, so g and µ may rest on noise.")
+    line = verdict(v)
+    if line:
+        return note(f"**Warning: {cell(line, 600)}.** (Judge validity on labelled AxBench data, table below.)")
+    level = round(100 * float(next(iter((v.get("criteria") or {}).values()), {}).get("ci_level") or 0.95))
+    return note(f"**Judge validity:** the judge separates every measured criterion on labelled AxBench data "
+                f"(each {level}% CI of the AUROC excludes 0.5; table below).")
+
+
+def validity_table(v: Mapping[str, Any] | None) -> str:
+    """Judge validity per criterion (:func:`jaxsae.judge.validate.markdown_table`) and how it was measured."""
+    from jaxsae.judge.validate import markdown_table
+
+    if not isinstance(v, Mapping) or not v.get("measured", "criteria" in v):
+        return ""
+    det = v.get("detector") if isinstance(v.get("detector"), Mapping) else {}
+    what = (f"Judge `{cell(v.get('judge'), 200)}` on labelled AxBench examples (data {cell(v.get('data'), 20)}): "
+            "AUROC = P(a positive rates above a negative) + ½ P(tie), percentile bootstrap CI resampling each "
+            "class; n = positives/negatives; digit mass = mean probability on 0/1/2 at the rating slot; argmax "
+            "agreement = share of ratings whose argmax equals the rounded expected rating.")
+    if det:
+        what += (f" detector: the AutoInterp judge telling activating from random windows of {det.get('n_explained')} "
+                 f"explained latent(s) of {cell(det.get('sae'), 120)}.")
+    return "\n### Judge validity\n\n" + "\n".join(markdown_table(v)) + "\n\n" + note(what)
+
+
 # ------------------------------------------------------------------------------ rank tables
 
 

@@ -94,7 +94,9 @@ def write_report(run_dir: Path, results: Mapping[str, Any]) -> Path:
                    "the tier chosen by ΔTC." if dtc else "")
 
     sections = [
-        M.header(results, records), M.guarded("protocol choices", M.choices_note, results),
+        M.header(results, records), "\n", M.guarded("judge validity", M.validity_banner, results.get("judge_validity")),
+        M.guarded("judge validity table", M.validity_table, results.get("judge_validity")),
+        M.guarded("protocol choices", M.choices_note, results),
         "\n## 1. SAEs\n\n", M.guarded("SAE table", M.sae_table, records), "\n", M.levels_note(records, results.get("level_grouping")),
         "\n", M.guarded("steering notes", M.steering_notes, records),
         "\n## 2. Interpretability vs steering utility (Table 1)\n\n",
