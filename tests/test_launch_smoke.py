@@ -86,6 +86,16 @@ def test_outputs_are_well_formed(run_dir):
     with np.load(run_dir / r0["sae_dir"] / "dtc.npz") as z:
         assert str(z["reading"]) == "B" and np.array_equal(z["delta_tc"], z["delta_tc_B"])
     assert "ΔTC reading **B" in report and "### ΔTC readings" in report and "labelled **negative**" in report
+    # the features page: written by the report stage, recorded in its manifest, linked from report.md
+    from test_report_features import _Table
+
+    assert "report/features.html" in json.loads((run_dir / "manifests" / "report.json").read_text())["outputs"]
+    assert "[report/features.html](report/features.html)" in report
+    page = _Table()
+    page.feed((run_dir / "report" / "features.html").read_text())
+    for r in res["records"]:  # every SAE's CONCEPT latents are rows of the page
+        concept = json.loads((run_dir / r["sae_dir"] / "autointerp.json").read_text())["concept100"]
+        assert concept and {lat for sae, lat, _ in page.rows if sae == r["sae_dir"]} >= set(concept)
 
 
 def test_rerun_skips_everything(run_dir):

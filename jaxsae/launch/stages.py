@@ -741,8 +741,10 @@ def stage_analysis(run: Run) -> list[str]:
 
 
 def stage_report(run: Run) -> list[str]:
-    """report.md with tables beside the paper's values, plots, example generations."""
+    """report.md with tables beside the paper's values, plots, example generations, and
+    report/features.html (every CONCEPT latent of every SAE on one sortable page), linked from it."""
     from jaxsae.report import write_report
+    from jaxsae.report.features import PAGE_FILE, features_page
 
     path = run.out / "results.json"
     results = _read_json(path)
@@ -750,10 +752,11 @@ def stage_report(run: Run) -> list[str]:
         raise UserError(f"{path} is missing or unreadable: run the analysis stage first")
     results["timings"] = {**results.get("timings", {}), **run.timings}
     if not run.is_writer:
-        return ["report.md"]
+        return ["report.md", PAGE_FILE]
+    page = features_page(run.out)  # before report.md, which links to it
     out = write_report(run.out, results)
     plots = sorted(rel(run, p) for p in (run.out / "plots").glob("*.png"))
-    return [rel(run, out), *plots]
+    return [rel(run, out), rel(run, page), *plots]
 
 
 STAGES: list[Stage] = [
@@ -776,5 +779,6 @@ STAGES: list[Stage] = [
           "selection tiers by ΔTC and output score, chosen on dev, scored on test", per_sae=("steering/selected.json",)),
     Stage("analysis", ("analysis",), ("metrics", "steer_selected", "validity"), stage_analysis,
           "Kendall tau_b / psi / Psi, selection summaries -> results.json"),
-    Stage("report", (), ("analysis",), stage_report, "report.md with tables beside the paper's, plots, examples"),
+    Stage("report", (), ("analysis",), stage_report,
+          "report.md with tables beside the paper's, plots, examples; report/features.html"),
 ]

@@ -139,6 +139,18 @@ def levels_note(records: Sequence[Mapping[str, Any]], grouping: str | None = Non
             "L0-targeted SAEs): " + " · ".join(parts) + ".\n")
 
 
+
+def features_link(run_dir: Path) -> str:
+    """A line linking the features page (report/features.html) when the run folder has one."""
+    from .features import PAGE_FILE
+
+    if not (Path(run_dir) / PAGE_FILE).is_file():
+        return ""
+    return (f"\n**Features:** [{PAGE_FILE}]({PAGE_FILE}) shows every CONCEPT latent of every SAE on one page "
+            "(explanation, AutoInterp score, top windows, ΔTC, output score, chosen factor, a steered generation "
+            "with its ratings), sortable by any score; it opens offline in a browser.\n")
+
+
 # ------------------------------------------------------------------------------ judge validity
 
 

@@ -95,7 +95,7 @@ def write_report(run_dir: Path, results: Mapping[str, Any]) -> Path:
 
     sections = [
         M.header(results, records), "\n", M.guarded("judge validity", M.validity_banner, results.get("judge_validity")),
-        M.guarded("judge validity table", M.validity_table, results.get("judge_validity")),
+        M.guarded("judge validity table", M.validity_table, results.get("judge_validity")), M.features_link(run_dir),
         M.guarded("protocol choices", M.choices_note, results),
         "\n## 1. SAEs\n\n", M.guarded("SAE table", M.sae_table, records), "\n", M.levels_note(records, results.get("level_grouping")),
         "\n", M.guarded("steering notes", M.steering_notes, records),
