@@ -99,7 +99,15 @@ def test_outputs_are_well_formed(run_dir):
 
 
 def test_rerun_skips_everything(run_dir):
-    assert ran(launch(run_dir)) == []
+    stdout = launch(run_dir)
+    assert ran(stdout) == []
+    # the run's last lines: the headline table read from results.json
+    lines = stdout.strip().splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.split()[:2] == ["statistic", "value"])
+    assert head > next(i for i, ln in enumerate(lines) if ln.startswith("run folder:"))
+    assert lines[head + 2].startswith("τ_b(µ, g) pooled") and "too few (n = 4)" in lines[head + 2]  # 4 SAEs
+    assert lines[head + 3].startswith("Ψ") and any(ln.startswith("lift of ΔTC selection") for ln in lines[head:])
+    assert lines[-1].startswith("judge") and "judge validity" not in "".join(lines[:head])
 
 
 def test_deleted_output_redoes_only_its_stage(run_dir):

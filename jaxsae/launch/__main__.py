@@ -115,6 +115,23 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m jaxsae.launch"
         raise
     if index == 0:
         print(f"\nrun folder: {out}" + (f"\nreport: {out / 'report.md'}" if (out / "report.md").exists() else ""))
+        _print_headline(run)
+
+
+def _print_headline(run) -> None:
+    """The headline table (jaxsae.report.headline) as the run's last lines, when results.json is
+    current (the analysis stage is done in this configuration)."""
+    import json
+
+    from jaxsae.report.headline import headline_lines
+
+    if run.status("analysis") != "done":
+        return
+    try:
+        results = json.loads((run.out / "results.json").read_text())
+    except (OSError, ValueError):
+        return
+    print("\n" + "\n".join(headline_lines(results)), flush=True)
 
 
 if __name__ == "__main__":

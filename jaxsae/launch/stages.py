@@ -710,7 +710,7 @@ def stage_analysis(run: Run) -> list[str]:
     """Kendall tau_b / psi / Psi of µ vs g (and after selection), selection summaries -> results.json."""
     import time
 
-    from jaxsae.analysis import compare_readings, group_levels, rank_agreement, selection_rank, selection_summary
+    from jaxsae.analysis import compare_readings, group_levels, lift_ci, rank_agreement, selection_rank, selection_summary
     from jaxsae.judge.templates import describe as describe_templates
 
     a = settings = run.cfg.analysis
@@ -726,6 +726,7 @@ def stage_analysis(run: Run) -> list[str]:
             "gain_dtc": selection_rank(records, settings=settings),
         },
         "selection": selection_summary(records),
+        "selection_lift": lift_ci(records, settings=settings),
         "select": {"reading": run.cfg.select.reading, "positions": run.cfg.select.positions,
                    "mode": run.cfg.select.mode, "ranking": run.cfg.select.ranking},
         "dtc_readings": compare_readings(dtc_by_reading(run, records), used=run.cfg.select.reading),
