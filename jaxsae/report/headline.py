@@ -76,7 +76,6 @@ def headline_rows(results: Mapping[str, Any]) -> list[tuple[str, str, str, str]]
 
 def headline_lines(results: Mapping[str, Any]) -> list[str]:
     """The headline as aligned text lines, the judge's verdict (when it has one) last."""
-    from jaxsae.judge.validate import verdict
 
     rows = [("statistic", "value", "uncertainty", "n"), *headline_rows(results)]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
