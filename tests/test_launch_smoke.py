@@ -70,6 +70,16 @@ def test_outputs_are_well_formed(run_dir):
         cfg = json.loads((run_dir / r["sae_dir"] / "cfg.json").read_text())
         assert int(cfg["metadata"]["sae_lens_version"].split(".")[0]) >= 6
     assert res["tau"]["overall"]["status"] == "ok" and -1 <= res["tau"]["overall"]["tau_b"] <= 1
+    for r in res["records"]:  # n and SE of µ (CONCEPT latents' scores) and g (steered concepts' test scores)
+        ai = json.loads((run_dir / r["sae_dir"] / "autointerp.json").read_text())
+        mu = [x["score"] for x in ai["latents"] if x["in_concept100"] and x["score"] is not None]
+        util = json.loads((run_dir / r["sae_dir"] / "steering" / "utility.json").read_text())
+        g = [c["test_score"] for c in util["concepts"]]
+        assert r["mu_n"] == ai["summary"]["n_concept"] == len(mu) == 2 and r["g_n"] == util["n_concepts"] == len(g) == 2
+        assert r["mu"] == pytest.approx(np.mean(mu)) and r["g"] == pytest.approx(np.mean(g))
+        assert r["mu_se"] == pytest.approx(np.std(mu, ddof=1) / np.sqrt(2))
+        assert r["g_se"] == pytest.approx(np.std(g, ddof=1) / np.sqrt(2))
+    assert set(res["selection_lift"]) == {"output", "dtc"} and res["selection_lift"]["dtc"]["n"] == 4
     assert set(res["selection"]["average"]["mean"]) == {"none", "output", "dtc"}
     for n in STAGES:
         m = json.loads((run_dir / "manifests" / f"{n}.json").read_text())
