@@ -285,3 +285,7 @@ def test_validity_stage(run_dir, tmp_path):
     msg = launch_fails(out, "--validity.axbench-dir", str(tmp_path / "nowhere"), "--redo", "validity")
     assert "validity" in msg and "--validity.skip" in msg
     shutil.rmtree(out)
+    # a fresh run without the data stops before training, not at the validity stage
+    fresh = tmp_path / "fresh"
+    assert "--validity.skip" in launch_fails(fresh, "--validity.axbench-dir", str(tmp_path / "nowhere"))
+    assert not (fresh / "manifests" / "train.json").exists() and not (fresh / "tiny-random-llama").exists()

@@ -107,8 +107,13 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m jaxsae.launch"
         print(f"process {index} of {count}: {jax.local_device_count()} local of {jax.device_count()} devices"
               + (" (writes the run folder)" if index == 0 else ""), flush=True)
     run = Run(out, cfg, STAGES, process_index=index, process_count=count)
+    selected = [n for n in names if n in todo or n in redo]
+    if "validity" in selected and ("validity" in redo or run.status("validity") != "done"):
+        from jaxsae.launch.stages import check_validity
+
+        check_validity(run)  # missing AxBench data stops here, not after hours of training
     try:
-        run.execute([n for n in names if n in todo or n in redo], redo)
+        run.execute(selected, redo)
     except BaseException as e:
         if count > 1:  # the others stop at their next barrier instead of waiting for this process
             report_failure(f"{type(e).__name__}: {e}")
