@@ -227,7 +227,8 @@ def test_missing_values_and_too_small_groups(tmp_path):
     results = _results(records)
     md = write_report(tmp_path, results).read_text()
     assert results["tau"]["axes"]["A"]["groups"]["topk"]["status"] == "too small"
-    assert "Groups without a statistic:" in md and "A: topk (too few (n = 2))" in md
+    assert "Groups without a statistic:" not in md  # every group is too few: the table shows them as such
+    assert "| topk | 2 | too few (n = 2) | – | – | – |" in md
     # 3 SAEs with µ: too few to test, so nothing is plotted, and the report says why
     assert "No plot of tau_b per axis group: no group of 8 or more SAEs has a statistic (" in md
     assert "pooled (too few (n = 3))" in md  # records[3] has no µ

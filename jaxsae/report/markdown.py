@@ -217,7 +217,7 @@ def not_plotted(result: Mapping[str, Any]) -> list[str]:
 
 def _missing_stats(result: Mapping[str, Any]) -> str:
     lines = []
-    groups = not_plotted(result)
+    groups = [g for g in not_plotted(result) if "too few" not in g]  # those are shown in the table and its note
     if groups:
         lines.append("Groups without a statistic: " + "; ".join(cell(g, 80) for g in groups) + ".")
     psis = [f"ψ_{a} ({AXIS_TITLES.get(a, a)})" for a, e in (result.get("axes") or {}).items()
