@@ -17,7 +17,7 @@ import pytest
 from test_judge_api import FakeChatServer, default_answer
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("train", "metrics", "autointerp", "steer", "select", "steer_selected", "analysis", "report")
+STAGES = ("train", "metrics", "autointerp", "validity", "steer", "select", "steer_selected", "analysis", "report")
 PROXIES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
 
@@ -56,12 +56,13 @@ class Answer:
         return default_answer(body)
 
 
-def launch(out: Path, url: str, *extra: str) -> subprocess.CompletedProcess:
+def launch(out: Path, url: str, *extra: str, validity: bool = False) -> subprocess.CompletedProcess:
+    """The smoke sweep with the API judge at ``url`` (the validity stage skipped unless asked)."""
     env = {k: v for k, v in os.environ.items() if k not in PROXIES}
     env.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TQDM_DISABLE="1")
     cmd = [sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), "--judge.kind", "api",
            "--judge.base-url", url, "--judge.api-key-env", "", "--judge.max-retries", "1", "--judge.timeout-s", "30",
-           "--judge.max-concurrency", "2",
+           "--judge.max-concurrency", "2", *([] if validity else ["--validity.skip"]),
            *extra]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
 
@@ -77,8 +78,8 @@ def last_line(r: subprocess.CompletedProcess) -> str:
     return r.stderr.strip().splitlines()[-1]
 
 
-def status(out: Path, url: str) -> dict[str, str]:
-    r = launch(out, url, "--status")
+def status(out: Path, url: str, validity: bool = False) -> dict[str, str]:
+    r = launch(out, url, "--status", validity=validity)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = [ln.split() for ln in r.stdout.splitlines() if ln.strip()]
     return {ln[0]: ln[1] for ln in lines if len(ln) >= 2 and ln[0] in STAGES}
@@ -145,6 +146,25 @@ def test_failed_requests_leave_the_stage_incomplete_and_a_rerun_retries_only_the
     recs = json.loads((out / "results.json").read_text())["records"]
     assert len(recs) == 4 and all(r["mu"] is not None and r["g"] is not None for r in recs)
     assert status(out, srv.url) == dict.fromkeys(STAGES, "done")
+
+    # 3b. the validity stage's ratings fail likewise: incomplete, then retried alone once the judge answers
+    ans.failing = "rate"
+    answered_before = set(ans.ok)
+    r = launch(out, srv.url, "--redo", "validity", validity=True)
+    assert r.returncode == 2, (r.stdout[-2000:], r.stderr[-2000:])
+    err = last_line(r)
+    assert "stage 'validity' is not done" in err and "judge validity requests failed" in err, err
+    assert status(out, srv.url, validity=True)["validity"] == "incomplete"
+    answered_before = set(ans.ok)
+    ans.failing = None
+    n = len(srv.calls)
+    r = launch(out, srv.url, "--redo", "validity", validity=True)  # the same command again
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    again = sent_since(srv, n, ("explain", "detect", "rate"))
+    assert again and not set(again) & answered_before
+    v = json.loads((out / "validity.json").read_text())
+    assert v["measured"] and v["request_failures"] == 0 and set(v["criteria"]) == {"concept", "instruction", "fluency"}
+    assert status(out, srv.url, validity=True) == dict.fromkeys(STAGES, "done")
 
     # 4. an unreachable judge stops the stage at its first request (another model name: nothing cached)
     r = launch(out, "http://127.0.0.1:9/v1", "--judge.model", "other-model", "--redo", "autointerp")

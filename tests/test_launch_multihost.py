@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from safetensors.numpy import load_file
 from conftest import fake_devices_flags
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = "train,metrics,autointerp,steer,select,steer_selected,analysis,report"
+STAGES = "train,metrics,autointerp,validity,steer,select,steer_selected,analysis,report"
 TIMEOUT = 300
 
 
@@ -90,13 +91,15 @@ def test_two_processes_form_one_mesh_and_only_process_0_writes(runs):
     for stage in ("metrics", "autointerp", "steer", "select"):  # each process takes its share of the SAEs
         for i in (0, 1):
             assert f"{stage}: process {i} of 2 takes its share of the SAEs" in stdouts[i], (i, stage)
-    for stage in ("steer_selected", "analysis", "report"):  # process 0 alone
+    for stage in ("validity", "steer_selected", "analysis", "report"):  # process 0 alone
         assert f"{stage}: running on process 0" in stdouts[1]
     assert "running on process 0" not in stdouts[0]
     for stage in STAGES.split(","):
         assert json.loads((two / "manifests" / f"{stage}.json").read_text())["stage"] == stage
     # same files as the single-process run (no per-process leftovers, no checkpoints left behind)
-    files = lambda run: sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())  # noqa: E731
+    # (a judge-validity cache file is named by its key, which holds the SAE weights' mtime: one file either way)
+    files = lambda run: sorted(re.sub(r"^judge_validity/[0-9a-f]{16}\.json$", "judge_validity/<key>.json",  # noqa: E731
+                                      str(p.relative_to(run))) for p in run.rglob("*") if p.is_file())
     assert files(two) == files(one)
 
 

@@ -19,7 +19,10 @@ import pytest
 import jaxsae.sae as S
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["train", "metrics", "autointerp", "steer", "select", "steer_selected", "analysis", "report"]
+NO_AXBENCH = () if (ROOT.parent / "shared" / "axbench").is_dir() else ("--validity.skip",)
+"""Without the AxBench data beside the repository the validity stage is skipped by its setting
+(test_validity_stage then skips; under CI the data is required)."""
+STAGES = ["train", "metrics", "autointerp", "validity", "steer", "select", "steer_selected", "analysis", "report"]
 STABLE = ("model", "layer", "architecture", "level", "l0", "fvu", "ce_loss_score", "mu", "g", "g_output", "g_dtc")
 
 
@@ -28,8 +31,8 @@ def env():
 
 
 def launch(out: Path, *args: str, timeout=600):
-    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *args],
-                       capture_output=True, text=True, cwd=ROOT, env=env(), timeout=timeout)
+    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *NO_AXBENCH,
+                        *args], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=timeout)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     return r.stdout
 
@@ -67,6 +70,16 @@ def test_outputs_are_well_formed(run_dir):
         cfg = json.loads((run_dir / r["sae_dir"] / "cfg.json").read_text())
         assert int(cfg["metadata"]["sae_lens_version"].split(".")[0]) >= 6
     assert res["tau"]["overall"]["status"] == "ok" and -1 <= res["tau"]["overall"]["tau_b"] <= 1
+    for r in res["records"]:  # n and SE of µ (CONCEPT latents' scores) and g (steered concepts' test scores)
+        ai = json.loads((run_dir / r["sae_dir"] / "autointerp.json").read_text())
+        mu = [x["score"] for x in ai["latents"] if x["in_concept100"] and x["score"] is not None]
+        util = json.loads((run_dir / r["sae_dir"] / "steering" / "utility.json").read_text())
+        g = [c["test_score"] for c in util["concepts"]]
+        assert r["mu_n"] == ai["summary"]["n_concept"] == len(mu) == 2 and r["g_n"] == util["n_concepts"] == len(g) == 2
+        assert r["mu"] == pytest.approx(np.mean(mu)) and r["g"] == pytest.approx(np.mean(g))
+        assert r["mu_se"] == pytest.approx(np.std(mu, ddof=1) / np.sqrt(2))
+        assert r["g_se"] == pytest.approx(np.std(g, ddof=1) / np.sqrt(2))
+    assert set(res["selection_lift"]) == {"output", "dtc"} and res["selection_lift"]["dtc"]["n"] == 4
     assert set(res["selection"]["average"]["mean"]) == {"none", "output", "dtc"}
     for n in STAGES:
         m = json.loads((run_dir / "manifests" / f"{n}.json").read_text())
@@ -83,10 +96,28 @@ def test_outputs_are_well_formed(run_dir):
     with np.load(run_dir / r0["sae_dir"] / "dtc.npz") as z:
         assert str(z["reading"]) == "B" and np.array_equal(z["delta_tc"], z["delta_tc_B"])
     assert "ΔTC reading **B" in report and "### ΔTC readings" in report and "labelled **negative**" in report
+    # the features page: written by the report stage, recorded in its manifest, linked from report.md
+    from test_report_features import _Table
+
+    assert "report/features.html" in json.loads((run_dir / "manifests" / "report.json").read_text())["outputs"]
+    assert "[report/features.html](report/features.html)" in report
+    page = _Table()
+    page.feed((run_dir / "report" / "features.html").read_text())
+    for r in res["records"]:  # every SAE's CONCEPT latents are rows of the page
+        concept = json.loads((run_dir / r["sae_dir"] / "autointerp.json").read_text())["concept100"]
+        assert concept and {lat for sae, lat, _ in page.rows if sae == r["sae_dir"]} >= set(concept)
 
 
 def test_rerun_skips_everything(run_dir):
-    assert ran(launch(run_dir)) == []
+    stdout = launch(run_dir)
+    assert ran(stdout) == []
+    # the run's last lines: the headline table read from results.json
+    lines = stdout.strip().splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.split()[:2] == ["statistic", "value"])
+    assert head > next(i for i, ln in enumerate(lines) if ln.startswith("run folder:"))
+    assert lines[head + 2].startswith("τ_b(µ, g) pooled") and "too few (n = 4)" in lines[head + 2]  # 4 SAEs
+    assert lines[head + 3].startswith("Ψ") and any(ln.startswith("lift of ΔTC selection") for ln in lines[head:])
+    assert lines[-1].startswith("judge") and "judge validity" not in "".join(lines[:head])
 
 
 def test_deleted_output_redoes_only_its_stage(run_dir):
@@ -104,7 +135,7 @@ def test_redo_cascades_downstream(run_dir):
 
 
 def test_changed_config_is_refused(run_dir):
-    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(run_dir),
+    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(run_dir), *NO_AXBENCH,
                         "--steer.max-new-tokens", "7"], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=120)
     assert r.returncode == 2 and "different configuration" in r.stderr and "--redo steer" in r.stderr
 
@@ -113,7 +144,7 @@ def test_redo_train_after_a_config_change_starts_afresh(run_dir, tmp_path):
     out = tmp_path / "redo"
     shutil.copytree(run_dir, out)
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), "--train.d-sae", "32",
+    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *NO_AXBENCH, "--train.d-sae", "32",
                         "--redo", "train"], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=120)
     assert r.returncode == 2 and "must be between 1 and d_sae = 32" in r.stderr  # a bad redo leaves the run intact
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
@@ -129,19 +160,19 @@ def test_redo_train_after_a_config_change_starts_afresh(run_dir, tmp_path):
 
 def test_killed_run_resumes_to_the_same_results(run_dir, tmp_path):
     out = tmp_path / "killed"
-    p = subprocess.Popen([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out)],
+    p = subprocess.Popen([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *NO_AXBENCH],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env(),
                          start_new_session=True)
     seen = []
     deadline = time.time() + 300
     for line in p.stdout:  # kill as soon as the autointerp stage has started
         seen.append(line)
-        if line.startswith("[3/8] autointerp:") or time.time() > deadline:
+        if line.startswith("[3/9] autointerp:") or time.time() > deadline:
             time.sleep(2.0)
             os.killpg(p.pid, signal.SIGKILL)
             break
     p.wait(timeout=60)
-    assert any(ln.startswith("[2/8] metrics: finished") for ln in seen), "".join(seen)
+    assert any(ln.startswith("[2/9] metrics: finished") for ln in seen), "".join(seen)
     assert not (out / "manifests" / "autointerp.json").exists()
     stdout = launch(out)
     assert ran(stdout) == STAGES[2:]
@@ -151,7 +182,7 @@ def test_killed_run_resumes_to_the_same_results(run_dir, tmp_path):
 
 
 def launch_fails(out: Path, *args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *args],
+    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *NO_AXBENCH, *args],
                        capture_output=True, text=True, cwd=ROOT, env=env(), timeout=300)
     assert r.returncode == 2, (r.stdout[-2000:], r.stderr[-2000:])
     lines = r.stderr.strip().splitlines()
@@ -234,3 +265,47 @@ def test_replaced_cached_activations_are_refused(run_dir, tmp_path):
     msg = launch_fails(out)
     assert "hold 300 x" in msg and "--redo train" in msg
     assert not (out / model.name / "sweep").exists()
+
+
+def test_validity_stage(run_dir, tmp_path):
+    """The judge's validity on labelled AxBench data: measured before steering, cached per judge,
+    in results.json and at the top of the report; skippable; missing data is one line."""
+    from conftest import require_axbench
+
+    from jaxsae.judge.validate import verdict
+
+    require_axbench()
+    res = json.loads((run_dir / "results.json").read_text())
+    v = res["judge_validity"]
+    assert v == json.loads((run_dir / "validity.json").read_text()) and v["measured"] is True
+    assert set(v["criteria"]) == {"concept", "instruction", "fluency"}
+    for r in [*v["criteria"].values(), v["detector"]]:
+        assert r["ci_low"] <= r["auroc"] <= r["ci_high"] and 0 <= r["auroc"] <= 1
+    assert all(r["n_pos"] == r["n_neg"] == 4 for r in v["criteria"].values())  # smoke: validity.n_per_class = 4
+    assert v["detector"]["n_latents"] == 2 and v["detector"]["sae"] == res["records"][0]["sae_dir"]
+    assert v["verdict"] == verdict(v) and v["verdict"]  # the tiny random judge tells nothing apart
+    report = (run_dir / "report.md").read_text()
+    top = report.split("## 1. SAEs")[0]
+    assert f"**Warning: {v['verdict'][:40]}" in top and "| criterion | AUROC | 95% CI |" in top
+    assert "| detector |" in top
+    # cached per judge: a redo reads the cache file of its key instead of rating again
+    out = tmp_path / "validity"
+    shutil.copytree(run_dir, out)
+    cache = out / "judge_validity" / f"{v['cache_key']}.json"
+    cached = json.loads(cache.read_text())
+    cached["seconds"] = -1.0
+    cache.write_text(json.dumps(cached))
+    assert ran(launch(out, "--redo", "validity", "--stages", "validity")) == ["validity"]
+    assert json.loads((out / "validity.json").read_text())["seconds"] == -1.0
+    # skipped by its setting: the report says so
+    assert ran(launch(out, "--validity.skip", "--redo", "validity")) == ["validity", "analysis", "report"]
+    assert json.loads((out / "results.json").read_text())["judge_validity"]["measured"] is False
+    assert "**Judge validity not measured** (validity.skip = true)" in (out / "report.md").read_text()
+    # no AxBench data: one line naming the fix, nothing redone
+    msg = launch_fails(out, "--validity.axbench-dir", str(tmp_path / "nowhere"), "--redo", "validity")
+    assert "validity" in msg and "--validity.skip" in msg
+    shutil.rmtree(out)
+    # a fresh run without the data stops before training, not at the validity stage
+    fresh = tmp_path / "fresh"
+    assert "--validity.skip" in launch_fails(fresh, "--validity.axbench-dir", str(tmp_path / "nowhere"))
+    assert not (fresh / "manifests" / "train.json").exists() and not (fresh / "tiny-random-llama").exists()

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 
 from conftest import in_ci, require_axbench
-from test_launch_smoke import ROOT, STAGES, env, launch, ran
+from test_launch_smoke import NO_AXBENCH, ROOT, STAGES, env, launch, ran
 
 AXBENCH = ROOT.parent / "shared" / "axbench" / "concept10" / "prod_2b_l20_v1"
 
 
 def fail(out: Path, *args: str) -> str:
     """stderr of a launch that must stop with a one-line UserError (exit 2)."""
-    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *args],
-                       capture_output=True, text=True, cwd=ROOT, env=env(), timeout=300)
+    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *NO_AXBENCH,
+                        *args], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=300)
     assert r.returncode == 2, (r.stdout[-2000:], r.stderr[-2000:])
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
     assert len(lines) == 1, r.stderr[-2000:]
@@ -126,8 +126,8 @@ def test_bad_concept_files_and_settings_are_one_line_errors(run_dir, tmp_path):
     shutil.copytree(run_dir, out)
     for flag, value, choices in (("--select.tier-choice", "test", ("'dev'", "'eval'")),
                                  ("--select.pool", "some", ("'all'", "'concepts'"))):  # Literal choices: tyro's report
-        r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), flag, value,
-                            "--redo", "select"], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=300)
+        r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *NO_AXBENCH, flag,
+                            value, "--redo", "select"], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=300)
         assert r.returncode == 2 and flag in r.stderr and value in r.stderr, r.stderr
         assert all(c in r.stderr for c in choices), r.stderr
     # settings are checked before a stage's finished outputs are touched: its manifest survives

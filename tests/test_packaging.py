@@ -54,8 +54,11 @@ def test_wheel_runs_the_bundled_smoke_sweep(wheel_python, tmp_path):
     where = subprocess.run([str(wheel_python), "-c", "import jaxsae; print(jaxsae.__file__)"], cwd=tmp_path, env=env,
                            check=True, capture_output=True, text=True).stdout
     assert str(wheel_python.parents[1]) in where and str(ROOT) not in where  # the installed copy, not the checkout
-    r = subprocess.run([str(wheel_python), "-m", "jaxsae.launch", "--sweep", "smoke", "--out", "run"], cwd=tmp_path,
-                       env=env, capture_output=True, text=True, timeout=900)
+    # the smoke sweep's validity.axbench_dir is relative to the working directory (here tmp_path)
+    axbench = ROOT.parent / "shared" / "axbench"
+    validity = ("--validity.axbench-dir", str(axbench)) if axbench.is_dir() else ("--validity.skip",)
+    r = subprocess.run([str(wheel_python), "-m", "jaxsae.launch", "--sweep", "smoke", "--out", "run", *validity],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["sweep"] == "smoke" and len(results["records"]) == 4

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxsae.analysis import TauSettings, rank_agreement, selection_rank, selection_summary
+from jaxsae.analysis import TauSettings, lift_ci, rank_agreement, selection_rank, selection_summary
 from jaxsae.report import PLOT_FILES, write_report
 from jaxsae.report.fmt import cell
 
@@ -41,6 +41,8 @@ def _records() -> list[dict]:
                 })
     recs[3]["mu"] = None
     recs[5]["g_dtc"] = None
+    recs[0].update(mu_se=0.05, mu_n=20, g_se=0.125, g_n=8)  # n and SE of µ and g (the analysis stage's)
+    recs[1].update(mu_n=1, g_n=1)  # one latent / concept: no SE
     return recs
 
 
@@ -51,6 +53,7 @@ def _results(records: list[dict]) -> dict:
         "tau_after": {"g_dtc": rank_agreement(records, x="mu", y="g_dtc", settings=SETTINGS),
                       "gain_dtc": selection_rank(records, settings=SETTINGS)},
         "selection": selection_summary(records),
+        "selection_lift": lift_ci(records, settings=SETTINGS),
         "timings": {"train": 3725.0, "metrics": 12.5, "analysis": 0.25},
     }
 
@@ -128,11 +131,35 @@ def test_per_sae_table_matches_records(report):
     for row, r in zip(rows, records):
         want = {"model": r["model"], "architecture": r["architecture"], "level": cell(r["level_label"]),
                 "L0": f"{r['l0']:.1f}", "FVU": f"{r['fvu']:.3f}", "CE-loss score": f"{r['ce_loss_score']:.3f}",
-                "µ": "–" if r["mu"] is None else f"{r['mu']:.3f}", "g": f"{r['g']:.3f}",
+                "µ ± SE (n latents)": "–" if r["mu"] is None else f"{r['mu']:.3f}",
+                "g ± SE (n concepts)": f"{r['g']:.3f}",
                 "g (argmax)": f"{r['g_argmax']:.3f}", "g_output": f"{r['g_output']:.3f}",
                 "g_dtc": "–" if r["g_dtc"] is None else f"{r['g_dtc']:.3f}", "tier chosen": "on dev"}
+        if r.get("mu_n") is not None:  # n beside µ and g, with the SE where there are 2 or more
+            se = lambda k: f" ± {r[k]:.3f}" if k in r else ""  # noqa: E731
+            want["µ ± SE (n latents)"] += f"{se('mu_se')} (n = {r['mu_n']})"
+            want["g ± SE (n concepts)"] += f"{se('g_se')} (n = {r['g_n']})"
         got = dict(zip(head, row))
         assert {k: got[k] for k in want} == want
+    assert rows[0][7:9] == [f"{records[0]['mu']:.3f} ± 0.050 (n = 20)", f"{records[0]['g']:.3f} ± 0.125 (n = 8)"]
+    assert rows[1][7] == f"{records[1]['mu']:.3f} (n = 1)"
+
+
+def test_n_beside_every_statistic_and_small_groups_untested(report):
+    _, records, md = report
+    # Table 1: groups of fewer than 8 SAEs show "too few (n = k)", no tau, p-value nor CI; the pooled row is tested
+    rows = {r[0]: r for r in _table_rows(md, "group")}
+    assert rows["relu"][1:6] == ["5", "too few (n = 5)", "–", "–", "–"]  # one relu µ is missing
+    assert rows["L0≈80"][1:3] == ["4", "too few (n = 4)"]
+    overall = rows["**overall**"]
+    assert overall[1] == "11" and overall[2] not in ("–",) and not overall[2].startswith("too few")
+    assert "Groups of fewer than 8 SAEs are not tested" in md
+    # Table 2: n per group; the pooled lifts with their CI and n
+    sel = _table_rows(md, "model", with_header=True)
+    assert sel[0][1] == "n (SAEs)" and [r[1] for r in sel[1:]] == ["6/6/5", "6", "12/12/11"]  # recs[5] has no g_dtc
+    lift = lift_ci(records, settings=SETTINGS)["dtc"]
+    assert (f"ΔTC {lift['lift_pct']:.1f} %, 95% CI [{lift['ci'][0]:.1f}, {lift['ci'][1]:.1f}] % (n = 11 SAEs)"
+            in md)
 
 
 def test_steering_notes_under_the_sae_table(report):
@@ -200,8 +227,11 @@ def test_missing_values_and_too_small_groups(tmp_path):
     results = _results(records)
     md = write_report(tmp_path, results).read_text()
     assert results["tau"]["axes"]["A"]["groups"]["topk"]["status"] == "too small"
-    assert "Not plotted (no statistic):" in md and "A: topk (too small, n=2)" in md
-    assert (tmp_path / "plots" / PLOT_FILES["tau"]).read_bytes()[:8] == PNG_MAGIC
+    assert "Groups without a statistic:" not in md  # every group is too few: the table shows them as such
+    assert "| topk | 2 | too few (n = 2) | – | – | – |" in md
+    # 3 SAEs with µ: too few to test, so nothing is plotted, and the report says why
+    assert "No plot of tau_b per axis group: no group of 8 or more SAEs has a statistic (" in md
+    assert "pooled (too few (n = 3))" in md  # records[3] has no µ
 
 
 def test_malformed_results_give_notes():

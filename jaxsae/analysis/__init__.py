@@ -12,7 +12,7 @@ from .kendall import TauSettings, kendall_tau_b, tau_b_batch, tau_group
 from .levels import LEVEL_GROUPINGS, group_levels
 from .readings import compare_readings
 from .rank import DEFAULT_AXES, psi_from_taus, rank_agreement
-from .selection import DEFAULT_METHODS, gain_pct, selection_rank, selection_summary
+from .selection import DEFAULT_METHODS, gain_pct, lift_ci, selection_rank, selection_summary
 
 __all__ = [
     "DEFAULT_AXES",
@@ -22,6 +22,7 @@ __all__ = [
     "compare_readings",
     "gain_pct",
     "group_levels",
+    "lift_ci",
     "kendall_tau_b",
     "psi_from_taus",
     "rank_agreement",

@@ -81,16 +81,21 @@ def paper_lift_pct(values: Mapping[str, Any], base: str, method: str) -> float |
 
 def selection_table_markdown(summary: Mapping[str, Any], paper: Mapping[str, Any] | None = None) -> str:
     """A Table-2-style markdown table of :func:`jaxsae.analysis.selection_summary`'s result
-    (mean steering score per group and method, lift over no selection in %)."""
+    (per group: n, the SAEs with a score (per method, "4/4/3", where they differ); mean steering
+    score per method, lift over no selection in %)."""
     methods = list(summary["methods"])
     sel = methods[1:]
-    head = [summary["by"]] + [f"{m} (mean)" for m in methods] + [f"{m} lift %" for m in sel]
+    head = [summary["by"], "n (SAEs)"] + [f"{m} (mean)" for m in methods] + [f"{m} lift %" for m in sel]
     if paper is not None:
         head += [f"paper {m}" for m in methods] + [f"paper {m} lift %" for m in sel]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     rows = list(summary["groups"].items()) + [("**average**", summary["average"])]
+    total = {m: sum(int((g.get("n") or {}).get(m) or 0) for g in summary["groups"].values()) for m in methods}
     for name, g in rows:
-        cells = [name] + [_f(g["mean"].get(m), 3) for m in methods] + [_f(g["lift_pct"].get(m), 1) for m in sel]
+        n = g.get("n") or total  # the average row: every group's SAEs
+        counts = sorted({int(n.get(m) or 0) for m in methods})
+        n_cell = str(counts[0]) if len(counts) == 1 else "/".join(str(int(n.get(m) or 0)) for m in methods)
+        cells = [name, n_cell] + [_f(g["mean"].get(m), 3) for m in methods] + [_f(g["lift_pct"].get(m), 1) for m in sel]
         if paper is not None:
             pv = _lookup(paper, name)
             cells += [_f(pv.get(m), 3) if pv else "–" for m in methods]

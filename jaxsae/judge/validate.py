@@ -73,7 +73,12 @@ class ValiditySettings:
     min_digit_mass: float = 0.5
     """A local judge whose mean probability on the valid digits is below this is flagged."""
     detector_latents: int = 8
-    """Latents whose scoring windows test the AutoInterp detector."""
+    """Latents whose scoring windows test the AutoInterp detector (0: the launcher's stage does not
+    measure the detector)."""
+    skip: bool = False
+    """Whether the launcher's ``validity`` stage skips measuring the judge (``--validity.skip``):
+    validity.json and the report then say judge validity was not measured. Not used by
+    ``python -m jaxsae.judge validate``."""
 
 
 # ------------------------------------------------------------------------------ statistics

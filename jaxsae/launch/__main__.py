@@ -144,14 +144,36 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m jaxsae.launch"
         print(f"process {index} of {count}: {jax.local_device_count()} local of {jax.device_count()} devices"
               + (" (writes the run folder)" if index == 0 else ""), flush=True)
     run = Run(out, cfg, STAGES, process_index=index, process_count=count)
+    selected = [n for n in names if n in todo or n in redo]
+    if "validity" in selected and ("validity" in redo or run.status("validity") != "done"):
+        from jaxsae.launch.stages import check_validity
+
+        check_validity(run)  # missing AxBench data stops here, not after hours of training
     try:
-        run.execute([n for n in names if n in todo or n in redo], redo)
+        run.execute(selected, redo)
     except BaseException as e:
         if count > 1:  # the others stop at their next barrier instead of waiting for this process
             report_failure(f"{type(e).__name__}: {e}")
         raise
     if index == 0:
         print(f"\nrun folder: {out}" + (f"\nreport: {out / 'report.md'}" if (out / "report.md").exists() else ""))
+        _print_headline(run)
+
+
+def _print_headline(run) -> None:
+    """The headline table (jaxsae.report.headline) as the run's last lines, when results.json is
+    current (the analysis stage is done in this configuration)."""
+    import json
+
+    from jaxsae.report.headline import headline_lines
+
+    if run.status("analysis") != "done":
+        return
+    try:
+        results = json.loads((run.out / "results.json").read_text())
+    except (OSError, ValueError):
+        return
+    print("\n" + "\n".join(headline_lines(results)), flush=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from jaxsae.autointerp.config import AutoInterpConfig
 from jaxsae.errors import UserError
 from jaxsae.io import provenance_hash
 from jaxsae.judge.config import JudgeConfig
+from jaxsae.judge.validate import ValiditySettings
 from jaxsae.select.config import SelectConfig
 from jaxsae.steer.utility import SteerSettings
 from jaxsae.train.data import DataConfig
@@ -74,6 +75,8 @@ class SweepConfig:
     autointerp: AutoInterpConfig = field(default_factory=AutoInterpConfig)
     steer: SteerSettings = field(default_factory=SteerSettings)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    validity: ValiditySettings = field(default_factory=ValiditySettings)
+    """Judge validity measured on labelled AxBench data (the ``validity`` stage, before steering)."""
     select: SelectConfig = field(default_factory=SelectConfig)
     analysis: TauSettings = field(default_factory=TauSettings)
 

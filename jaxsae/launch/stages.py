@@ -580,6 +580,105 @@ def concept_features(run: Run, sae_dir: Path, d_sae: int) -> list:
 
 
 
+# ------------------------------------------------------------------------------ judge validity
+
+VALIDITY_FILE = "validity.json"
+"""The validity stage's result in the run folder (read by the analysis stage into results.json)."""
+
+VALIDITY_CACHE = "judge_validity"
+"""Folder of the run holding one validity result per cache key (judge, data, sizes)."""
+
+
+def check_validity(run: Run) -> None:
+    """The validity stage's data folder, before any model loads: a missing one is one line naming
+    ``validity.axbench_dir`` and ``validity.skip``."""
+    from jaxsae.judge.validate import labelled_examples
+
+    v = run.cfg.validity
+    if v.skip:
+        return
+    fix = ("set validity.axbench_dir (--validity.axbench-dir DIR) to a folder of AxBench concept sets, e.g. "
+           "../shared/axbench, or skip measuring the judge with --validity.skip")
+    if not v.axbench_dir:
+        raise UserError(f"validity.axbench_dir is empty; {fix}")
+    try:
+        labelled_examples(v.axbench_dir, n_per_class=v.n_per_class, seed=v.seed, criteria=v.criteria)
+    except UserError as e:
+        raise UserError(f"validity: {e}; or skip measuring the judge with --validity.skip") from None
+    if not 0.0 < v.ci_level < 1.0:
+        raise UserError(f"validity.ci_level must lie strictly between 0 and 1, got {v.ci_level}")
+
+
+def validity_judges(run: Run):
+    """(rating judge, AutoInterp detector judge) of the configuration, loaded on this process only
+    (the validity stage runs on process 0 alone, so no barrier)."""
+    from jaxsae.autointerp.judges import ApiJudge as Detector
+    from jaxsae.judge.rubric import load_templates
+
+    j, ai = run.cfg.judge, run.cfg.autointerp
+    templates = load_templates(j.templates)
+    if j.kind == "local":
+        from jaxsae.autointerp.judges import LocalJudge as LocalDetector
+        from jaxsae.judge import LocalJudge
+
+        lm = load_lm(j.model, judge_dtype(j.dtype))
+        return LocalJudge(lm, templates=templates), LocalDetector(lm, ai)
+    from jaxsae.judge import APIJudge
+
+    client = chat_client(run)
+    return (APIJudge(client, temperature=j.temperature, max_tokens=j.max_tokens, templates=templates),
+            Detector(client, ai))
+
+
+def stage_validity(run: Run) -> list[str]:
+    """Judge validity on labelled AxBench data (:func:`jaxsae.judge.validate.validate_cached`):
+    per criterion the AUROC with its bootstrap CI, digit mass and argmax agreement, and the
+    AutoInterp detector on the first SAE's feature statistics (``validity.detector_latents``
+    latents); cached per judge in ``judge_validity/`` (key: the judge's description, the data's
+    hash and the sizes), written to ``validity.json`` with its verdict. With ``validity.skip``
+    the file says the judge was not measured."""
+    from jaxsae.judge.validate import validate_cached, verdict
+
+    v = run.cfg.validity
+    path = run.out / VALIDITY_FILE
+    if not run.is_writer:
+        return [VALIDITY_FILE]
+    if v.skip:
+        atomic_write_json(path, {"measured": False, "reason": "validity.skip = true"})
+        return [VALIDITY_FILE]
+    judge, detector = validity_judges(run)
+    kw = {}
+    if v.detector_latents > 0:
+        from jaxsae.autointerp.prompts import TokenText
+        from jaxsae.autointerp.validate import DetectorCheck
+        from jaxsae.features import load as load_stats
+
+        spec = run.cfg.models[0]
+        first = sae_path(run, spec, sweep_entries(run, spec)[0])
+        lm = load_lm(spec.source, spec.dtype, spec.tensor_parallel)
+        kw = dict(detector=DetectorCheck(detector, load_stats(first / "feature_stats"), TokenText(lm.tokenizer),
+                                         run.cfg.autointerp, v))
+    res = validate_cached(judge, v, run.out / VALIDITY_CACHE, **kw)
+    client = getattr(judge, "client", None)  # an API judge: the rating judge and the detector share it
+    failed = int(client.stats.hard_failures) if client is not None else 0
+    if failed:  # not a result: the cached file goes (the chat cache keeps every answered request)
+        (run.out / VALIDITY_CACHE / f"{res['cache_key']}.json").unlink(missing_ok=True)
+    if "detector" in res:
+        res["detector"]["sae"] = rel(run, first)
+    res.update(measured=True, verdict=verdict(res), request_failures=failed)
+    atomic_write_json(path, res)
+    return [VALIDITY_FILE]
+
+
+def validity_incomplete(run: Run) -> str | None:
+    """Whether some of the validity stage's judge requests failed for good (the stage is not done)."""
+    res = _read_json(run.out / VALIDITY_FILE) or {}
+    n = int(res.get("request_failures") or 0)
+    if not n:
+        return None
+    return (f"{n} judge validity requests failed for good; they are not results: re-run the same command to retry "
+            "only them (the answered ones are cached), or check the judge (judge.base_url, judge.model)")
+
 
 def _read_json(path: Path) -> dict | None:
     try:
@@ -645,15 +744,41 @@ def dtc_by_reading(run: Run, records: list[dict]) -> list[tuple[dict, dict]]:
     return out
 
 
+def mean_se(values) -> tuple[float | None, float | None, int]:
+    """(mean, standard error sd/√n with ddof 1, n) of the finite values; SE None below 2 values."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
+    if v.size == 0:
+        return None, None, 0
+    se = float(np.std(v, ddof=1) / np.sqrt(v.size)) if v.size > 1 else None
+    return float(v.mean()), se, int(v.size)
+
+
+def with_uncertainty(run: Run, records: list[dict]) -> list[dict]:
+    """Each record with the n and standard error of µ (over the CONCEPT latents' AutoInterp
+    scores in autointerp.json) and of g (over the steered concepts' test scores in
+    utility.json): ``mu_n``, ``mu_se``, ``g_n``, ``g_se`` (None where a file or score is missing)."""
+    out = []
+    for r in records:
+        d = run.out / r["sae_dir"]
+        ai = _read_json(d / "autointerp.json") or {}
+        mu_scores = [x.get("score") for x in ai.get("latents") or [] if x.get("in_concept100")]
+        _, mu_se, mu_n = mean_se([x for x in mu_scores if isinstance(x, (int, float))])
+        util = _read_json(d / "steering" / "utility.json") or {}
+        g_scores = [c.get("test_score") for c in util.get("concepts") or []]
+        _, g_se, g_n = mean_se([x for x in g_scores if isinstance(x, (int, float))])
+        out.append({**r, "mu_n": mu_n or None, "mu_se": mu_se, "g_n": g_n or None, "g_se": g_se})
+    return out
+
+
 def stage_analysis(run: Run) -> list[str]:
     """Kendall tau_b / psi / Psi of µ vs g (and after selection), selection summaries -> results.json."""
     import time
 
-    from jaxsae.analysis import compare_readings, group_levels, rank_agreement, selection_rank, selection_summary
+    from jaxsae.analysis import compare_readings, group_levels, lift_ci, rank_agreement, selection_rank, selection_summary
     from jaxsae.templates import describe as describe_templates
 
     a = settings = run.cfg.analysis
-    records = group_levels(collect_records(run), a.level_grouping)
+    records = group_levels(with_uncertainty(run, collect_records(run)), a.level_grouping)
     results = {
         "sweep": run.cfg.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -665,12 +790,14 @@ def stage_analysis(run: Run) -> list[str]:
             "gain_dtc": selection_rank(records, settings=settings),
         },
         "selection": selection_summary(records),
+        "selection_lift": lift_ci(records, settings=settings),
         "select": {"reading": run.cfg.select.reading, "positions": run.cfg.select.positions,
                    "mode": run.cfg.select.mode, "ranking": run.cfg.select.ranking},
         "dtc_readings": compare_readings(dtc_by_reading(run, records), used=run.cfg.select.reading),
         "templates": {"judge": describe_templates(run.cfg.judge.templates),
                       "autointerp": describe_templates(run.cfg.autointerp.templates)},
         "random_labels": run.cfg.autointerp.random_labels,
+        "judge_validity": _read_json(run.out / VALIDITY_FILE),
         "timings": dict(run.timings),
     }
     if run.is_writer:
@@ -679,8 +806,10 @@ def stage_analysis(run: Run) -> list[str]:
 
 
 def stage_report(run: Run) -> list[str]:
-    """report.md with tables beside the paper's values, plots, example generations."""
+    """report.md with tables beside the paper's values, plots, example generations, and
+    report/features.html (every CONCEPT latent of every SAE on one sortable page), linked from it."""
     from jaxsae.report import write_report
+    from jaxsae.report.features import PAGE_FILE, features_page
 
     path = run.out / "results.json"
     results = _read_json(path)
@@ -688,10 +817,11 @@ def stage_report(run: Run) -> list[str]:
         raise UserError(f"{path} is missing or unreadable: run the analysis stage first")
     results["timings"] = {**results.get("timings", {}), **run.timings}
     if not run.is_writer:
-        return ["report.md"]
+        return ["report.md", PAGE_FILE]
+    page = features_page(run.out)  # before report.md, which links to it
     out = write_report(run.out, results)
     plots = sorted(rel(run, p) for p in (run.out / "plots").glob("*.png"))
-    return [rel(run, out), *plots]
+    return [rel(run, out), rel(run, page), *plots]
 
 
 STAGES: list[Stage] = [
@@ -703,6 +833,9 @@ STAGES: list[Stage] = [
     Stage("autointerp", ("eval", "autointerp", "judge"), ("train",), stage_autointerp,
           "feature statistics and AutoInterp scores (µ, CONCEPT100)", split=True, validate=check_templates,
           per_sae=("autointerp.json",), incomplete=autointerp_incomplete),
+    Stage("validity", ("validity", "judge"), ("autointerp",), stage_validity,
+          "judge validity on labelled AxBench data (AUROC with CIs), cached per judge", validate=check_validity,
+          incomplete=validity_incomplete),
     Stage("steer", ("steer", "judge"), ("autointerp",), stage_steer, "steering utility g without selection (AxBench)",
           split=True, validate=validate_steer, per_sae=("steering/utility.json",), incomplete=steer_incomplete),
     # after "steer": with select.pool = "concepts" the scored latents are the steered concepts
@@ -710,7 +843,8 @@ STAGES: list[Stage] = [
           split=True, per_sae=("dtc.npz",)),
     Stage("steer_selected", ("select",), ("steer", "select"), stage_steer_selected,
           "selection tiers by ΔTC and output score, chosen on dev, scored on test", per_sae=("steering/selected.json",)),
-    Stage("analysis", ("analysis",), ("metrics", "steer_selected"), stage_analysis,
+    Stage("analysis", ("analysis",), ("metrics", "steer_selected", "validity"), stage_analysis,
           "Kendall tau_b / psi / Psi, selection summaries -> results.json"),
-    Stage("report", (), ("analysis",), stage_report, "report.md with tables beside the paper's, plots, examples"),
+    Stage("report", (), ("analysis",), stage_report,
+          "report.md with tables beside the paper's, plots, examples; report/features.html"),
 ]

@@ -10,6 +10,10 @@ from typing import Any, Sequence
 MISSING = "–"
 """What a missing or non-finite value shows as (the same dash as jaxsae.analysis.tables)."""
 
+MIN_N_TEST = 8
+"""Smallest group whose Kendall τ_b the report and the headline test (p-value, CI); a smaller one
+shows as "too few (n = 5)": with a handful of SAEs τ_b's p-value and interval say nothing."""
+
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|~#$])")
 
 

@@ -13,6 +13,8 @@ import copy
 import re
 from typing import Any, Mapping, Sequence
 
+from .fmt import MIN_N_TEST
+
 _L0 = re.compile(r"^L0=(\d+(?:\.\d+)?)$")
 
 
@@ -49,4 +51,26 @@ def with_level_names(result: Mapping[str, Any], records: Sequence[Mapping[str, A
         renamed = {names.get(k, k): v for k, v in entry["groups"].items()}
         if len(renamed) == len(entry["groups"]):  # never merge two groups under one name
             entry["groups"] = renamed
+    return out
+
+
+def too_few(result: Mapping[str, Any], min_n: int = MIN_N_TEST) -> dict:
+    """A copy of a rank_agreement result whose groups (and pooled row) of fewer than ``min_n`` SAEs
+    (with a statistic, or "too small" for one) carry ``{"status": "too few (n = 5)", "n": 5}`` instead of τ_b, p-value
+    and CI: the report shows them as too few to test, and the plot leaves them off. ψ and Ψ are
+    left as computed."""
+    out = copy.deepcopy(dict(result))
+
+    def check(st: Any) -> Any:
+        if (isinstance(st, dict) and st.get("status", "ok") in ("ok", "too small") and isinstance(st.get("n"), int)
+                and st["n"] < min_n):
+            return {"status": f"too few (n = {st['n']})", "n": st["n"]}
+        return st
+
+    if "overall" in out:
+        out["overall"] = check(out["overall"])
+    axes = out.get("axes")
+    for entry in (axes.values() if isinstance(axes, dict) else ()):
+        if isinstance(entry, dict) and isinstance(entry.get("groups"), dict):
+            entry["groups"] = {k: check(v) for k, v in entry["groups"].items()}
     return out

@@ -14,8 +14,8 @@ from typing import Any, Callable, Mapping, Sequence
 from jaxsae.analysis import paper
 from jaxsae.analysis.tables import AXIS_TITLES, rank_table_markdown, selection_table_markdown
 
-from .fmt import MISSING, cell, duration, finite, num, table
-from .labels import level_legend, with_level_names
+from .fmt import MIN_N_TEST, MISSING, cell, duration, finite, num, table
+from .labels import level_legend, too_few, with_level_names
 from .plots import METHOD_NAMES, tau_groups
 
 
@@ -60,7 +60,8 @@ def header(results: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> 
             "features by output score / ΔTC. Paper values are from v1 (Tables 1–3).\n")
 
 
-SAE_HEAD = ["SAE", "model", "architecture", "level", "L0", "FVU", "CE-loss score", "µ", "g", "g (argmax)",
+SAE_HEAD = ["SAE", "model", "architecture", "level", "L0", "FVU", "CE-loss score", "µ ± SE (n latents)",
+            "g ± SE (n concepts)", "g (argmax)",
             "g_output", "g_dtc", "tier (output / ΔTC)", "tier chosen"]
 
 TIER_CHOICE = {"dev": "on dev", "eval": "by eval (paper)"}
@@ -74,8 +75,17 @@ def sae_row(r: Mapping[str, Any]) -> list[str]:
     choice = r.get("tier_choice")
     return [cell(name, 60), cell(r.get("model"), 60), cell(r.get("architecture"), 30),
             cell(r.get("level_label") or r.get("level"), 30), num(r.get("l0"), 1), num(r.get("fvu")),
-            num(r.get("ce_loss_score")), num(r.get("mu")), num(r.get("g")), num(r.get("g_argmax")),
+            num(r.get("ce_loss_score")), with_se(r.get("mu"), r.get("mu_se"), r.get("mu_n")),
+            with_se(r.get("g"), r.get("g_se"), r.get("g_n")), num(r.get("g_argmax")),
             num(r.get("g_output")), num(r.get("g_dtc")), tiers, cell(TIER_CHOICE.get(choice, choice), 30)]
+
+
+def with_se(value: Any, se: Any, n: Any) -> str:
+    """``0.714 ± 0.143 (n = 2)``; without an SE (n < 2) ``0.714 (n = 1)``; without n the number alone."""
+    if finite(value) is None:
+        return MISSING
+    text = num(value) + (f" ± {num(se)}" if finite(se) is not None else "")
+    return text + (f" (n = {int(n)})" if isinstance(n, (int, float)) and not isinstance(n, bool) else "")
 
 
 def sae_table(records: Sequence[Mapping[str, Any]]) -> str:
@@ -139,6 +149,55 @@ def levels_note(records: Sequence[Mapping[str, Any]], grouping: str | None = Non
             "L0-targeted SAEs): " + " · ".join(parts) + ".\n")
 
 
+
+def features_link(run_dir: Path) -> str:
+    """A line linking the features page (report/features.html) when the run folder has one."""
+    from .features import PAGE_FILE
+
+    if not (Path(run_dir) / PAGE_FILE).is_file():
+        return ""
+    return (f"\n**Features:** [{PAGE_FILE}]({PAGE_FILE}) shows every CONCEPT latent of every SAE on one page "
+            "(explanation, AutoInterp score, top windows, ΔTC, output score, chosen factor, a steered generation "
+            "with its ratings), sortable by any score; it opens offline in a browser.\n")
+
+
+# ------------------------------------------------------------------------------ judge validity
+
+
+def validity_banner(v: Mapping[str, Any] | None) -> str:
+    """The report's first remark: the judge's measured validity (:func:`jaxsae.judge.validate.verdict`),
+    or that it was not measured."""
+    from jaxsae.judge.validate import verdict
+
+    if not isinstance(v, Mapping) or not v.get("measured", "criteria" in v):
+        why = (v or {}).get("reason") if isinstance(v, Mapping) else "no validity.json in results.json"
+        return note(f"**Judge validity not measured** ({cell(why, 120)}): nothing here says whether the judge can "
+                    "tell a concept from its absence, so g and µ may rest on noise.")
+    line = verdict(v)
+    if line:
+        return note(f"**Warning: {cell(line, 600)}.** (Judge validity on labelled AxBench data, table below.)")
+    level = round(100 * float(next(iter((v.get("criteria") or {}).values()), {}).get("ci_level") or 0.95))
+    return note(f"**Judge validity:** the judge separates every measured criterion on labelled AxBench data "
+                f"(each {level}% CI of the AUROC excludes 0.5; table below).")
+
+
+def validity_table(v: Mapping[str, Any] | None) -> str:
+    """Judge validity per criterion (:func:`jaxsae.judge.validate.markdown_table`) and how it was measured."""
+    from jaxsae.judge.validate import markdown_table
+
+    if not isinstance(v, Mapping) or not v.get("measured", "criteria" in v):
+        return ""
+    det = v.get("detector") if isinstance(v.get("detector"), Mapping) else {}
+    what = (f"Judge `{cell(v.get('judge'), 200)}` on labelled AxBench examples (data {cell(v.get('data'), 20)}): "
+            "AUROC = P(a positive rates above a negative) + ½ P(tie), percentile bootstrap CI resampling each "
+            "class; n = positives/negatives; digit mass = mean probability on 0/1/2 at the rating slot; argmax "
+            "agreement = share of ratings whose argmax equals the rounded expected rating.")
+    if det:
+        what += (f" detector: the AutoInterp judge telling activating from random windows of {det.get('n_explained')} "
+                 f"explained latent(s) of {cell(det.get('sae'), 120)}.")
+    return "\n### Judge validity\n\n" + "\n".join(markdown_table(v)) + "\n\n" + note(what)
+
+
 # ------------------------------------------------------------------------------ rank tables
 
 
@@ -149,13 +208,16 @@ def not_plotted(result: Mapping[str, Any]) -> list[str]:
         status = st.get("status", "ok") if isinstance(st, Mapping) else "missing"
         if status != "ok" or finite(st.get("tau_b")) is None:
             where = "pooled" if axis == "pooled" else f"{axis}: {name}"
-            out.append(f"{where} ({status}, n={st.get('n', '?') if isinstance(st, Mapping) else '?'})")
+            if str(status).startswith("too few"):
+                out.append(f"{where} ({status})")
+            else:
+                out.append(f"{where} ({status}, n={st.get('n', '?') if isinstance(st, Mapping) else '?'})")
     return out
 
 
 def _missing_stats(result: Mapping[str, Any]) -> str:
     lines = []
-    groups = not_plotted(result)
+    groups = [g for g in not_plotted(result) if "too few" not in g]  # those are shown in the table and its note
     if groups:
         lines.append("Groups without a statistic: " + "; ".join(cell(g, 80) for g in groups) + ".")
     psis = [f"ψ_{a} ({AXIS_TITLES.get(a, a)})" for a, e in (result.get("axes") or {}).items()
@@ -177,8 +239,10 @@ def rank_table(result: Mapping[str, Any] | None, paper_table: Mapping[str, Any] 
     target L0 so the paper's levels line up), then what had no statistic."""
     if not isinstance(result, Mapping) or "overall" not in result:
         return note("Not computed in results.json.")
-    res = with_level_names(result, records)
-    return rank_table_markdown(res, paper_table) + "\n" + _missing_stats(res)
+    res = too_few(with_level_names(result, records))
+    small = (f"Groups of fewer than {MIN_N_TEST} SAEs are not tested (\"too few\"): their τ_b, p-value and CI "
+             "would say nothing; ψ and Ψ still average every group with a τ_b.")
+    return rank_table_markdown(res, paper_table) + "\n" + note(small) + _missing_stats(res)
 
 
 def after_selection(results: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> str:
@@ -205,7 +269,25 @@ def after_selection(results: Mapping[str, Any], records: Sequence[Mapping[str, A
 # ------------------------------------------------------------------------------- selection
 
 
-def selection_tables(summary: Mapping[str, Any] | None, by_arch: Mapping[str, Any] | None) -> str:
+def lift_line(lifts: Mapping[str, Any] | None) -> str:
+    """The pooled lift of each selection method with its paired bootstrap CI and n (results.json's
+    ``selection_lift``); empty when there is none."""
+    parts = []
+    for m, r in (lifts or {}).items():
+        if not isinstance(r, Mapping) or finite(r.get("lift_pct")) is None:
+            continue
+        ci = r.get("ci")
+        ci_text = (f", {round(100 * (finite(r.get('ci_level')) or 0.95))}% CI [{num(ci[0], 1)}, {num(ci[1], 1)}] %"
+                   if isinstance(ci, (list, tuple)) and len(ci) == 2 else ", no CI")
+        parts.append(f"{cell(METHOD_NAMES.get(m, m), 40)} {num(r['lift_pct'], 1)} %{ci_text} (n = {r.get('n')} SAEs)")
+    if not parts:
+        return ""
+    return note("Lift over no selection, pooled over SAEs (100 (mean g_sel / mean g − 1), paired bootstrap CI over "
+                "SAEs): " + "; ".join(parts) + ".")
+
+
+def selection_tables(summary: Mapping[str, Any] | None, by_arch: Mapping[str, Any] | None,
+                     lifts: Mapping[str, Any] | None = None) -> str:
     out = []
     if isinstance(summary, Mapping) and summary.get("groups"):
         out += ["Mean steering score per model (beside the paper's Table 2):\n\n",
@@ -218,6 +300,7 @@ def selection_tables(summary: Mapping[str, Any] | None, by_arch: Mapping[str, An
                        "is the difference in percentage-point lift between the paper's Table 2 columns).\n")
     else:
         out.append(note("No selection summary in results.json."))
+    out.append("\n" + lift_line(lifts) if lift_line(lifts) else "")
     if isinstance(by_arch, Mapping) and by_arch.get("groups"):
         out += ["\nPer architecture (the paper shows these only as figures):\n\n", selection_table_markdown(by_arch)]
     return "".join(out)

@@ -79,11 +79,17 @@ def mu_vs_g_figure(records: Sequence[Mapping[str, Any]],
     for ax, (key, title) in zip(axs, panels):
         for a in archs:
             for m in models:
-                xy = [(x, y) for r, x, y in pts[key] if str(r.get("architecture")) == a and str(r.get("model")) == m]
+                rs = [(r, x, y) for r, x, y in pts[key] if str(r.get("architecture")) == a and str(r.get("model")) == m]
+                xy = [(x, y) for _, x, y in rs]
                 if xy:
                     x, y = zip(*xy)
+                    xe = [finite(r.get("mu_se")) or 0.0 for r, _, _ in rs]  # SE over the CONCEPT latents' scores
+                    ye = [finite(r.get(f"{key}_se")) or 0.0 for r, _, _ in rs]  # SE over the steered concepts
+                    if any(xe) or any(ye):
+                        ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="none", ecolor=colour[a], elinewidth=0.8, alpha=0.6,
+                                    capsize=2)
                     ax.scatter(x, y, color=colour[a], marker=marker[m], s=40, edgecolor="black", linewidth=0.4)
-        ax.set_title(f"{title} (n={len(pts[key])})", fontsize=10)
+        ax.set_title(f"{title} (n={len(pts[key])} SAEs; bars: ±SE)", fontsize=10)
         ax.set_xlabel("AutoInterp µ")
         ax.grid(alpha=0.3)
     axs[0].set_ylabel("steering score")
@@ -126,11 +132,13 @@ def tau_figure(series: Mapping[str, Mapping[str, Any]]):
     result in ``series`` (label -> result), the axis psi's as dashed segments. Groups without a
     statistic in any series ("too small", "constant") are left off the axis."""
     by_axis: dict[str, list[str]] = {}
+    n_of: dict[tuple[str, str], Any] = {}
     for res in series.values():
         for axis, name, st in tau_groups(res):
             names = by_axis.setdefault(axis, [])
             if _ok_tau(st) is not None and name not in names:
                 names.append(name)
+                n_of[(axis, name)] = st.get("n")
     cats = [(a, n) for a, names in by_axis.items() for n in names]
     if not cats:
         return None
@@ -165,8 +173,8 @@ def tau_figure(series: Mapping[str, Mapping[str, Any]]):
     for a in axes_seen[1:]:
         ax.axvline(min(pos[c] for c in cats if c[0] == a) - 0.5, color="grey", lw=0.6, ls=":")
     ax.set_xticks(range(len(cats)))
-    ax.set_xticklabels(["pooled" if a == "pooled" else f"{a}: {n}" for a, n in cats], rotation=40, ha="right",
-                       fontsize=8)
+    ax.set_xticklabels([("pooled" if a == "pooled" else f"{a}: {n}") + f" (n={n_of.get((a, n), '?')})" for a, n in cats],
+                       rotation=40, ha="right", fontsize=8)
     ax.set_xlim(-0.6, len(cats) - 0.4)
     ax.set_ylim(-1.08, 1.08)
     ax.set_ylabel("Kendall τ_b (CI)")

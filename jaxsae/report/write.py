@@ -11,7 +11,7 @@ from jaxsae.io import atomic_write_text
 from . import artefacts as A
 from . import markdown as M
 from . import plots as P
-from .labels import with_level_names
+from .labels import too_few, with_level_names
 
 PLOT_FILES = {
     "mu_vs_g": "mu_vs_g.png",
@@ -50,8 +50,11 @@ def _selection_groups(records) -> tuple[dict, dict, list[str]]:
     """(selection_summary by architecture, plot groups incl. all SAEs pooled, method labels)."""
     by_arch = selection_summary([r for r in records if r.get("architecture") is not None], by="architecture")
     pooled = selection_summary([{**r, "_all": "all SAEs"} for r in records], by="_all")
-    groups = {k: g["mean"] for k, g in by_arch["groups"].items()}
-    groups.update({k: g["mean"] for k, g in pooled["groups"].items()})
+    def name(k: str, g: dict) -> str:  # the plot's group label carries its n
+        return f"{k} (n={max((g.get('n') or {}).values(), default=0)})"
+
+    groups = {name(k, g): g["mean"] for k, g in by_arch["groups"].items()}
+    groups.update({name(k, g): g["mean"] for k, g in pooled["groups"].items()})
     return by_arch, groups, list(DEFAULT_METHODS)
 
 
@@ -77,7 +80,7 @@ def write_report(run_dir: Path, results: Mapping[str, Any]) -> Path:
     tau_dtc = after.get("g_dtc") if isinstance(after, Mapping) else None
 
     by_arch, sel_groups, methods = _selection_groups(records)
-    series = {f"µ vs {k}": with_level_names(v, records) for k, v in (("g", tau), ("g_dtc", tau_dtc))
+    series = {f"µ vs {k}": too_few(with_level_names(v, records)) for k, v in (("g", tau), ("g_dtc", tau_dtc))
               if isinstance(v, Mapping)}
     dtc = A.first_dtc(run_dir, records)
 
@@ -87,14 +90,19 @@ def write_report(run_dir: Path, results: Mapping[str, Any]) -> Path:
     hist = _draw(plots_dir, "dtc", lambda: _dtc_figure(dtc))
 
     skipped = sorted({g for res in series.values() for g in M.not_plotted(res)})
-    tau_caption = "Markers: tau_b with its bootstrap CI; dashed: the axis ψ."
+    if taus[0] is None and skipped:  # say why: every group too few to test, or without a statistic
+        taus = (None, f"no group of {M.MIN_N_TEST} or more SAEs has a statistic (" + "; ".join(skipped) + ")")
+    tau_caption = ("Markers: tau_b with its bootstrap CI (n: SAEs in the group); dashed: the axis ψ. Groups of fewer "
+                   f"than {M.MIN_N_TEST} SAEs are not drawn.")
     if skipped:
         tau_caption += " Not plotted (no statistic): " + "; ".join(skipped) + "."
     dtc_caption = (f"ΔTC of every scored latent of {dtc[0].get('sae_dir')}; rug: the steered concepts, dashed: "
                    "the tier chosen by ΔTC." if dtc else "")
 
     sections = [
-        M.header(results, records), M.guarded("protocol choices", M.choices_note, results),
+        M.header(results, records), "\n", M.guarded("judge validity", M.validity_banner, results.get("judge_validity")),
+        M.guarded("judge validity table", M.validity_table, results.get("judge_validity")), M.features_link(run_dir),
+        M.guarded("protocol choices", M.choices_note, results),
         "\n## 1. SAEs\n\n", M.guarded("SAE table", M.sae_table, records), "\n", M.levels_note(records, results.get("level_grouping")),
         "\n", M.guarded("steering notes", M.steering_notes, records),
         "\n## 2. Interpretability vs steering utility (Table 1)\n\n",
@@ -102,7 +110,8 @@ def write_report(run_dir: Path, results: Mapping[str, Any]) -> Path:
         M.guarded("Table 1", M.rank_table, tau, paper.TABLE1_MU_VS_G, records), "\n",
         _plot(taus, "tau_b per axis group", tau_caption),
         "\n## 3. Feature selection (Table 2)\n\n",
-        M.guarded("selection tables", M.selection_tables, results.get("selection"), by_arch), "\n",
+        M.guarded("selection tables", M.selection_tables, results.get("selection"), by_arch,
+                  results.get("selection_lift")), "\n",
         _plot(bars, "mean steering score per selection method and architecture"), "\n",
         _plot(hist, "the ΔTC distribution", dtc_caption),
         "\n### ΔTC readings\n\n", M.guarded("ΔTC readings", M.readings_table, results.get("dtc_readings")),
