@@ -111,6 +111,7 @@ def test_unhashed_settings_leave_the_stage_hash(tmp_path):
     """steer.batch (``metadata={"hashed": False}``: results do not depend on it) changes neither the
     steer stage's hash nor a record's settings; a hashed steer or judge setting changes the hash."""
     import dataclasses
+    import json
 
     from jaxsae.launch.runner import Run
     from jaxsae.launch.stages import STAGES
@@ -164,3 +165,26 @@ def test_help_lists_stages_and_options():
     assert r.returncode == 0, r.stderr
     for word in ("--stages", "--redo", "autointerp", "train.d-sae", "steer.factors", "judge.kind"):
         assert word in r.stdout, word
+
+
+def test_missing_validity_data_stops_the_run_or_is_recorded_when_not_required(tmp_path):
+    import dataclasses
+    import json
+
+    from jaxsae.errors import UserError
+    from jaxsae.launch.config import load_config
+    from jaxsae.launch.runner import Run
+    from jaxsae.launch.stages import STAGES, check_validity, stage_validity
+
+    cfg = load_config("smoke")
+    missing = dataclasses.replace(cfg.validity, axbench_dir=str(tmp_path / "no-such-folder"))
+    with pytest.raises(UserError) as e:
+        check_validity(Run(tmp_path / "a", dataclasses.replace(cfg, validity=missing), STAGES))
+    assert "\n" not in str(e.value) and "--validity.skip" in str(e.value)
+    optional = dataclasses.replace(missing, required=False)
+    run = Run(tmp_path / "b", dataclasses.replace(cfg, validity=optional), STAGES)
+    check_validity(run)  # the demo's setting: no error before the run
+    (tmp_path / "b").mkdir()
+    assert stage_validity(run) == ["validity.json"]
+    v = json.loads((tmp_path / "b" / "validity.json").read_text())
+    assert v["measured"] is False and "no-such-folder" in v["reason"] and "validity.required = false" in v["reason"]

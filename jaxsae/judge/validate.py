@@ -79,6 +79,10 @@ class ValiditySettings:
     """Whether the launcher's ``validity`` stage skips measuring the judge (``--validity.skip``):
     validity.json and the report then say judge validity was not measured. Not used by
     ``python -m jaxsae.judge validate``."""
+    required: bool = True
+    """Launcher: whether missing AxBench data (``axbench_dir`` empty or holding no concept set)
+    stops the run before any stage runs (true), or lets the stage record, and the report say, that
+    the judge was not measured and why (false: the demo, which must run on any machine)."""
 
 
 # ------------------------------------------------------------------------------ statistics

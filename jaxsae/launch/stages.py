@@ -591,22 +591,29 @@ VALIDITY_CACHE = "judge_validity"
 
 def check_validity(run: Run) -> None:
     """The validity stage's data folder, before any model loads: a missing one is one line naming
-    ``validity.axbench_dir`` and ``validity.skip``."""
-    from jaxsae.judge.validate import labelled_examples
-
+    ``validity.axbench_dir`` and ``validity.skip`` (unless ``validity.required`` is false)."""
     v = run.cfg.validity
     if v.skip:
         return
-    fix = ("set validity.axbench_dir (--validity.axbench-dir DIR) to a folder of AxBench concept sets, e.g. "
-           "../shared/axbench, or skip measuring the judge with --validity.skip")
+    problem = validity_data_problem(v)
+    if problem is not None and v.required:
+        raise UserError(f"{problem}; or skip measuring the judge with --validity.skip")
+    if not 0.0 < v.ci_level < 1.0:
+        raise UserError(f"validity.ci_level must lie strictly between 0 and 1, got {v.ci_level}")
+
+
+def validity_data_problem(v) -> str | None:
+    """What is wrong with the validity stage's AxBench data (one line naming the setting), or None."""
+    from jaxsae.judge.validate import labelled_examples
+
     if not v.axbench_dir:
-        raise UserError(f"validity.axbench_dir is empty; {fix}")
+        return ("validity.axbench_dir is empty: set it (--validity.axbench-dir DIR) to a folder of AxBench "
+                "concept sets, e.g. ../shared/axbench")
     try:
         labelled_examples(v.axbench_dir, n_per_class=v.n_per_class, seed=v.seed, criteria=v.criteria)
     except UserError as e:
-        raise UserError(f"validity: {e}; or skip measuring the judge with --validity.skip") from None
-    if not 0.0 < v.ci_level < 1.0:
-        raise UserError(f"validity.ci_level must lie strictly between 0 and 1, got {v.ci_level}")
+        return f"validity: {e}"
+    return None
 
 
 def validity_judges(run: Run):
@@ -645,6 +652,11 @@ def stage_validity(run: Run) -> list[str]:
         return [VALIDITY_FILE]
     if v.skip:
         atomic_write_json(path, {"measured": False, "reason": "validity.skip = true"})
+        return [VALIDITY_FILE]
+    problem = validity_data_problem(v)
+    if problem is not None:  # validity.required = false (else check_validity stopped the run)
+        print(f"validity: not measured ({problem})", flush=True)
+        atomic_write_json(path, {"measured": False, "reason": f"{problem} (validity.required = false)"})
         return [VALIDITY_FILE]
     judge, detector = validity_judges(run)
     kw = {}
