@@ -111,7 +111,6 @@ def test_unhashed_settings_leave_the_stage_hash(tmp_path):
     """steer.batch (``metadata={"hashed": False}``: results do not depend on it) changes neither the
     steer stage's hash nor a record's settings; a hashed steer or judge setting changes the hash."""
     import dataclasses
-    import json
 
     from jaxsae.launch.runner import Run
     from jaxsae.launch.stages import STAGES
