@@ -49,3 +49,10 @@ def test_report_names_the_grouping():
     recs = [_rec("relu", 0, 40.0)]
     assert "l0_rank" in levels_note(recs, "l0_rank")
     assert "grid" in levels_note(recs, "grid") and "descending" in levels_note(recs)
+
+
+def test_levels_are_shown_with_their_measured_l0():
+    recs = [_rec("relu", 0, 41.2), _rec("topk", 0, 50.0), _rec("gated", 0, 77.0), _rec("relu", 1, 80.4),
+            _rec("gated", 1, None)]
+    text = levels_note(recs)
+    assert "(measured L0 41–77, n = 3)" in text and "(measured L0 80, n = 1)" in text

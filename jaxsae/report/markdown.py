@@ -140,7 +140,20 @@ def levels_note(records: Sequence[Mapping[str, Any]], grouping: str | None = Non
     if not legend:
         return ""
     ordered = sorted(legend.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0)
-    parts = [f"{k}: {', '.join(cell(v, 30) for v in vs)}" for k, vs in ordered]
+    measured: dict[str, list[float]] = {}
+    for r in records:
+        if r.get("level") is not None and isinstance(r.get("l0"), (int, float)):
+            measured.setdefault(str(r["level"]), []).append(float(r["l0"]))
+
+    def l0_range(k: str) -> str:  # what the level's SAEs measure, beside what they were set to
+        v = measured.get(k)
+        if not v:
+            return ""
+        lo, hi = min(v), max(v)
+        span = f"{lo:.0f}" if round(lo) == round(hi) else f"{lo:.0f}–{hi:.0f}"
+        return f" (measured L0 {span}, n = {len(v)})"
+
+    parts = [f"{k}: {', '.join(cell(v, 30) for v in vs)}{l0_range(k)}" for k, vs in ordered]
     how = ("the i-th smallest measured L0 of each architecture (analysis.level_grouping = \"l0_rank\")"
            if grouping == "l0_rank" else
            "grid position: the i-th sparsest setting of each architecture, L1 coefficients descending "
