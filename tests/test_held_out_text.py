@@ -17,7 +17,7 @@ from jaxsae import features
 from jaxsae.errors import UserError
 from jaxsae import text as corpus
 from jaxsae.features.compute import HeldOutShortWarning
-from jaxsae.launch import stages
+from jaxsae.launch import resources
 from jaxsae.launch.config import DataConfig, SweepConfig
 from jaxsae.launch.runner import Run
 from jaxsae.sae.random import calibrated_sae
@@ -59,7 +59,7 @@ def test_local_files_hold_out_the_last_tenth_of_every_document(tmp_path):
     (tmp_path / "a.txt").write_text(DOCS[0])
     (tmp_path / "b.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS[1:4]))
     source = f"{tmp_path / 'a.txt'},{tmp_path / 'b.jsonl'}"
-    train, held = texts_from(source, max_chars=10**9), stages.texts_for(run_on(source, tmp_path))
+    train, held = texts_from(source, max_chars=10**9), resources.texts_for(run_on(source, tmp_path))
     assert len(train) == len(held) == 4
     for doc, t, h in zip(DOCS[:4], train, held):
         assert t + h == doc and h and t  # disjoint, and together the whole document
@@ -67,7 +67,7 @@ def test_local_files_hold_out_the_last_tenth_of_every_document(tmp_path):
     assert list(data.iter_texts(source)) == train
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="has no .txt files"):
-        stages.texts_for(run_on(str(tmp_path / "empty"), tmp_path))
+        resources.texts_for(run_on(str(tmp_path / "empty"), tmp_path))
 
 
 def test_without_a_split_training_skips_the_held_out_documents(train_only):
@@ -81,9 +81,9 @@ def test_launch_stats_and_metrics_read_the_held_out_part(with_validation, tiny_l
     run = run_on(with_validation, tmp_path)
     cfg = features.FeatureStatsConfig(context_len=64, total_tokens=20 * 64)
     want, _ = features.held_out_tokens(tiny_llama, cfg, VALID)
-    got, _ = features.held_out_tokens(tiny_llama, cfg, stages.texts_for(run))  # the autointerp stage's text
+    got, _ = features.held_out_tokens(tiny_llama, cfg, resources.texts_for(run))  # the autointerp stage's text
     np.testing.assert_array_equal(got, want)
-    tokens, counted = stages.held_out(run, tiny_llama, 20 * 64, 64)  # the metrics stage's
+    tokens, counted = resources.held_out(run, tiny_llama, 20 * 64, 64)  # the metrics stage's
     np.testing.assert_array_equal(tokens, want)
     assert counted.shape == tokens.shape and not counted[:, 0].any()
     train_tokens, _ = features.held_out_tokens(tiny_llama, cfg, TRAIN)
@@ -95,7 +95,7 @@ def test_short_held_out_text_warns_and_records_the_count(with_validation, tiny_l
     n_valid = sum(len(t) for t in tiny_llama.tokenizer(VALID, add_special_tokens=False)["input_ids"]) + len(VALID)
     cfg = features.FeatureStatsConfig(context_len=64, total_tokens=10**6, batch_size=8)
     with pytest.warns(HeldOutShortWarning, match=r"gave only [\d,]+ held-out tokens of the 1,000,000 asked for"):
-        tokens, _ = features.held_out_tokens(tiny_llama, cfg, stages.texts_for(run))
+        tokens, _ = features.held_out_tokens(tiny_llama, cfg, resources.texts_for(run))
     assert tokens.size == n_valid // 64 * 64  # all of the validation split, in whole contexts
     sae = calibrated_sae(tiny_llama, 1, 16, tokens[:2], fire=0.05)
     with pytest.warns(HeldOutShortWarning):

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = r"""
 import numpy as np
 from jaxsae.errors import UserError
-from jaxsae.launch.stages import load_lm, local_mesh
+from jaxsae.launch.resources import load_lm, local_mesh
 
 assert local_mesh(0) is None and local_mesh(1) is None  # CPU: one device unless asked
 assert dict(local_mesh(2).shape) == {"data": 1, "model": 2}

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m jaxsae.launch"
     redo = _stage_list(args.redo, names, "stage(s) in --redo")
     out = Path(args.out or Path("runs") / cfg.name)
     if args.status:
-        from jaxsae.launch.stages import sweep_dir
+        from jaxsae.launch.layout import sweep_dir
         from jaxsae.launch.status import sae_table, stage_lines
 
         run = Run(out, cfg, STAGES)

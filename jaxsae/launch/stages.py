@@ -1,183 +1,23 @@
-"""The study's stages, in order. Each takes the :class:`~jaxsae.launch.runner.Run` and returns its
-outputs (paths relative to the run folder).
-
-Run folder layout::
-
-    <out>/manifests/<stage>.json           one per finished stage
-    <out>/<model>/sweep/sweep.json         the trained sweep (one SAELens folder per SAE)
-    <out>/<model>/sweep/<sae>/             cfg.json, sae_weights.safetensors, metrics.json,
-                                           feature_stats/, autointerp.json, steering/, dtc.npz
-    <out>/results.json, report.md, plots/
-"""
+"""The study's stages, in order. Each takes the :class:`~jaxsae.launch.runner.Run`, reads what
+its upstream stages wrote (:mod:`jaxsae.launch.layout`), computes on the models and judges of
+:mod:`jaxsae.launch.resources`, and returns its outputs (paths relative to the run folder)."""
 
 from __future__ import annotations
 
 import functools
 import io
 import json
-import re
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
 from jaxsae.errors import UserError
 from jaxsae.io import atomic_write_bytes, atomic_write_json
+from jaxsae.launch.layout import (VALIDITY_CACHE, VALIDITY_FILE, collect_records, dtc_by_reading, model_dir, read_json,
+                                  reading_key, rel, sae_path, sweep_dir, sweep_entries, with_uncertainty)
+from jaxsae.launch.resources import (chat_client, check_templates, held_out, load_lm, make_judge_lm, make_rating_judge,
+                                     progress, spec_lm, texts_for, validity_judges)
 from jaxsae.launch.runner import Run, Stage
-
-# ------------------------------------------------------------------------------ shared helpers
-
-_LM_CACHE: dict[tuple[str, str], object] = {}
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "model"
-
-
-def model_dir(run: Run, spec) -> Path:
-    return run.out / slug(spec.name)
-
-
-def sweep_dir(run: Run, spec) -> Path:
-    return model_dir(run, spec) / "sweep"
-
-
-def local_mesh(tensor_parallel: int = 0):
-    """A ("data", "model") mesh over this process's first ``tensor_parallel`` local devices for the
-    model's weights (0: all of them on GPUs/TPUs, none on CPUs); None for one device."""
-    import jax
-    from jax.sharding import Mesh
-
-    devices = jax.local_devices()
-    n = (1 if devices[0].platform == "cpu" else len(devices)) if tensor_parallel == 0 else tensor_parallel
-    if not 1 <= n <= len(devices):
-        raise UserError(f"models.tensor_parallel = {tensor_parallel} but this process has {len(devices)} local "
-                        "device(s); use 0 (auto), 1, or at most that many")
-    return None if n == 1 else Mesh(np.asarray(devices[:n]).reshape(1, n), ("data", "model"))
-
-
-def load_lm(source: str, dtype: str = "float32", tensor_parallel: int = 0):
-    """Models are loaded once per process and shared by the stages (weights split over
-    :func:`local_mesh`'s devices)."""
-    import jax.numpy as jnp
-
-    from jaxsae.models import load_model
-
-    key = (source, dtype, tensor_parallel)
-    if key not in _LM_CACHE:
-        _LM_CACHE[key] = load_model(source, dtype=getattr(jnp, dtype), mesh=local_mesh(tensor_parallel))
-    return _LM_CACHE[key]
-
-
-def shared_lm(run: Run, source: str, dtype: str = "float32", tensor_parallel: int = 0):
-    """:func:`load_lm` in a stage every process runs: process 0 loads first (it may fetch or
-    convert the checkpoint into a cache), the others after it. Every process must call it."""
-    from jaxsae.distributed import barrier
-
-    if run.is_writer:
-        load_lm(source, dtype, tensor_parallel)
-    barrier(f"model {source} ({dtype}) loaded by process 0")
-    return load_lm(source, dtype, tensor_parallel)
-
-
-def spec_lm(run: Run, spec, *, steer: bool = False):
-    """The model of a ``models`` entry (its steering model with ``steer``), via :func:`shared_lm`."""
-    source = (spec.steer_source or spec.source) if steer else spec.source
-    return shared_lm(run, source, spec.dtype, spec.tensor_parallel)
-
-
-def sweep_entries(run: Run, spec) -> list[dict]:
-    """The sweep's SAEs as listed in its sweep.json (each with a ``dir`` relative to the sweep)."""
-    path = sweep_dir(run, spec) / "sweep.json"
-    if not path.exists():
-        raise UserError(f"{path} is missing: run the train stage first (or --redo train)")
-    data = json.loads(path.read_text())
-    return data["saes"] if isinstance(data, dict) else data
-
-
-def sae_path(run: Run, spec, entry: dict) -> Path:
-    return sweep_dir(run, spec) / entry["dir"]
-
-
-def rel(run: Run, path: Path) -> str:
-    return str(Path(path).relative_to(run.out))
-
-
-def progress(items, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="sae", dynamic_ncols=True)
-
-
-def texts_for(run: Run) -> Iterable[str] | None:
-    """Held-out text: None for the embedded corpus (the statistics pass then reads Python's
-    documentation topics), the held-out part of an ``hf:`` dataset (streamed lazily, disjoint
-    from the training stream), else the last tenth of every local document (training reads the
-    rest)."""
-    src = run.cfg.data.source
-    if src == "embedded":
-        return None
-    if src.startswith("hf:"):
-        from jaxsae.train.data import hf_held_out_texts
-
-        return hf_held_out_texts(src)
-    from jaxsae.train.data import local_texts
-
-    return local_texts(src, held_out=True)  # the last tenth of every document, which training skips
-
-
-def judge_dtype(setting: str) -> str:
-    """``judge.dtype`` resolved: "auto" is bfloat16 on GPU / TPU (a 9B judge in half the memory,
-    at the accelerator's rate; rates within 0.02 of float32, tested) and float32 on a CPU."""
-    import jax
-
-    if setting == "auto":
-        return "float32" if jax.default_backend() == "cpu" else "bfloat16"
-    return setting
-
-
-def make_judge_lm(run: Run):
-    j = run.cfg.judge
-    if j.kind != "local":
-        return None
-    return shared_lm(run, j.model, judge_dtype(j.dtype))
-
-
-def check_templates(run: Run) -> None:
-    """Both template files (judge.templates, autointerp.templates): a missing or malformed file
-    fails here, before any work (what a type cannot say)."""
-    from jaxsae.autointerp.prompts import load_templates as autointerp_templates
-    from jaxsae.judge.rubric import load_templates as judge_templates
-
-    judge_templates(run.cfg.judge.templates)
-    autointerp_templates(run.cfg.autointerp.templates)
-
-
-def chat_client(run: Run):
-    """The API judge's client (judge.kind = "api"), its request cache in the run folder."""
-    from jaxsae.chat import ChatClient
-
-    j = run.cfg.judge
-    return ChatClient(j.base_url, j.model, api_key_env=j.api_key_env or None, cache_dir=run.out / "judge_cache",
-                      max_concurrency=j.max_concurrency, max_retries=j.max_retries, timeout_s=j.timeout_s)
-
-
-def make_rating_judge(run: Run):
-    """The steering judge (jaxsae.judge) the config asks for."""
-    from jaxsae.judge.rubric import load_templates
-
-    j = run.cfg.judge
-    templates = load_templates(j.templates)
-    if j.kind == "local":
-        from jaxsae.judge import LocalJudge
-
-        return LocalJudge(make_judge_lm(run), templates=templates)
-    from jaxsae.judge import APIJudge
-
-    return APIJudge(chat_client(run), temperature=j.temperature, max_tokens=j.max_tokens, templates=templates)
-
-
-# --------------------------------------------------------------------------------- stages
 
 
 def discard_training(run: Run, spec) -> None:
@@ -272,18 +112,6 @@ def stage_train(run: Run) -> list[str]:
         outputs += [rel(run, sae_path(run, spec, e) / f) for e in sweep_entries(run, spec)
                     for f in ("cfg.json", "sae_weights.safetensors")]
     return outputs
-
-
-def held_out(run: Run, lm, n_tokens: int, context: int):
-    """Held-out contexts (the statistics corpus, disjoint from training text) and counted mask."""
-    from jaxsae.features import FeatureStatsConfig, held_out_tokens
-    from jaxsae.features.compute import special_ids
-    from jaxsae.text import counted_mask
-
-    cfg = FeatureStatsConfig(context_len=context, total_tokens=n_tokens)
-    tokens, bos = held_out_tokens(lm, cfg, texts_for(run))
-    counted = counted_mask(tokens, special_ids(lm), mask_first=not bos)
-    return tokens, counted
 
 
 def stage_metrics(run: Run) -> list[str]:
@@ -458,11 +286,6 @@ def stage_select(run: Run) -> list[str]:
     return outputs
 
 
-def reading_key(reading: str) -> str:
-    """dtc.npz key of ΔC under a reading: delta_tc_A, delta_tc_B, delta_tc_Bp (B')."""
-    return "delta_tc_" + reading.replace("'", "p")
-
-
 def stage_steer(run: Run) -> list[str]:
     """Steering utility g(θ) without selection: AxBench protocol on each SAE's steered concepts
     (``steer.concepts``: its CONCEPT100, or a concept file); utility.json holds g and g_argmax,
@@ -579,14 +402,7 @@ def concept_features(run: Run, sae_dir: Path, d_sae: int) -> list:
     return concepts
 
 
-
 # ------------------------------------------------------------------------------ judge validity
-
-VALIDITY_FILE = "validity.json"
-"""The validity stage's result in the run folder (read by the analysis stage into results.json)."""
-
-VALIDITY_CACHE = "judge_validity"
-"""Folder of the run holding one validity result per cache key (judge, data, sizes)."""
 
 
 def check_validity(run: Run) -> None:
@@ -614,27 +430,6 @@ def validity_data_problem(v) -> str | None:
     except UserError as e:
         return f"validity: {e}"
     return None
-
-
-def validity_judges(run: Run):
-    """(rating judge, AutoInterp detector judge) of the configuration, loaded on this process only
-    (the validity stage runs on process 0 alone, so no barrier)."""
-    from jaxsae.autointerp.judges import ApiJudge as Detector
-    from jaxsae.judge.rubric import load_templates
-
-    j, ai = run.cfg.judge, run.cfg.autointerp
-    templates = load_templates(j.templates)
-    if j.kind == "local":
-        from jaxsae.autointerp.judges import LocalJudge as LocalDetector
-        from jaxsae.judge import LocalJudge
-
-        lm = load_lm(j.model, judge_dtype(j.dtype))
-        return LocalJudge(lm, templates=templates), LocalDetector(lm, ai)
-    from jaxsae.judge import APIJudge
-
-    client = chat_client(run)
-    return (APIJudge(client, temperature=j.temperature, max_tokens=j.max_tokens, templates=templates),
-            Detector(client, ai))
 
 
 def stage_validity(run: Run) -> list[str]:
@@ -684,102 +479,12 @@ def stage_validity(run: Run) -> list[str]:
 
 def validity_incomplete(run: Run) -> str | None:
     """Whether some of the validity stage's judge requests failed for good (the stage is not done)."""
-    res = _read_json(run.out / VALIDITY_FILE) or {}
+    res = read_json(run.out / VALIDITY_FILE) or {}
     n = int(res.get("request_failures") or 0)
     if not n:
         return None
     return (f"{n} judge validity requests failed for good; they are not results: re-run the same command to retry "
             "only them (the answered ones are cached), or check the judge (judge.base_url, judge.model)")
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def collect_records(run: Run) -> list[dict]:
-    """One record per SAE from everything the stages wrote (missing values are None)."""
-    records = []
-    for spec in run.cfg.models:
-        for entry in sweep_entries(run, spec):
-            d = sae_path(run, spec, entry)
-            metrics = _read_json(d / "metrics.json") or {}
-            ai = (_read_json(d / "autointerp.json") or {}).get("summary", {})
-            util = _read_json(d / "steering" / "utility.json") or {}
-            sel = _read_json(d / "steering" / "selected.json") or {}
-            judge_stats = {k: v for k, v in (util.get("judge_stats") or {}).items() if k != "this_run"}
-            records.append({
-                "model": spec.name,
-                "layer": spec.layer,
-                "architecture": entry["architecture"],
-                "level": entry["level"],
-                "level_label": entry.get("level_label", str(entry["level"])),
-                "sae_dir": rel(run, d),
-                "l0": metrics.get("l0", entry.get("l0")),
-                "fvu": metrics.get("fvu", entry.get("fvu")),
-                "ce_loss_score": metrics.get("ce_loss_score"),
-                "mu": ai.get("mu"),
-                "mu_all": ai.get("mean_all"),
-                "mu_all_se": ai.get("se_all"),
-                "g": util.get("g"),
-                "g_argmax": util.get("g_argmax"),
-                "g_output": sel.get("g_output"),
-                "g_dtc": sel.get("g_dtc"),
-                "tier_output": sel.get("tier_output"),
-                "tier_dtc": sel.get("tier_dtc"),
-                "tier_choice": sel.get("tier_choice"),
-                "tier_choice_label": sel.get("tier_choice_label"),
-                "dtc_reading": sel.get("reading"),
-                "dtc_positions": sel.get("positions"),
-                "tier_ranking": sel.get("ranking"),
-                "g_dtc_by_reading": {r: v.get("score") for r, v in (sel.get("by_reading") or {}).items()} or None,
-                "random_labels": ai.get("random_labels"),
-                "judge": util.get("judge"),
-                "judge_stats": judge_stats or None,
-                "m_f_fallbacks": len(util["m_f_fallback"]) if "m_f_fallback" in util else None,
-            })
-    return records
-
-
-def dtc_by_reading(run: Run, records: list[dict]) -> list[tuple[dict, dict]]:
-    """(record, {reading: ΔC over the scored latents}) of every SAE whose dtc.npz holds readings."""
-    out = []
-    for r in records:
-        try:
-            with np.load(run.out / r["sae_dir"] / "dtc.npz") as z:
-                arrays = {x: np.asarray(z[reading_key(x)]) for x in ("A", "B", "B'") if reading_key(x) in z.files}
-        except (OSError, ValueError, EOFError):
-            continue
-        out.append((r, arrays))
-    return out
-
-
-def mean_se(values) -> tuple[float | None, float | None, int]:
-    """(mean, standard error sd/√n with ddof 1, n) of the finite values; SE None below 2 values."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
-    if v.size == 0:
-        return None, None, 0
-    se = float(np.std(v, ddof=1) / np.sqrt(v.size)) if v.size > 1 else None
-    return float(v.mean()), se, int(v.size)
-
-
-def with_uncertainty(run: Run, records: list[dict]) -> list[dict]:
-    """Each record with the n and standard error of µ (over the CONCEPT latents' AutoInterp
-    scores in autointerp.json) and of g (over the steered concepts' test scores in
-    utility.json): ``mu_n``, ``mu_se``, ``g_n``, ``g_se`` (None where a file or score is missing)."""
-    out = []
-    for r in records:
-        d = run.out / r["sae_dir"]
-        ai = _read_json(d / "autointerp.json") or {}
-        mu_scores = [x.get("score") for x in ai.get("latents") or [] if x.get("in_concept100")]
-        _, mu_se, mu_n = mean_se([x for x in mu_scores if isinstance(x, (int, float))])
-        util = _read_json(d / "steering" / "utility.json") or {}
-        g_scores = [c.get("test_score") for c in util.get("concepts") or []]
-        _, g_se, g_n = mean_se([x for x in g_scores if isinstance(x, (int, float))])
-        out.append({**r, "mu_n": mu_n or None, "mu_se": mu_se, "g_n": g_n or None, "g_se": g_se})
-    return out
 
 
 def stage_analysis(run: Run) -> list[str]:
@@ -809,7 +514,7 @@ def stage_analysis(run: Run) -> list[str]:
         "templates": {"judge": describe_templates(run.cfg.judge.templates),
                       "autointerp": describe_templates(run.cfg.autointerp.templates)},
         "random_labels": run.cfg.autointerp.random_labels,
-        "judge_validity": _read_json(run.out / VALIDITY_FILE),
+        "judge_validity": read_json(run.out / VALIDITY_FILE),
         "timings": dict(run.timings),
     }
     if run.is_writer:
@@ -824,7 +529,7 @@ def stage_report(run: Run) -> list[str]:
     from jaxsae.report.features import PAGE_FILE, features_page
 
     path = run.out / "results.json"
-    results = _read_json(path)
+    results = read_json(path)
     if results is None:
         raise UserError(f"{path} is missing or unreadable: run the analysis stage first")
     results["timings"] = {**results.get("timings", {}), **run.timings}
