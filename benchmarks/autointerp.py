@@ -124,11 +124,11 @@ def reference_stats(lm, layer: int, encode, params, tokens: np.ndarray, counted:
 
 
 class TimedJudge:
-    """Wraps a judge, timing its explanation and detection calls."""
+    """Wraps an explainer and a detector, timing their calls (it plays both roles)."""
 
-    def __init__(self, judge, lm):
-        self.judge, self.lm = judge, lm
-        self.name, self.rule = judge.name, judge.rule
+    def __init__(self, explainer, detector, lm):
+        self.explainer, self.detector, self.lm = explainer, detector, lm
+        self.name, self.rule = detector.name, detector.rule
         self.reset()
 
     def reset(self):
@@ -142,7 +142,7 @@ class TimedJudge:
 
         self.explain_prompt_tokens += [len(self.lm.token_ids(P.flatten(m), chat=True)) for m in messages]
         t0 = time.perf_counter()
-        out = self.judge.explain(messages)
+        out = self.explainer.explain(messages)
         self.t_explain += time.perf_counter() - t0
         self.explanations += list(out)
         return out
@@ -150,7 +150,7 @@ class TimedJudge:
     def detect(self, explanations, window_texts, examples=None):
         self.n_questions += sum(len(w) for w in window_texts)
         t0 = time.perf_counter()
-        out = self.judge.detect(explanations, window_texts, examples)
+        out = self.detector.detect(explanations, window_texts, examples)
         self.t_detect += time.perf_counter() - t0
         return out
 
@@ -171,7 +171,7 @@ def main() -> None:
 
     from jaxsae import features
     from jaxsae.autointerp import AutoInterpConfig
-    from jaxsae.autointerp.judges import LocalJudge
+    from jaxsae.autointerp.roles import local_roles
     from jaxsae.autointerp.prompts import TokenText
     from jaxsae.autointerp.run import run_autointerp
     from jaxsae.models import load_model
@@ -260,13 +260,13 @@ def main() -> None:
     if args.latents > 0:
         acfg = AutoInterpConfig(n_latents=args.latents, n_concepts=args.latents,
                                 explain_batch=min(AutoInterpConfig.explain_batch, args.latents))
-        judge = TimedJudge(LocalJudge(lm, acfg), lm)
+        judge = TimedJudge(*local_roles(lm, acfg), lm)
         token_text = TokenText(lm.tokenizer)
         runs = {}
         for label in ("cold", "warm"):
             judge.reset()
             t0 = time.perf_counter()
-            res = run_autointerp(stats, judge, acfg, token_text)
+            res = run_autointerp(stats, judge, judge, acfg, token_text)
             total = time.perf_counter() - t0
             n = len(res["latents"])
             runs[label] = dict(latents=n, seconds=total, latents_per_s=n / total, explain_s=judge.t_explain,

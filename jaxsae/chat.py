@@ -1,6 +1,7 @@
 """A disk-cached client for any OpenAI-compatible chat-completions endpoint (the ``openai``
 package does the HTTP, retries, timeouts and concurrency), under both API judges: the steering
-judge (:class:`jaxsae.judge.APIJudge`) and AutoInterp's (:class:`jaxsae.autointerp.ApiJudge`).
+judge (:class:`jaxsae.judge.APIJudge`) and AutoInterp's explainer and detector
+(:class:`jaxsae.autointerp.ApiExplainer`, :class:`jaxsae.autointerp.ApiDetector`).
 
 Guarantees:
   * The API key is read from an environment variable (only when a request actually goes out), sent

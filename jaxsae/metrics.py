@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsae.errors import UserError
-from jaxsae.models.decoder import forward, forward_from
+from jaxsae.models import forward, forward_from
 
 
 def _ce_sum(lp_btv, tokens_bt, valid_bt):

@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pytest
 
-from jaxsae.autointerp import ApiJudge, AutoInterpConfig, decide, run_autointerp
+from jaxsae.autointerp import AutoInterpConfig, api_roles, decide, run_autointerp
 from jaxsae.autointerp.prompts import parse_explanation, parse_predictions
 from jaxsae.chat import ChatClient
 
@@ -53,9 +53,10 @@ class Judge:
 
 
 def api_judge(url, cache_dir, cfg=CFG):
+    """(explainer, detector) on one cached client of the local server."""
     client = ChatClient(url, "judge-model", api_key_env=None, cache_dir=cache_dir, max_retries=2,
                         timeout_s=10.0)
-    return ApiJudge(client, cfg)
+    return api_roles(client, cfg)
 
 
 def strip_timing(result):
@@ -68,7 +69,7 @@ def test_api_judge_requests_parsing_and_cache(case, server, tmp_path):
     answer = Judge()
     srv = server(answer=answer)
     judge = api_judge(srv.url, tmp_path / "cache")
-    res = run_autointerp(st, judge, CFG, token_text)
+    res = run_autointerp(st, *judge, CFG, token_text)
     assert res["summary"]["judge"] == "api:judge-model" and res["summary"]["detection"] == "list"
 
     # requests: F explanations, then F detections, with the protocol's parameters
@@ -105,17 +106,17 @@ def test_api_judge_requests_parsing_and_cache(case, server, tmp_path):
     s = res["summary"]
     assert s["n_scored"] == F - 1 and s["n_failed"] == 1
     assert s["mean_all"] == pytest.approx(np.mean([rec[f]["score"] for f in range(F) if f != 4]))
-    assert judge.client.stats.hard_failures == 0
+    assert judge[0].client.stats.hard_failures == 0
 
     # a re-run on the same cache makes no request and gives the same result
     n = len(srv.calls)
     again = api_judge(srv.url, tmp_path / "cache")
-    res2 = run_autointerp(st, again, CFG, token_text)
-    assert len(srv.calls) == n and again.client.stats.api_calls == 0 and again.client.stats.cache_hits == 2 * F
+    res2 = run_autointerp(st, *again, CFG, token_text)
+    assert len(srv.calls) == n and again[0].client.stats.api_calls == 0 and again[0].client.stats.cache_hits == 2 * F
     assert strip_timing(res2) == strip_timing(res)
     # the cache is keyed by the request: another temperature asks again
     hot = dataclasses.replace(CFG, api_temperature=0.7)
-    run_autointerp(st, api_judge(srv.url, tmp_path / "cache", hot), hot, token_text)
+    run_autointerp(st, *api_judge(srv.url, tmp_path / "cache", hot), hot, token_text)
     assert len(srv.calls) == n + 2 * F and srv.calls[-1][1]["temperature"] == 0.7
 
 
@@ -125,18 +126,18 @@ def test_failed_explanation_is_not_scored_and_retried_on_rerun(case, server, tmp
     answer.broken = {2}
     srv = server(answer=answer)
     judge = api_judge(srv.url, tmp_path / "cache")
-    res = run_autointerp(st, judge, CFG, token_text)
+    res = run_autointerp(st, *judge, CFG, token_text)
     rec = {r["latent"]: r for r in res["latents"]}
     assert rec[2]["explanation"] is None and rec[2]["explanation_raw"] is None
     assert rec[2]["score"] is None and rec[2]["predictions"] is None
-    assert judge.client.stats.hard_failures == 1
+    assert judge[0].client.stats.hard_failures == 1
     dets = [b for _, b in srv.calls if "Summarise in one sentence" not in b["messages"][0]["content"]]
     assert len(dets) == F - 1  # no detection request for the latent without an explanation
     assert res["summary"]["n_failed"] == 2 and res["summary"]["n_scored"] == F - 2  # + latent 4's malformed reply
     # the server recovers: the re-run asks only the failed explanation and its detection
     answer.broken = set()
     n = len(srv.calls)
-    res2 = run_autointerp(st, api_judge(srv.url, tmp_path / "cache"), CFG, token_text)
+    res2 = run_autointerp(st, *api_judge(srv.url, tmp_path / "cache"), CFG, token_text)
     assert len(srv.calls) == n + 2
     assert {r["latent"]: r for r in res2["latents"]}[2]["score"] == 1.0
     assert res2["summary"]["n_failed"] == 1

@@ -1,60 +1,52 @@
-"""The local AutoInterp judge against the model's own entry points (tiny random Llama with
-SmolLM2's tokenizer): log P(yes-tokens) / log P(no-tokens) are those of ``lm.logits`` at the last
-position of each prompt run alone, whatever the batching, left padding and batch padding; and a
-greedy explanation is ``lm.generate(..., temperature=0)`` of the same prompt."""
+"""The local AutoInterp roles and the model entry point under them (tiny random Llama with
+SmolLM2's tokenizer): ``LM.next_token_logprobs`` is ``lm.logits`` at the last position of each
+prompt run alone, whatever the batching, padding and order, with or without a shared prefix's
+keys/values; the detector's P(yes) follows from it; a greedy explanation is
+``lm.generate(..., temperature=0)`` of the same prompt."""
 
 from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
-import pytest
 
-from jaxsae.autointerp import AutoInterpConfig, LocalJudge
+from jaxsae.autointerp import AutoInterpConfig, LocalDetector, LocalExplainer
 from jaxsae.autointerp import prompts as P
-from jaxsae.autointerp.judges import _yes_no_logprob
 
 CFG = AutoInterpConfig()
 WINDOWS = ["the cat sat on the mat", "def f(x): return x", "Paris is the capital of France, and Rome of Italy"]
 QUESTIONS = [P.yes_no_prompt("the names of cities", w) for w in WINDOWS]
 
 
-def reference(lm, ids: list[int], yes: list[int], no: list[int]) -> tuple[float, float]:
-    """log P(yes-tokens), log P(no-tokens) of the next token, from lm.logits of the prompt alone."""
+def reference(lm, ids: list[int], cands: list[int]) -> np.ndarray:
+    """f64[C]: log p(cands) of the next token, from lm.logits of the prompt alone."""
     logits_v = np.asarray(lm.logits(np.asarray([ids], np.int32)))[0, -1].astype(np.float64)
-    lp_v = logits_v - np.logaddexp.reduce(logits_v)
-    return float(np.logaddexp.reduce(lp_v[yes])), float(np.logaddexp.reduce(lp_v[no]))
+    return (logits_v - np.logaddexp.reduce(logits_v))[cands]
 
 
-@pytest.fixture(scope="module")
-def judge(tiny_llama):
-    return LocalJudge(tiny_llama, CFG)
-
-
-def test_yes_no_logprob_is_the_last_position_of_each_unpadded_prompt(tiny_llama, judge):
+def test_next_token_logprobs_is_the_last_position_of_each_prompt_alone(tiny_llama):
     lm = tiny_llama
-    yes, no = judge.yes_ids, judge.no_ids
+    det = LocalDetector(lm, CFG)
+    cands = det.yes_ids + det.no_ids
     ids = [lm.token_ids(q, chat=True) for q in QUESTIONS]
     assert len({len(x) for x in ids}) == 3
-    want = np.array([reference(lm, x, yes, no) for x in ids])  # [3, (yes, no)]
-    assert np.all(want < 0) and np.all(np.logaddexp(want[:, 0], want[:, 1]) <= 1e-9)
+    want = np.array([reference(lm, x, cands) for x in ids])  # [3, C]
+    for batch in (1, 2, 4, 28):  # one per forward, a padded last batch, all in one
+        for order in (slice(None), slice(None, None, -1)):
+            got = lm.next_token_logprobs(ids[order], cands, batch=batch, multiple=16)
+            np.testing.assert_allclose(got, want[order], atol=1e-4)
+    # rows continuing a shared prefix whose keys/values are computed once
+    n = next(i for i in range(min(map(len, ids))) if len({x[i] for x in ids}) > 1)
+    assert n > 8
+    prefix = lm.prefix(ids[0][: n - 1], multiple=64)
+    got = lm.next_token_logprobs([x[n - 1 :] for x in ids], cands, prefix=prefix, batch=2, multiple=16)
+    np.testing.assert_allclose(got, want, atol=1e-4)
 
-    def logprob(tokens, mask):
-        ly, ln = _yes_no_logprob(lm.params, lm.config, jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(yes), jnp.asarray(no))
-        return np.stack([np.asarray(ly), np.asarray(ln)], axis=1)
-
-    for x, w in zip(ids, want):  # alone, unpadded
-        np.testing.assert_allclose(logprob([x], np.ones((1, len(x)), bool))[0], w, atol=1e-4)
-    tokens, mask = judge._pad(ids, 4, 16)  # together: left padding, and a 4th row repeating the last
-    assert tokens.shape[1] % 16 == 0 and not mask.all()
-    got = logprob(tokens, mask)
-    np.testing.assert_allclose(got[:3], want, atol=1e-4)
-    np.testing.assert_allclose(got[3], want[2], atol=1e-4)
-
-    p_want = 1.0 / (1.0 + np.exp(want[:, 1] - want[:, 0]))
-    for batch in (1, 2, 28):  # one per forward, a padded last batch, all in one
-        j = LocalJudge(lm, dataclasses.replace(CFG, detect_batch=batch))
+    ly = np.logaddexp.reduce(want[:, : len(det.yes_ids)], axis=1)
+    ln = np.logaddexp.reduce(want[:, len(det.yes_ids) :], axis=1)
+    p_want = 1.0 / (1.0 + np.exp(ln - ly))
+    for batch in (1, 28):
+        j = LocalDetector(lm, dataclasses.replace(CFG, detect_batch=batch))
         np.testing.assert_allclose(j.p_yes(QUESTIONS), p_want, atol=1e-5)
         np.testing.assert_allclose(j.p_yes(QUESTIONS[::-1]), p_want[::-1], atol=1e-5)
 
@@ -64,7 +56,7 @@ def test_greedy_explanation_is_generate_at_temperature_zero(tiny_llama):
     cfg = dataclasses.replace(CFG, max_explanation_tokens=12, explain_batch=2)  # 3 prompts: 2 batches, one padded
     messages = [P.explanation_messages([P.render_window(w.split(), np.arange(len(w.split())), 2.5)], use_demos=False)
                 for w in WINDOWS]
-    got = LocalJudge(lm, cfg).explain(messages)
+    got = LocalExplainer(lm, cfg).explain(messages)
     want = [lm.generate([P.flatten(m)], max_new_tokens=12, temperature=0.0)[0] for m in messages]
     assert got == want
     assert any(g.strip() for g in got)  # not all an immediate end token

@@ -133,7 +133,7 @@ class ScriptedJudge:
 
 def run(stats, modes, cfg=CFG):
     judge = ScriptedJudge(modes)
-    return run_autointerp(stats, judge, cfg, token_text), judge
+    return run_autointerp(stats, judge, judge, cfg, token_text), judge
 
 
 def by_latent(result):

@@ -16,7 +16,7 @@ import pytest
 
 import jaxsae.sae as S
 from jaxsae import features
-from jaxsae.autointerp import AutoInterpConfig, LocalJudge, TokenText, run_autointerp, save_results, stats_for_sae
+from jaxsae.autointerp import AutoInterpConfig, TokenText, local_roles, run_autointerp, save_results, stats_for_sae
 from jaxsae.autointerp.run import RESULTS_FILE, STATS_DIR
 from jaxsae.features import compute
 from jaxsae.sae.random import calibrated_sae
@@ -38,7 +38,7 @@ def test_stage_on_smollm2(smollm2, tmp_path, monkeypatch):
     assert stats.d_sae == 256 and stats.meta["layer"] == LAYER and (sae_dir / STATS_DIR / "stats.json").is_file()
     assert 0.005 < np.median(stats.frequency) < 0.08  # calibrated to fire ~2%
     cfg = AutoInterpConfig(n_latents=2, n_concepts=2)
-    result = run_autointerp(stats, LocalJudge(lm, cfg), cfg, TokenText(lm.tokenizer))
+    result = run_autointerp(stats, *local_roles(lm, cfg), cfg, TokenText(lm.tokenizer))
     result["sae"] = str(sae_dir)
     path = save_results(result, sae_dir / RESULTS_FILE)
     res = json.loads(path.read_text())  # what is saved, as read back

@@ -10,7 +10,7 @@ import pytest
 
 from jaxsae.autointerp import prompts as P
 from jaxsae.autointerp.config import AutoInterpConfig
-from jaxsae.autointerp.judges import ApiJudge
+from jaxsae.autointerp.roles import ApiDetector
 from jaxsae.errors import UserError
 from jaxsae.judge import APIJudge, RatingRequest
 from jaxsae.judge.config import JudgeConfig
@@ -87,13 +87,13 @@ def test_autointerp_templates_for_explainer_and_detector(tmp_path):
     assert P.yes_no_prompt("cats", "meow", t) == "Does cats fire in meow?"
     client = FakeClient()
     cfg = AutoInterpConfig(templates=str(path), api_temperature=0.3)
-    ApiJudge(client, cfg).detect(["cats"], [["x", "y"]], [[1]])
+    ApiDetector(client, cfg).detect(["cats"], [["x", "y"]], [[1]])
     msgs, temperature, _ = client.calls[0]
     assert msgs[0][1]["content"] == "E: cats\n1. x\n2. y" and temperature == 0.3
     bad = tmp_path / "bad.toml"
     bad.write_text("explain_user = 'no passages here'")
     with pytest.raises(UserError, match=r"autointerp.templates.*lacks.*\{passages\}"):
-        ApiJudge(client, dataclasses.replace(cfg, templates=str(bad)))
+        ApiDetector(client, dataclasses.replace(cfg, templates=str(bad)))
 
 
 def test_template_file_content_is_part_of_the_stage_hash(tmp_path):

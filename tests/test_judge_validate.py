@@ -18,7 +18,7 @@ from scipy.stats import mannwhitneyu
 
 from jaxsae.autointerp import AutoInterpConfig, latent_examples, select_latents
 from jaxsae.autointerp import prompts as P
-from jaxsae.autointerp.judges import Detection
+from jaxsae.autointerp.roles import Detection
 from jaxsae.autointerp.validate import DetectorCheck, validate_detector
 from jaxsae.errors import UserError
 from jaxsae.features import FeatureStatsConfig, stats_from_codes
@@ -256,12 +256,14 @@ def test_detector(stats):
         truth.append({P.render_window(token_text(w.tokens)): bool(lab) for w, lab in zip(ex.scoring, ex.labels)})
         n_pos += sum(map(bool, ex.labels))
     for mode in ("p_yes", "list"):
-        r = validate_detector(FakeDetector(truth, mode), stats, token_text, cfg, settings=s)
+        fake = FakeDetector(truth, mode)
+        r = validate_detector(fake, fake, stats, token_text, cfg, settings=s)
         assert (r["auroc"], r["ci_low"], r["ci_high"]) == (1.0, 1.0, 1.0)
         assert r["n_latents"] == r["n_explained"] == 4 and r["n_pos"] + r["n_neg"] == 4 * cfg.n_scoring
         assert r["n_pos"] == n_pos and r["score"] == ("p_yes" if mode == "p_yes" else "predicted")
         assert set(r["by_negative_kind"]) <= {"random", "top", "iw"}
-    r = validate_detector(FakeDetector(truth, "random"), stats, token_text, cfg, settings=s)
+    fake = FakeDetector(truth, "random")
+    r = validate_detector(fake, fake, stats, token_text, cfg, settings=s)
     assert r["ci_low"] < 0.5 < r["ci_high"]
     assert "µ is not interpretable" in verdict({"criteria": {}, "detector": r})
 
@@ -379,9 +381,9 @@ def test_cache_with_detector(stats, tmp_path):
     cfg = AutoInterpConfig()
     s = ValiditySettings(axbench_dir=str(AXBENCH), n_per_class=8, n_boot=100, detector_latents=2)
     det = FakeDetector({}, "random")
-    a = validate_cached(j, s, tmp_path, detector=DetectorCheck(det, stats, token_text, cfg, s))
+    a = validate_cached(j, s, tmp_path, detector=DetectorCheck(det, det, stats, token_text, cfg, s))
     assert a["detector"]["n_latents"] == 2 and (tmp_path / f"{a['cache_key']}.json").is_file()
-    b = validate_cached(j, s, tmp_path, detector=DetectorCheck(det, stats, token_text, cfg, s))
+    b = validate_cached(j, s, tmp_path, detector=DetectorCheck(det, det, stats, token_text, cfg, s))
     assert a == b and j.calls == 1
     c = validate_cached(j, s, tmp_path)  # without the detector: another result
     assert c["cache_key"] != a["cache_key"] and "detector" not in c and j.calls == 2
@@ -410,15 +412,15 @@ def test_markdown_table():
 
 
 def test_detector_with_local_autointerp_judge(stats, tiny_dirs):
-    """The local AutoInterp judge end to end (a tiny random model: the numbers mean nothing, the
+    """The local AutoInterp roles end to end (a tiny random model: the numbers mean nothing, the
     path does): its own explanations, then P(yes) per scoring window as the score."""
-    from jaxsae.autointerp import LocalJudge as Detector
+    from jaxsae.autointerp import local_roles
     from jaxsae.models import load_model
 
     tiny_llama = load_model(str(tiny_dirs("llama", max_position_embeddings=2048)))
 
     cfg = AutoInterpConfig(max_explanation_tokens=4)
-    r = validate_detector(Detector(tiny_llama, cfg), stats, P.TokenText(tiny_llama.tokenizer), cfg,
+    r = validate_detector(*local_roles(tiny_llama, cfg), stats, P.TokenText(tiny_llama.tokenizer), cfg,
                           settings=ValiditySettings(detector_latents=2, n_boot=100))
     assert r["score"] == "p_yes" and r["n_latents"] == 2 and r["n_pos"] + r["n_neg"] == r["n_explained"] * 14
     assert r["n_explained"] == 0 or 0.0 <= r["auroc"] <= 1.0

@@ -60,3 +60,21 @@ def test_imports_point_down_only():
             if layer_of(dep) >= layer_of(own):
                 wrong.append(f"jaxsae/{rel} imports jaxsae.{dep} (layer {layer_of(dep)} >= its own {layer_of(own)})")
     assert not wrong, "\n".join(wrong)
+
+
+def test_models_are_entered_through_their_api():
+    """Outside ``jaxsae.models``, code uses the package's public names (``LM``, ``forward``,
+    ``prefix_cache`` ...), never its internal modules (the decoder's context, cache layout and
+    generation loop stay free to change)."""
+    wrong = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG)
+        if rel.parts[0] == "models":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for m in mods:
+                if m.startswith(("jaxsae.models.decoder", "jaxsae.models.generate", "jaxsae.models.score")):
+                    wrong.append(f"jaxsae/{rel}:{node.lineno} imports {m}")
+    assert not wrong, "\n".join(wrong)

@@ -48,7 +48,7 @@ class AutoInterpConfig:
     use_demos: bool = True
     """Show example explanations in the explanation prompt (SAEBench default)."""
     detection: Literal["rank", "threshold"] = "rank"
-    """Local judge's decision rule over its per-window P(yes) (see ``jaxsae.autointerp.judges``)."""
+    """The local detector's decision rule over its per-window P(yes) (see ``jaxsae.autointerp.roles``)."""
     yes_threshold: float = 0.5
     """P(yes) at or above which a window is predicted active, for ``detection="threshold"``."""
     api_temperature: float = 0.0

@@ -14,7 +14,7 @@ import numpy as np
 from jaxsae import features
 from jaxsae.autointerp import prompts as P
 from jaxsae.autointerp.config import AutoInterpConfig
-from jaxsae.autointerp.judges import Detection
+from jaxsae.autointerp.roles import Detection, Detector, Explainer, judge_name
 from jaxsae.autointerp.sampling import latent_examples, select_latents
 from jaxsae.autointerp.scoring import accuracy, summarize
 from jaxsae.errors import UserError
@@ -26,17 +26,14 @@ RESULTS_FILE = "autointerp.json"
 STATS_DIR = "feature_stats"
 
 
-def judge_kind(judge) -> str:
-    """"api" or "local" (the judge's name starts with it), else the name."""
-    return str(getattr(judge, "name", "")).split(":")[0]
-
-
-def run_autointerp(stats: features.FeatureStats, judge, cfg: AutoInterpConfig, token_text: P.TokenText) -> dict[str, Any]:
-    """Score the selected latents of one SAE with ``judge``.
+def run_autointerp(stats: features.FeatureStats, explainer: Explainer, detector: Detector, cfg: AutoInterpConfig,
+                   token_text: P.TokenText) -> dict[str, Any]:
+    """Score the selected latents of one SAE: ``explainer`` explains each, ``detector`` predicts
+    its scoring windows from that explanation.
 
     Returns a JSON-ready dict: ``summary`` (µ over CONCEPT100, mean/SE over all scored, counts,
     timing), ``config``, ``concept100``, and per latent its explanation, windows (highlighted
-    explanation windows; scoring windows with label, prediction and P(yes) for a local judge),
+    explanation windows; scoring windows with label, prediction and P(yes) for a local detector),
     predictions, labels and score.
     """
     t0 = time.perf_counter()
@@ -44,8 +41,8 @@ def run_autointerp(stats: features.FeatureStats, judge, cfg: AutoInterpConfig, t
     exs = [latent_examples(stats, f, cfg) for f in sel.scored]
     gen_texts = [[P.render_window(token_text(w.tokens), w.acts, ex.threshold) for w in ex.generation] for ex in exs]
     templates = P.load_templates(cfg.templates)
-    raw = judge.explain([P.explanation_messages(g, use_demos=cfg.use_demos, templates=templates)
-                         for g in gen_texts]) if exs else []
+    raw = explainer.explain([P.explanation_messages(g, use_demos=cfg.use_demos, templates=templates)
+                             for g in gen_texts]) if exs else []
     # a failed request, or a reply with no explanation in it (e.g. an immediate end token): not scored
     explanations = [None if r is None else P.parse_explanation(r) or None for r in raw]
     score_texts = [[P.render_window(token_text(w.tokens)) for w in ex.scoring] for ex in exs]
@@ -57,7 +54,7 @@ def run_autointerp(stats: features.FeatureStats, judge, cfg: AutoInterpConfig, t
     todo = [i for i, e in enumerate(explanations) if e is not None]  # failed explanations are not scored
     dets: list[Detection] = [Detection(predicted=None)] * len(exs)
     if todo:
-        got = judge.detect([explanations[i] for i in todo], [score_texts[i] for i in todo], [examples[i] for i in todo])
+        got = detector.detect([explanations[i] for i in todo], [score_texts[i] for i in todo], [examples[i] for i in todo])
         for i, d in zip(todo, got):
             dets[i] = d
 
@@ -96,11 +93,12 @@ def run_autointerp(stats: features.FeatureStats, judge, cfg: AutoInterpConfig, t
         d_sae=stats.d_sae,
         n_alive=int(sel.alive.sum()),
         n_eligible=int(sel.eligible.sum()),
-        judge=getattr(judge, "name", type(judge).__name__),
-        detection=getattr(judge, "rule", None),
+        judge=judge_name(explainer, detector),
+        detection=getattr(detector, "rule", None),
         random_labels=cfg.random_labels,
         templates=describe_templates(cfg.templates),
-        temperature=cfg.api_temperature if judge_kind(judge) == "api" else None,
+        temperature=cfg.api_temperature if any(str(getattr(r, "name", "")).startswith("api:") for r in (explainer, detector))
+        else None,
         max_explanation_tokens=cfg.max_explanation_tokens,
         seconds=round(seconds, 3),
         latents_per_s=round(len(exs) / seconds, 4) if seconds > 0 else None,

@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _judge(a):
-    """(rating judge, AutoInterp judge maker): the maker builds the detector judge on the same model."""
+    """(rating judge, AutoInterp roles maker): the maker builds the explainer and detector on the same model."""
     if a.judge == "local":
         import jax.numpy as jnp
 
@@ -79,12 +79,12 @@ def _judge(a):
             raise UserError(f"--dtype {a.dtype!r} is not a dtype; use float32 or bfloat16") from e
         lm = load_model(a.model, dtype=dtype)
 
-        def detector(cfg):
-            from jaxsae.autointerp.judges import LocalJudge as Detector
+        def roles(cfg):
+            from jaxsae.autointerp.roles import local_roles
 
-            return Detector(lm, cfg)
+            return local_roles(lm, cfg)
 
-        return LocalJudge(lm, batch_size=a.batch_size), detector
+        return LocalJudge(lm, batch_size=a.batch_size), roles
     from jaxsae.chat import ChatClient
     from jaxsae.judge import APIJudge
 
@@ -92,12 +92,12 @@ def _judge(a):
     client = ChatClient(a.base_url, a.model, api_key_env=a.api_key_env or None, cache_dir=cache,
                         max_concurrency=a.max_concurrency)
 
-    def detector(cfg):
-        from jaxsae.autointerp.judges import ApiJudge
+    def roles(cfg):
+        from jaxsae.autointerp.roles import api_roles
 
-        return ApiJudge(client, cfg)
+        return api_roles(client, cfg)
 
-    return APIJudge(client), detector
+    return APIJudge(client), roles
 
 
 def _stats(a):
@@ -147,7 +147,7 @@ def validate_main(a) -> int:
         raise UserError(f"--ci-level must lie strictly between 0 and 1, got {s.ci_level}")
     examples = labelled_examples(s.axbench_dir, n_per_class=s.n_per_class, seed=s.seed, criteria=s.criteria)
     stats = _stats(a) if a.feature_stats else None
-    judge, detector = _judge(a)
+    judge, roles = _judge(a)
     res = validate_judge(judge, examples, settings=s)
     res["judge_stats"] = judge.stats()
     if stats is not None:
@@ -155,7 +155,7 @@ def validate_main(a) -> int:
         from jaxsae.autointerp.validate import validate_detector
 
         cfg = AutoInterpConfig()
-        res["detector"] = validate_detector(detector(cfg), stats[0], stats[1], cfg, settings=s)
+        res["detector"] = validate_detector(*roles(cfg), stats[0], stats[1], cfg, settings=s)
     atomic_write_json(a.out, res)
     print(f"judge {res['judge']}  ({res['seconds']:.1f} s, data {res['data']}, key {res['cache_key']})")
     for name, r in [*res["criteria"].items(), *([("detector", res["detector"])] if "detector" in res else [])]:

@@ -4,7 +4,6 @@ next-token distribution at the rating slot. No sampling, no parsing.
 
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import jax
@@ -12,58 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsae.errors import UserError
-from jaxsae.models.decoder import _Ctx, embed, forward, init_cache, run_layers, unembed
 
 from .base import Judge, Rating, RatingRequest
 from .rubric import RATING_PREFIX, judge_prompt, prompt_digest
 
 DIGITS = ("0", "1", "2")
 """The three score tokens read at the rating slot."""
-
-
-def _last_probs(params, cfg, x_btd, last_b, digit_ids_k):
-    """f32[B, K]: softmax over the vocabulary at position ``last_b`` of each row, at ``digit_ids_k``.
-
-    Only those B positions go through the final norm and unembedding (no [B, T, V] logits)."""
-    x_b1d = jnp.take_along_axis(x_btd, last_b[:, None, None], axis=1)  # f32[B, 1, D]
-    x_b1d = x_b1d.astype(params["embed_vd"].dtype)  # back to the activation dtype, as lm.logits
-    logp_bv = jax.nn.log_softmax(unembed(params, cfg, x_b1d)[:, 0, :], axis=-1)
-    return jnp.exp(jnp.take(logp_bv, digit_ids_k, axis=1))
-
-
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def slot_probs_plain(params, cfg, tokens_bt, mask_bt, last_b, digit_ids_k):
-    """f32[B, K]: next-token probabilities of ``digit_ids_k`` after token ``last_b`` of each
-    right-padded row: one forward through every block, then the last real position only."""
-    x_btd, _ = forward(params, cfg, tokens_bt, mask_bt, stop_layer=cfg.n_layers - 1)
-    return _last_probs(params, cfg, x_btd, last_b, digit_ids_k)
-
-
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def prefix_cache(params, cfg, prefix_1p, mask_1p):
-    """Keys/values of a shared prompt prefix int32[1, P] (left-padded, ``mask_1p`` marks real
-    tokens): a :class:`KVCache` of batch 1 and P slots."""
-    P = prefix_1p.shape[1]
-    cache = init_cache(cfg, 1, P, params["embed_vd"].dtype)
-    _, cache = forward(params, cfg, prefix_1p, mask_1p, cache=cache, write_at=0, stop_layer=cfg.n_layers - 1, cache_empty=True)
-    return cache
-
-
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def slot_probs_prefixed(params, cfg, prefix_kv, tokens_bt, mask_bt, last_b, digit_ids_k):
-    """As :func:`slot_probs_plain` for rows that continue a shared prefix whose keys/values are
-    given (``prefix_kv`` from :func:`prefix_cache`): only the right-padded continuations run
-    through the model, attending to the prefix's keys/values passed once as a batch-1 key set
-    (broadcast inside attention, never copied per row)."""
-    B, T = tokens_bt.shape
-    P = prefix_kv.valid_bs.shape[1]
-    before = jnp.sum(prefix_kv.valid_bs.astype(jnp.int32), axis=1, keepdims=True)  # [1, 1] real prefix tokens
-    ctx = _Ctx(positions_bt=jnp.maximum(before + jnp.cumsum(mask_bt.astype(jnp.int32), axis=1) - 1, 0),
-               q_slot_bt=jnp.broadcast_to(P + jnp.arange(T, dtype=jnp.int32), (B, T)), new_valid_bt=mask_bt,
-               cache_slot_bs=jnp.arange(P, dtype=jnp.int32)[None, :], cache_valid_bs=prefix_kv.valid_bs)
-    x = embed(params, cfg, tokens_bt)
-    x_btd, _ = run_layers(params, cfg, x, ctx, 0, cfg.n_layers, prefix_kv, P, update_cache=False)
-    return _last_probs(params, cfg, x_btd.astype(jnp.float32), last_b, digit_ids_k)
 
 
 def auto_batch_size(lm, rows_tokens: int = 256, *, fraction: float = 0.25, cpu: int = 8, most: int = 256) -> int:
@@ -82,18 +35,6 @@ def auto_batch_size(lm, rows_tokens: int = 256, *, fraction: float = 0.25, cpu: 
         + 4 * c.vocab_size
     n = max(8, min(most, int(fraction * free // max(per_row, 1))))
     return 1 << (n.bit_length() - 1)
-
-
-def _right_pad(rows, pad_id: int, multiple: int):
-    """(tokens int32[B, T], mask bool[B, T], last int32[B]) with rows at the left, T a multiple."""
-    T = max(multiple, -(-max(len(r) for r in rows) // multiple) * multiple)
-    tokens = np.full((len(rows), T), pad_id, np.int32)
-    mask = np.zeros((len(rows), T), bool)
-    for b, r in enumerate(rows):
-        tokens[b, : len(r)] = r
-        mask[b, : len(r)] = True
-    last = np.array([len(r) - 1 for r in rows], np.int32)
-    return tokens, mask, last
 
 
 def _digit_ids(tok) -> list[int]:
@@ -196,9 +137,7 @@ class LocalJudge(Judge):
     def _kv(self, criterion: str):
         if criterion not in self._prefix_kv:
             # left-padded to a multiple of 64 so that the three criteria share compiled programs
-            tokens, mask = self.lm.pad([self.shared_prefix(criterion)], multiple=64)
-            self._prefix_kv[criterion] = prefix_cache(self.lm.params, self.lm.config, jnp.asarray(tokens),
-                                                      jnp.asarray(mask))
+            self._prefix_kv[criterion] = self.lm.prefix(self.shared_prefix(criterion), multiple=64)
         return self._prefix_kv[criterion]
 
     # ------------------------------------------------------------------------------ rating
@@ -220,23 +159,12 @@ class LocalJudge(Judge):
                     key = req.criterion
             groups.setdefault(key, []).append(k)
         out = np.zeros((len(ids), len(self.digit_ids)), np.float32)
-        digit_ids = jnp.asarray(self.digit_ids, jnp.int32)
-        params, cfg = self.lm.params, self.lm.config
         for key, idxs in groups.items():
             skip = 0 if key is None else len(self.shared_prefix(key))
-            idxs = sorted(idxs, key=lambda k: len(ids[k]))
-            # a short group runs in the power-of-two batch that holds it, not padded to batch_size
-            B = min(self.batch_size, 1 << max(0, len(idxs) - 1).bit_length())
-            for s in range(0, len(idxs), B):
-                chunk = idxs[s : s + B]
-                rows = [ids[k][skip:] for k in chunk]
-                rows += [rows[-1]] * (B - len(rows))
-                tokens, mask, last = (jnp.asarray(a) for a in _right_pad(rows, cfg.pad_id, self.pad_multiple))
-                if key is None:
-                    p = slot_probs_plain(params, cfg, tokens, mask, last, digit_ids)
-                else:
-                    p = slot_probs_prefixed(params, cfg, self._kv(key), tokens, mask, last, digit_ids)
-                out[chunk] = np.asarray(p)[: len(chunk)]
+            logp = self.lm.next_token_logprobs([ids[k][skip:] for k in idxs], self.digit_ids,
+                                               prefix=None if key is None else self._kv(key),
+                                               batch=self.batch_size, multiple=self.pad_multiple)
+            out[idxs] = np.exp(logp)
         return out
 
     def rate(self, items: Sequence[RatingRequest]) -> list[Rating]:

@@ -145,21 +145,20 @@ def make_rating_judge(run: Run):
 
 
 def validity_judges(run: Run):
-    """(rating judge, AutoInterp detector judge) of the configuration, loaded on this process only
-    (the validity stage runs on process 0 alone, so no barrier)."""
-    from jaxsae.autointerp.judges import ApiJudge as Detector
+    """(rating judge, (AutoInterp explainer, detector)) of the configuration, loaded on this process
+    only (the validity stage runs on process 0 alone, so no barrier)."""
+    from jaxsae.autointerp.roles import api_roles, local_roles
     from jaxsae.judge.rubric import load_templates
 
     j, ai = run.cfg.judge, run.cfg.autointerp
     templates = load_templates(j.templates)
     if j.kind == "local":
-        from jaxsae.autointerp.judges import LocalJudge as LocalDetector
         from jaxsae.judge import LocalJudge
 
         lm = load_lm(j.model, judge_dtype(j.dtype))
-        return LocalJudge(lm, templates=templates), LocalDetector(lm, ai)
+        return LocalJudge(lm, templates=templates), local_roles(lm, ai)
     from jaxsae.judge import APIJudge
 
     client = chat_client(run)
     return (APIJudge(client, temperature=j.temperature, max_tokens=j.max_tokens, templates=templates),
-            Detector(client, ai))
+            api_roles(client, ai))

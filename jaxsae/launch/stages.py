@@ -149,7 +149,7 @@ def stage_autointerp(run: Run) -> list[str]:
     text is tokenised once per model, and the statistics of its SAEs gathered in one pass (the
     model runs once per batch for all of them)."""
     import jaxsae.sae as S
-    from jaxsae.autointerp.judges import ApiJudge, LocalJudge
+    from jaxsae.autointerp.roles import api_roles, local_roles
     from jaxsae.autointerp.prompts import TokenText
     from jaxsae.autointerp.run import RESULTS_FILE, request_failures, run_autointerp, save_results, stats_for_saes
     from jaxsae.features import FeatureStatsConfig, held_out_tokens
@@ -158,7 +158,7 @@ def stage_autointerp(run: Run) -> list[str]:
     ai = c.autointerp
     stats_cfg = FeatureStatsConfig(context_len=c.eval.stats_context, total_tokens=c.eval.stats_tokens)
     text_source = None if c.data.source == "embedded" else c.data.source  # provenance of the held-out text
-    judge = LocalJudge(make_judge_lm(run), ai) if c.judge.kind == "local" else ApiJudge(chat_client(run), ai)
+    explainer, detector = local_roles(make_judge_lm(run), ai) if c.judge.kind == "local" else api_roles(chat_client(run), ai)
     outputs = []
     for spec in c.models:
         lm = spec_lm(run, spec)
@@ -187,7 +187,7 @@ def stage_autointerp(run: Run) -> list[str]:
                                        progress=True)
             del saes
             for d, stats in zip(progress(group, f"autointerp {spec.name}"), all_stats):
-                result = run_autointerp(stats, judge, ai, token_text)
+                result = run_autointerp(stats, explainer, detector, ai, token_text)
                 result["sae"] = rel(run, d)
                 save_results(result, d / RESULTS_FILE)
     return outputs
@@ -453,7 +453,7 @@ def stage_validity(run: Run) -> list[str]:
         print(f"validity: not measured ({problem})", flush=True)
         atomic_write_json(path, {"measured": False, "reason": f"{problem} (validity.required = false)"})
         return [VALIDITY_FILE]
-    judge, detector = validity_judges(run)
+    judge, (explainer, detector) = validity_judges(run)
     kw = {}
     if v.detector_latents > 0:
         from jaxsae.autointerp.prompts import TokenText
@@ -463,7 +463,7 @@ def stage_validity(run: Run) -> list[str]:
         spec = run.cfg.models[0]
         first = sae_path(run, spec, sweep_entries(run, spec)[0])
         lm = load_lm(spec.source, spec.dtype, spec.tensor_parallel)
-        kw = dict(detector=DetectorCheck(detector, load_stats(first / "feature_stats"), TokenText(lm.tokenizer),
+        kw = dict(detector=DetectorCheck(explainer, detector, load_stats(first / "feature_stats"), TokenText(lm.tokenizer),
                                          run.cfg.autointerp, v))
     res = validate_cached(judge, v, run.out / VALIDITY_CACHE, **kw)
     client = getattr(judge, "client", None)  # an API judge: the rating judge and the detector share it

@@ -17,10 +17,12 @@ import jax.numpy as jnp
 from jaxsae.models import config as _config
 from jaxsae.models import hub, weights
 from jaxsae.models.config import ModelConfig
-from jaxsae.models.decoder import Edit, KVCache, forward, init_cache
+from jaxsae.models.decoder import Edit, KVCache, forward, forward_from, init_cache, unembed
 from jaxsae.models.lm import LM
+from jaxsae.models.score import prefix_cache
 
-__all__ = ["load_model", "LM", "Edit", "KVCache", "ModelConfig", "forward", "init_cache", "DecoderLM"]
+__all__ = ["load_model", "LM", "Edit", "KVCache", "ModelConfig", "forward", "forward_from", "init_cache", "unembed",
+           "prefix_cache", "DecoderLM"]
 
 
 def __getattr__(name: str):

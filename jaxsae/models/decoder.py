@@ -349,12 +349,14 @@ def forward_from(
     cache: KVCache | None = None,
     write_at=0,
     update_cache: bool = True,
+    last_only: bool = False,
 ):
     """Logits from a residual: run blocks (from_layer, N) on ``resid_btd`` (the output of block
     ``from_layer``) and unembed. With a ``cache`` of batch 1 and many residual rows, the rows
     share that cache (e.g. one prompt prefix, many interventions at its last position).
+    ``last_only`` (static): unembed the last position alone.
 
-    Returns (float32 logits [B, T, V], cache)."""
+    Returns (float32 logits [B, T, V] ([B, 1, V] with ``last_only``), cache)."""
     B, T, _ = resid_btd.shape
     if mask_bt is None:
         mask_bt = jnp.ones((B, T), bool)
@@ -372,4 +374,4 @@ def forward_from(
         cache = new_cache if update_cache else cache
     x = resid_btd.astype(params["embed_vd"].dtype)
     x, cache = run_layers(params, cfg, x, ctx, from_layer + 1, cfg.n_layers, cache, write_at, update_cache)
-    return unembed(params, cfg, x), cache
+    return unembed(params, cfg, x[:, -1:] if last_only else x), cache

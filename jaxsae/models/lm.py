@@ -12,8 +12,9 @@ import numpy as np
 
 from jaxsae.errors import UserError
 from jaxsae.models.config import ModelConfig
-from jaxsae.models.decoder import Edit, forward
+from jaxsae.models.decoder import Edit, KVCache, forward
 from jaxsae.models.generate import generate_tokens
+from jaxsae.models.score import logprobs_plain, logprobs_prefixed, prefix_cache
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "stop_layer"))
@@ -23,6 +24,26 @@ def _forward(params, cfg, tokens_bt, mask_bt, edit, stop_layer):
 
 def round_up(n: int, multiple: int) -> int:
     return max(multiple, -(-n // multiple) * multiple)
+
+
+def length_batches(lengths: Sequence[int], size: int) -> tuple[int, list[np.ndarray]]:
+    """(B, index batches): the items sorted by length (so padding stays small) in batches of B =
+    ``size``, or the power of two that holds them all when fewer (so a few items are not padded
+    to a large batch, and few shapes get compiled)."""
+    B = min(max(1, size), 1 << max(0, len(lengths) - 1).bit_length())
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return B, [order[i : i + B] for i in range(0, len(order), B)]
+
+
+def _right_pad(rows: Sequence[Sequence[int]], pad_id: int, multiple: int):
+    """(tokens int32[B, T], mask bool[B, T], last int32[B]): rows at the left, T a multiple."""
+    T = round_up(max(len(r) for r in rows), multiple)
+    tokens = np.full((len(rows), T), pad_id, np.int32)
+    mask = np.zeros((len(rows), T), bool)
+    for b, r in enumerate(rows):
+        tokens[b, : len(r)] = r
+        mask[b, : len(r)] = True
+    return tokens, mask, np.array([len(r) - 1 for r in rows], np.int32)
 
 
 @dataclasses.dataclass
@@ -66,6 +87,47 @@ class LM:
         tokens_bt = jnp.asarray(tokens_bt, jnp.int32)
         mask_bt = jnp.ones(tokens_bt.shape, bool) if mask_bt is None else jnp.asarray(mask_bt, bool)
         return _forward(self.params, self.config, tokens_bt, mask_bt, edit, layer)
+
+    def prefix(self, ids: Sequence[int], *, multiple: int = 64) -> KVCache:
+        """Keys/values of a prompt prefix that many rows continue (a batch-1 :class:`KVCache`),
+        left-padded to a multiple of ``multiple`` tokens so that prefixes of similar length share
+        one compiled program. Pass it to :meth:`next_token_logprobs`."""
+        tokens, mask = self.pad([list(ids)], multiple=multiple)
+        return prefix_cache(self.params, self.config, jnp.asarray(tokens), jnp.asarray(mask))
+
+    def next_token_logprobs(self, ids: Sequence[Sequence[int]], token_ids: Sequence[int], *,
+                            prefix: KVCache | None = None, batch: int = 8, multiple: int = 32) -> np.ndarray:
+        """f32[N, C]: log p(``token_ids[c]``) for the token that follows each of the N rows of
+        ``ids`` (token-id lists). With ``prefix`` (from :meth:`prefix`), each row holds only the
+        tokens after that prefix, whose keys/values every batch attends to without recomputing
+        or copying them.
+
+        Rows run sorted by length in right-padded batches of ``batch`` rows (the power of two
+        that holds them when fewer; a short batch is filled with repeats) and lengths rounded up
+        to ``multiple``, so few shapes get compiled; only each row's last position is unembedded.
+        """
+        ids = [list(x) for x in ids]
+        cand_c = jnp.asarray(token_ids, jnp.int32)
+        out = np.zeros((len(ids), len(token_ids)), np.float32)
+        if not ids:
+            return out
+        if min(len(x) for x in ids) == 0:
+            raise ValueError("next_token_logprobs needs at least one token per row")
+        before = 0 if prefix is None else prefix.valid_bs.shape[1]
+        if before + max(len(x) for x in ids) > self.config.max_positions:
+            raise UserError(f"a prompt of {before + max(len(x) for x in ids)} tokens exceeds the model's context of "
+                            f"{self.config.max_positions}; shorten it or use a longer-context model")
+        B, batches = length_batches([len(x) for x in ids], batch)
+        for idx in batches:
+            rows = [ids[i] for i in idx]
+            rows += [rows[-1]] * (B - len(rows))
+            tokens, mask, last = (jnp.asarray(a) for a in _right_pad(rows, self.config.pad_id, multiple))
+            if prefix is None:
+                lp = logprobs_plain(self.params, self.config, tokens, mask, last, cand_c)
+            else:
+                lp = logprobs_prefixed(self.params, self.config, prefix, tokens, mask, last, cand_c)
+            out[idx] = np.asarray(lp)[: len(idx)]
+        return out
 
     # ------------------------------------------------------------------------------------ text
 
@@ -138,14 +200,40 @@ class LM:
             self.params, self.config, jnp.asarray(tokens), jnp.asarray(mask), key,
             jnp.float32(max(temperature, 1e-6)), max_new=int(max_new_tokens), greedy=temperature <= 0.0, edit=steer,
         )
-        out = np.asarray(out)
+        return self._until_end(out)
+
+    def complete_ids(self, ids: Sequence[Sequence[int]], *, max_new_tokens: int, batch: int = 8,
+                     multiple: int = 64) -> list[list[int]]:
+        """Greedy continuations of token-id prompts (new ids up to and excluding the end token),
+        run sorted by length in left-padded batches of ``batch`` rows (the power of two that holds
+        them when fewer; a short batch filled with repeats) with lengths rounded up to
+        ``multiple``, so few shapes get compiled. Row by row the same as :meth:`generate_ids`."""
+        ids = [list(x) for x in ids]
+        out: list[list[int]] = [[] for _ in ids]
+        if not ids:
+            return out
+        B, batches = length_batches([len(x) for x in ids], batch)
+        for idx in batches:
+            rows = [ids[i] for i in idx]
+            tokens, mask = self.pad(rows + [rows[-1]] * (B - len(rows)), multiple=multiple)
+            if tokens.shape[1] + max_new_tokens > self.config.max_positions:
+                raise UserError(f"prompts of {tokens.shape[1]} tokens + {max_new_tokens} new exceed the model's context "
+                                f"of {self.config.max_positions}; shorten them or use a longer-context model")
+            new, _ = generate_tokens(self.params, self.config, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0),
+                                     jnp.float32(1e-6), max_new=int(max_new_tokens), greedy=True)
+            for i, row in zip(idx, self._until_end(new)):
+                out[i] = row
+        return out
+
+    def _until_end(self, new_bn) -> list[list[int]]:
+        """Each row of new token ids int32[B, max_new] up to (excluding) its first end token."""
         eos = set(self.config.eos_ids)
         result = []
-        for row in out:
-            ids = []
-            for t in row.tolist():
+        for row in np.asarray(new_bn).tolist():
+            keep = []
+            for t in row:
                 if t in eos:
                     break
-                ids.append(t)
-            result.append(ids)
+                keep.append(t)
+            result.append(keep)
         return result

@@ -206,7 +206,7 @@ def validity_table(v: Mapping[str, Any] | None) -> str:
             "class; n = positives/negatives; digit mass = mean probability on 0/1/2 at the rating slot; argmax "
             "agreement = share of ratings whose argmax equals the rounded expected rating.")
     if det:
-        what += (f" detector: the AutoInterp judge telling activating from random windows of {det.get('n_explained')} "
+        what += (f" detector: the AutoInterp detector telling activating from random windows of {det.get('n_explained')} "
                  f"explained latent(s) of {cell(det.get('sae'), 120)}.")
     return "\n### Judge validity\n\n" + "\n".join(markdown_table(v)) + "\n\n" + note(what)
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from jaxsae.select.config import SelectConfig
 from jaxsae.errors import UserError
-from jaxsae.models.decoder import forward, forward_from, init_cache, make_ctx, run_layers, unembed
+from jaxsae.models import forward, forward_from, prefix_cache, unembed
 
 DEFAULT_PREFIX = SelectConfig.prefix
 MODES = ("additive", "decoder")
@@ -53,9 +53,7 @@ def prefix_state(params, cfg, prefix_1p, layer: int):
     """(KV cache of the first P−1 prefix tokens [1 x P slots], residual of the last token after
     block ``layer`` f32[D], base logits at the last position f32[V])."""
     P = prefix_1p.shape[1]
-    cache = init_cache(cfg, 1, P, params["embed_vd"].dtype)
-    if P > 1:
-        _, cache = forward(params, cfg, prefix_1p[:, :-1], cache=cache, write_at=0, cache_empty=True)
+    cache = prefix_cache(params, cfg, prefix_1p[:, :-1], slots=P)  # the last slot is the intervened token's
     last = prefix_1p[:, -1:]
     x_l, _ = forward(params, cfg, last, cache=cache, write_at=P - 1, stop_layer=layer, update_cache=False)
     base, _ = forward_from(params, cfg, x_l, layer, cache=cache, write_at=P - 1, update_cache=False)
@@ -96,11 +94,8 @@ def prefix_residual(params, cfg, prefix_1p, layer: int):
 def score_batch_all(params, cfg, layer: int, x_pd, delta_fpd, lens_tokens_ft, base_logits_v, k: int):
     """:func:`score_batch` for interventions at every prefix position: rows x + delta_f [F, P, D]
     run through blocks layer+1..N−1 (no cache), and the next-token logits are read at the last."""
-    F, P, _ = delta_fpd.shape
-    x = (x_pd[None] + delta_fpd).astype(params["embed_vd"].dtype)
-    ctx, _ = make_ctx(jnp.ones((F, P), bool), None)
-    x, _ = run_layers(params, cfg, x, ctx, layer + 1, cfg.n_layers)
-    return _scores(unembed(params, cfg, x[:, -1:])[:, 0], lens_tokens_ft, base_logits_v, k)
+    logits, _ = forward_from(params, cfg, x_pd[None] + delta_fpd, layer, last_only=True)
+    return _scores(logits[:, 0], lens_tokens_ft, base_logits_v, k)
 
 
 def _scores(z, lens_tokens_ft, base_logits_v, k: int):
