@@ -187,3 +187,40 @@ def test_one_launcher_per_folder_and_status_running_vs_interrupted(tmp_path):
     Run(tmp_path, SweepConfig(), stages).execute(["b"])
     m = json.loads((tmp_path / "manifests" / "b.json").read_text())
     assert m["attempts"] == 3 and m["seconds_total"] >= 45.0 and not r.started_path("b").exists()
+
+
+def test_every_stage_that_runs_is_validated_before_the_first_stage_writes(tmp_path):
+    import dataclasses
+
+    calls: list[str] = []
+    version = {"a": 1}
+    checked: list[str] = []
+    bad = {"c": True}
+
+    def validate_b(run):
+        checked.append("b")
+
+    def validate_c(run):
+        checked.append("c")
+        if bad["c"]:
+            raise UserError("c: a bad setting")
+
+    a, b, c = make_stages(calls, version)
+    stages = [a, dataclasses.replace(b, validate=validate_b), dataclasses.replace(c, validate=validate_c)]
+    with pytest.raises(UserError, match="c: a bad setting"):
+        Run(tmp_path, SweepConfig(), stages).execute(["a", "b", "c"])
+    assert calls == [] and checked == ["b", "c"] and not (tmp_path / "a.txt").exists()
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) in (
+        [], ["manifests/run.lock"])  # nothing of any stage (the lock file aside)
+    # each runs its check once, before any stage
+    bad["c"] = False
+    checked.clear()
+    Run(tmp_path, SweepConfig(), stages).execute(["a", "b", "c"])
+    assert checked == ["b", "c"] and calls == ["a", "b:s0", "b:s1", "c"]
+    # done stages are not checked; one made stale mid-run (a redone with new results) is, when it runs
+    checked.clear()
+    calls.clear()
+    version["a"] = 2
+    (tmp_path / "a.txt").unlink()
+    Run(tmp_path, SweepConfig(), stages).execute(["a", "b", "c"])
+    assert calls == ["a", "b:s0", "b:s1", "c"] and checked == ["b", "c"]

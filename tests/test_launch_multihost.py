@@ -38,30 +38,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def one_and_two_processes(root: Path, *args: str):
-    """The same launch as one process and as two joined processes: (run one, run two, stdouts of two)."""
-    one, two = root / "one", root / "two"
-    r = subprocess.run(command(one, *args), capture_output=True, text=True, cwd=ROOT, env=env(1), timeout=TIMEOUT)
-    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+def two_processes(args: list[str], devices: int, timeout: float = TIMEOUT, **extra: str) -> list[subprocess.CompletedProcess]:
+    """``args`` run as two local processes joined by jax.distributed (``devices`` CPU devices each,
+    a fresh coordinator port, ``extra`` added to their environment): each one's exit status, stdout
+    and stderr, in process order. Both are killed if either outlives ``timeout`` seconds."""
     port = free_port()
-    procs = [
-        subprocess.Popen(command(two, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                         env=env(2, JAXSAE_COORDINATOR=f"localhost:{port}", JAXSAE_NUM_PROCESSES="2",
-                                 JAXSAE_PROCESS_ID=str(i)))
-        for i in range(2)
-    ]
-    logs = []
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                              env=env(devices, JAXSAE_COORDINATOR=f"localhost:{port}", JAXSAE_NUM_PROCESSES="2",
+                                      JAXSAE_PROCESS_ID=str(i), **extra))
+             for i in range(2)]
     try:
-        for p in procs:
-            logs.append(p.communicate(timeout=TIMEOUT))
+        logs = [p.communicate(timeout=timeout) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    for i, (p, (out, err)) in enumerate(zip(procs, logs)):
-        assert p.returncode == 0, (i, out[-3000:], err[-3000:])
-    return one, two, [out for out, _ in logs]
+    return [subprocess.CompletedProcess(args, p.returncode, out, err) for p, (out, err) in zip(procs, logs)]
+
+
+def one_and_two_processes(root: Path, *args: str):
+    """The same launch as one process and as two joined processes: (run one, run two, stdouts of two)."""
+    one, two = root / "one", root / "two"
+    r = subprocess.run(command(one, *args), capture_output=True, text=True, cwd=ROOT, env=env(1), timeout=TIMEOUT)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    procs = two_processes(command(two, *args), 2)
+    for i, p in enumerate(procs):
+        assert p.returncode == 0, (i, p.stdout[-3000:], p.stderr[-3000:])
+    return one, two, [p.stdout for p in procs]
 
 
 @pytest.fixture(scope="module")
@@ -173,23 +177,12 @@ def test_a_failing_process_stops_the_other_at_its_next_barrier_with_its_message(
 
     script = tmp_path / "fail.py"
     script.write_text(_FAILING)
-    port = free_port()
-    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd=ROOT, env=env(1, JAXSAE_COORDINATOR=f"localhost:{port}", JAXSAE_NUM_PROCESSES="2",
-                                                JAXSAE_PROCESS_ID=str(i), JAXSAE_BARRIER_TIMEOUT="120"))
-             for i in range(2)]
     t0 = time.monotonic()
-    try:
-        logs = [p.communicate(timeout=150) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    p0, p1 = two_processes([sys.executable, str(script)], 1, 150, JAXSAE_BARRIER_TIMEOUT="120")
     assert time.monotonic() - t0 < 100  # not the barrier timeout
-    (out0, err0), (out1, err1) = logs
-    assert procs[1].returncode != 0 and "disk full" in err1
-    assert procs[0].returncode == 2, (out0, err0[-2000:])
+    out0, err0, err1 = p0.stdout, p0.stderr, p1.stderr
+    assert p1.returncode != 0 and "disk full" in err1
+    assert p0.returncode == 2, (out0, err0[-2000:])
     assert "passed the barrier" not in out0
     assert "stopping: process 1: ValueError: metrics of sae-3 failed: disk full" in err0
 
@@ -211,20 +204,8 @@ print("ok", jax.process_index())
 
 
 def test_to_host_gathers_arrays_that_span_processes():
-    port = free_port()
-    procs = [subprocess.Popen([sys.executable, "-c", TO_HOST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd=ROOT, env=env(2, JAXSAE_COORDINATOR=f"localhost:{port}", JAXSAE_NUM_PROCESSES="2",
-                                                JAXSAE_PROCESS_ID=str(i)))
-             for i in range(2)]
-    try:
-        logs = [p.communicate(timeout=TIMEOUT) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for i, (p, (out, err)) in enumerate(zip(procs, logs)):
-        assert p.returncode == 0 and f"ok {i}" in out, (i, out[-2000:], err[-3000:])
+    for i, p in enumerate(two_processes([sys.executable, "-c", TO_HOST], 2)):
+        assert p.returncode == 0 and f"ok {i}" in p.stdout, (i, p.stdout[-2000:], p.stderr[-3000:])
 
 
 RESUME = """
@@ -259,22 +240,10 @@ print("ok", jax.process_index(), "stepped", min(Logged.stepped), max(Logged.step
 
 def two_processes_train(out: Path, stop_after: int) -> list[str]:
     """Both processes' stdout."""
-    port = free_port()
-    procs = [subprocess.Popen([sys.executable, "-c", RESUME, str(out), str(stop_after), str(Path(__file__).parent)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                              env=env(4, JAXSAE_COORDINATOR=f"localhost:{port}", JAXSAE_NUM_PROCESSES="2",
-                                      JAXSAE_PROCESS_ID=str(i)))
-             for i in range(2)]
-    try:
-        logs = [p.communicate(timeout=TIMEOUT) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for i, (p, (out_i, err)) in enumerate(zip(procs, logs)):
-        assert p.returncode == 0 and f"ok {i}" in out_i, (i, out_i[-2000:], err[-3000:])
-    return [out_i for out_i, _ in logs]
+    procs = two_processes([sys.executable, "-c", RESUME, str(out), str(stop_after), str(Path(__file__).parent)], 4)
+    for i, p in enumerate(procs):
+        assert p.returncode == 0 and f"ok {i}" in p.stdout, (i, p.stdout[-2000:], p.stderr[-3000:])
+    return [p.stdout for p in procs]
 
 
 def test_two_processes_of_four_devices_stop_and_resume_to_the_uninterrupted_saes(tmp_path):

@@ -190,6 +190,36 @@ def test_plots_are_valid_pngs_linked_from_the_report(report):
     assert not list((run / "plots").glob(".*"))  # no temporary files left behind
 
 
+def test_selection_bars_carry_their_se_and_n():
+    """The per-architecture selection plot: each bar's ±SE over its group's SAEs as an error bar
+    and its n in its label; a group of one SAE has no SE (a zero-length bar)."""
+    from matplotlib.container import BarContainer
+
+    from jaxsae.report.plots import selection_figure
+    from jaxsae.report.write import _selection_groups
+
+    records = _records()
+    records.append({"model": "Gemma-2-2B", "architecture": "gated", "g": 0.2, "g_output": 0.25, "g_dtc": 0.3})
+    _, groups, methods = _selection_groups(records)
+    assert list(groups) == ["gated", "relu", "topk", "all SAEs"]
+    assert groups["relu"]["n"] == {"none": 6, "output": 6, "dtc": 5}  # records[5]: relu without g_dtc
+    g = [r["g"] for r in records if r["architecture"] == "topk"]
+    assert groups["topk"]["se"]["none"] == pytest.approx(np.std(g, ddof=1) / np.sqrt(6))
+    assert groups["gated"]["se"] == dict.fromkeys(methods)
+    ax = selection_figure(groups, methods).axes[0]
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert len(bars) == len(methods)
+    for m, c in zip(methods, bars):
+        assert c.errorbar is not None, m
+        (vertical,) = c.errorbar.lines[2]  # one segment per bar: mean - SE to mean + SE
+        half = [(s[1][1] - s[0][1]) / 2 for s in vertical.get_segments()]
+        assert half == pytest.approx([groups[n]["se"][m] or 0.0 for n in groups]), m
+    labels = [t.get_text() for t in ax.texts]
+    assert f"{groups['relu']['mean']['dtc']:.3f} (n=5)" in labels and labels.count("0.300 (n=1)") == 1
+    assert sum("(n=" in t for t in labels) == len(methods) * len(groups)
+    assert "±SE" in ax.get_title()
+
+
 def test_examples_and_explanations(report):
     _, _, md = report
     assert "**Feature 3**" in md and "**Feature 11**" in md and "**Feature 19**" not in md  # 3 concepts

@@ -54,12 +54,13 @@ def selection_summary(
     without a finite value for a method does not count towards that method's mean (``n`` per
     method says how many did). Returns::
 
-        {"by", "methods", "groups": {name: {"n": {m: k}, "mean": {m: v}, "lift_pct": {m: v},
+        {"by", "methods", "groups": {name: {"n": {m: k}, "mean": {m: v}, "se": {m: v}, "lift_pct": {m: v},
                                             "relative_pct": {"b_over_a": v}}},
          "average": {"mean": {m: v}, "lift_pct": {m: v}, "relative_pct": {...},
                      "pp_lift_difference": {"b_minus_a": v}}}
 
-    ``average`` takes the plain mean over groups of each per-group figure (how the paper's
+    ``se`` is the standard error of ``mean`` over the group's SAEs (sample SD / sqrt(k); None below
+    2 SAEs). ``average`` takes the plain mean over groups of each per-group figure (how the paper's
     "+52.52 %" most likely arises: the mean over models of the difference in percentage-point lift
     between ΔTC and the output score, from the paper's Table 2).
     """
@@ -69,15 +70,16 @@ def selection_summary(
     groups: dict[str, Any] = {}
     for name in names:
         rows = [r for r in records if r.get(by) == name]
-        n, mean = {}, {}
+        n, mean, se = {}, {}, {}
         for m in labels:
             vals = [v for v in (_finite(r.get(methods[m])) for r in rows) if v is not None]
             n[m] = len(vals)
             mean[m] = float(np.mean(vals)) if vals else None
+            se[m] = float(np.std(vals, ddof=1) / math.sqrt(len(vals))) if len(vals) >= 2 else None
         lift = {m: _pct(mean[m], mean[base]) for m in labels[1:]}
         rel = {f"{b}_over_{a}": _pct(mean[b], mean[a])
                for i, a in enumerate(labels[1:], 1) for b in labels[i + 1:]}
-        groups[str(name)] = {"n": n, "mean": mean, "lift_pct": lift, "relative_pct": rel}
+        groups[str(name)] = {"n": n, "mean": mean, "se": se, "lift_pct": lift, "relative_pct": rel}
 
     def avg(field: str, key: str) -> float | None:
         vals = [g[field][key] for g in groups.values() if g[field].get(key) is not None]

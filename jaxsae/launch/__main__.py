@@ -145,10 +145,6 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m jaxsae.launch"
               + (" (writes the run folder)" if index == 0 else ""), flush=True)
     run = Run(out, cfg, STAGES, process_index=index, process_count=count)
     selected = [n for n in names if n in todo or n in redo]
-    if "validity" in selected and ("validity" in redo or run.status("validity") != "done"):
-        from jaxsae.launch.stages import check_validity
-
-        check_validity(run)  # missing AxBench data stops here, not after hours of training
     try:
         run.execute(selected, redo)
     except BaseException as e:

@@ -101,6 +101,8 @@ class Run:
         self.resume_ok = True
         """Whether the running stage may keep partial outputs of an interrupted attempt (False when
         it is redone, or the interrupted attempt ran with a different configuration)."""
+        self._validated: set[str] = set()
+        """Stages whose ``validate`` ran before the run's first stage (:meth:`execute`)."""
 
     def share(self, items: Sequence) -> list:
         """This process's share of ``items`` (every ``process_count``-th, from ``process_index``):
@@ -250,11 +252,23 @@ class Run:
         if lock is not None:
             lock.acquire()
         try:
+            self._validate_upfront(names, redo)
             for i, n in enumerate(names, 1):
                 self._execute_one(i, len(names), n, redo, lock)
         finally:
             if lock is not None:
                 lock.release()
+
+    def _validate_upfront(self, names: Sequence[str], redo: Sequence[str]) -> None:
+        """Every stage that will run (not done, or redone) checks its settings before the first stage
+        does anything: a bad setting of a late stage (missing validity data, a bad concept file)
+        stops the run in one line instead of after hours of training."""
+        self._validated = set()
+        for n in names:
+            stage = self.stages[n]
+            if stage.validate is not None and (n in redo or self.status(n) != "done"):
+                stage.validate(self)
+                self._validated.add(n)
 
     def _execute_one(self, i: int, total: int, n: str, redo: Sequence[str], lock: RunLock | None) -> None:
         stage = self.stages[n]
@@ -280,7 +294,7 @@ class Run:
         if n in redo and st == "done":
             reason = " (redo requested)"
         print(f"[{i}/{total}] {n}: {stage.help}{reason}", flush=True)
-        if stage.validate is not None:
+        if stage.validate is not None and n not in self._validated:  # done before the run, went stale since
             stage.validate(self)
         self.resume_ok = not (n in redo or st in ("changed", "stale"))
         previous = self._read(self.started_path(n)) or {}

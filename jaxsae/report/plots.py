@@ -185,28 +185,37 @@ def tau_figure(series: Mapping[str, Mapping[str, Any]]):
 
 
 def selection_figure(groups: Mapping[str, Mapping[str, Any]], methods: Sequence[str]):
-    """Grouped bars: the mean steering score of each selection method (``methods``) per group
-    (``groups``: name -> {method: mean or None})."""
-    names = [n for n in groups if any(finite(groups[n].get(m)) is not None for m in methods)]
+    """Grouped bars: the mean steering score of each selection method (``methods``) per group, with
+    ±SE over the group's SAEs as error bars and each bar's n (SAEs) in its label. ``groups``: name ->
+    a :func:`jaxsae.analysis.selection_summary` group, ``{"mean": {method: v}, "se": {method: v},
+    "n": {method: k}}`` (a missing mean is not drawn, a missing SE draws no error bar)."""
+    def field(n: str, key: str, m: str):
+        entry = groups[n].get(key)
+        return entry.get(m) if isinstance(entry, Mapping) else None
+
+    names = [n for n in groups if any(finite(field(n, "mean", m)) is not None for m in methods)]
     if not names:
         return None
     k = len(methods)
     width = 0.8 / k
     colours = _palette(k)
-    fig = _new_figure(max(4.5, 1.0 + 0.45 * k * len(names)), 3.6)
+    fig = _new_figure(max(4.5, 1.0 + 0.45 * k * len(names)), 3.9)
     ax = fig.subplots()
     for i, m in enumerate(methods):
-        xy = [(j + (i - (k - 1) / 2) * width, finite(groups[n].get(m))) for j, n in enumerate(names)]
-        xy = [(x, y) for x, y in xy if y is not None]
-        if xy:
-            x, y = zip(*xy)
-            bars = ax.bar(x, y, width, color=colours[i], label=METHOD_NAMES.get(m, m))
-            ax.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
+        bars = [(j + (i - (k - 1) / 2) * width, finite(field(n, "mean", m)), finite(field(n, "se", m)) or 0.0,
+                 field(n, "n", m)) for j, n in enumerate(names)]
+        bars = [b for b in bars if b[1] is not None]
+        if bars:
+            x, y, se, n = zip(*bars)
+            drawn = ax.bar(x, y, width, yerr=se, color=colours[i], label=METHOD_NAMES.get(m, m),
+                           error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "black"})
+            ax.bar_label(drawn, labels=[f"{v:.3f} (n={c if c is not None else '?'})" for v, c in zip(y, n)],
+                         fontsize=6, rotation=90, padding=2)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, fontsize=9)
-    ax.set_ylabel("mean steering score")
-    ax.margins(y=0.15)
-    ax.set_title("steering score per selection method", fontsize=10)
+    ax.set_ylabel("mean steering score (±SE)")
+    ax.margins(y=0.25)
+    ax.set_title("steering score per selection method\n(error bars: ±SE over SAEs; n: SAEs)", fontsize=9)
     fig.legend(loc="outside right upper", fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return fig

@@ -50,11 +50,7 @@ def _selection_groups(records) -> tuple[dict, dict, list[str]]:
     """(selection_summary by architecture, plot groups incl. all SAEs pooled, method labels)."""
     by_arch = selection_summary([r for r in records if r.get("architecture") is not None], by="architecture")
     pooled = selection_summary([{**r, "_all": "all SAEs"} for r in records], by="_all")
-    def name(k: str, g: dict) -> str:  # the plot's group label carries its n
-        return f"{k} (n={max((g.get('n') or {}).values(), default=0)})"
-
-    groups = {name(k, g): g["mean"] for k, g in by_arch["groups"].items()}
-    groups.update({name(k, g): g["mean"] for k, g in pooled["groups"].items()})
+    groups = {**by_arch["groups"], **pooled["groups"]}  # each with its mean, SE and n per method
     return by_arch, groups, list(DEFAULT_METHODS)
 
 
@@ -112,7 +108,8 @@ def write_report(run_dir: Path, results: Mapping[str, Any]) -> Path:
         "\n## 3. Feature selection (Table 2)\n\n",
         M.guarded("selection tables", M.selection_tables, results.get("selection"), by_arch,
                   results.get("selection_lift")), "\n",
-        _plot(bars, "mean steering score per selection method and architecture"), "\n",
+        _plot(bars, "mean steering score per selection method and architecture",
+              "Bars: mean steering score over the group's SAEs with ±SE (n: SAEs with that score)."), "\n",
         _plot(hist, "the ΔTC distribution", dtc_caption),
         "\n### ΔTC readings\n\n", M.guarded("ΔTC readings", M.readings_table, results.get("dtc_readings")),
         "\n## 4. After selection (Table 3)\n\n",

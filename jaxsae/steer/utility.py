@@ -154,11 +154,16 @@ def _reusable(rec: dict, settings: dict, concepts: dict[int, str], max_acts, poo
     return [g.get("instruction") for g in rec.get("generations", []) if g.get("split") == split] == want
 
 
+def _hard_failure(r: dict) -> bool:
+    """Whether a saved rating (:func:`rating_record`) is a judge request that failed for good: not
+    a valid rating, and no answer at all (``text`` recorded as None), unlike a parse failure."""
+    return not r.get("ok", True) and "text" in r and r["text"] is None
+
+
 def hard_failures(rec: dict) -> int:
     """Ratings of a saved concept record whose judge request failed for good (no answer: scored 0
     but not a result; a re-run redoes the concept, the judge's cache answering the rest)."""
-    return sum(1 for g in rec.get("generations", []) for r in (g.get("ratings") or {}).values()
-               if not r.get("ok", True) and "text" in r and r["text"] is None)
+    return sum(1 for g in rec.get("generations", []) for r in (g.get("ratings") or {}).values() if _hard_failure(r))
 
 
 def _generation_rows(split: str, prompts, factors, outputs, rated: RatedGenerations) -> list[dict]:
@@ -320,7 +325,7 @@ def rating_counts(recs: Sequence[dict]) -> dict:
     failed = [x for x in rs if not x.get("ok", True)]
     out = {"ratings": len(rs), "failed": len(failed),
            "parse_failures": sum("text" in x and x["text"] is not None for x in failed),
-           "hard_failures": sum("text" in x and x["text"] is None for x in failed)}
+           "hard_failures": sum(_hard_failure(x) for x in failed)}
     mass = [x["digit_mass"] for x in rs if x.get("digit_mass") is not None]
     if mass:
         out.update(mean_digit_mass=float(np.mean(mass)), min_digit_mass=float(np.min(mass)))
