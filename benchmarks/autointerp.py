@@ -64,7 +64,7 @@ def reference_stats(lm, layer: int, encode, params, tokens: np.ndarray, counted:
     (``get_iw_sample_indices``), random windows."""
     spec = cfg.spec()
     N, T = tokens.shape
-    B, b, K, W = cfg.batch_size, spec.buffer, spec.n_top, spec.window
+    B, b, A, W = cfg.batch_size, spec.buffer, spec.n_top, spec.window
     codes = None
     for s in range(0, N, B):
         resid = lm.residual(tokens[s : s + B], layer)
@@ -80,9 +80,9 @@ def reference_stats(lm, layer: int, encode, params, tokens: np.ndarray, counted:
     per_latent = np.ascontiguousarray(codes.transpose(2, 0, 1))  # [F, N, T]
     del codes
     rng = np.random.default_rng(seed)
-    top_val = np.full((F, K), -np.inf, np.float32)
-    top_pos = np.full((F, K), -1, np.int64)
-    top_win = np.zeros((F, K, W), np.float32)
+    top_val = np.full((F, A), -np.inf, np.float32)
+    top_pos = np.full((F, A), -1, np.int64)
+    top_win = np.zeros((F, A, W), np.float32)
     iw_pos = np.full((F, spec.n_iw), -1, np.int64)
     iw_win = np.zeros((F, spec.n_iw, W), np.float32)
     rand_win = np.zeros((F, spec.n_random, W), np.float32)
@@ -94,7 +94,7 @@ def reference_stats(lm, layer: int, encode, params, tokens: np.ndarray, counted:
         taken: list[tuple[int, int]] = []
         seen: set[tuple[int, int]] = set()
         for p in order:
-            if x[p] <= 0 or len(taken) == K:
+            if x[p] <= 0 or len(taken) == A:
                 break
             n, t = divmod(int(p), Tr)
             t += b
@@ -105,7 +105,7 @@ def reference_stats(lm, layer: int, encode, params, tokens: np.ndarray, counted:
         for j, (n, t) in enumerate(taken):
             top_val[f, j], top_pos[f, j] = a[n, t], n * T + t
             top_win[f, j] = a[n, t - b : t + b + 1]
-        if len(taken) == K:  # SAEBench skips latents without a full set of top windows
+        if len(taken) == A:  # SAEBench skips latents without a full set of top windows
             below = np.flatnonzero((x > 0) & (x < top_val[f, -1]))
             if len(below):
                 w = np.square(x[below].astype(np.float64))

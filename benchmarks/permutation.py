@@ -23,16 +23,16 @@ from jaxsae.analysis.kendall import kendall_tau_b, permutation_test
 
 
 def reference(x_n, y_n, n_perm: int, rng) -> float:
-    """Two-sided P(|tau_null| >= |tau_obs|) over ``n_perm`` random permutations, (hits + 1) / (P + 1)."""
+    """Two-sided P(|tau_null| >= |tau_obs|) over ``n_perm`` random permutations, (hits + 1) / (n_perm + 1)."""
     n = x_n.size
     sx = np.sign(x_n[:, None] - x_n[None, :]).astype(np.int8)
     sy = np.sign(y_n[:, None] - y_n[None, :]).astype(np.int8)
     den = np.sqrt(float(np.abs(sx).sum()) * float(np.abs(sy).sum()))
-    perm_pn = rng.permuted(np.broadcast_to(np.arange(n), (n_perm, n)), axis=1)
+    perms = rng.permuted(np.broadcast_to(np.arange(n), (n_perm, n)), axis=1)
     taus = np.empty(n_perm)
     step = max(1, 4_000_000 // (n * n))
     for s in range(0, n_perm, step):
-        p = perm_pn[s:s + step]
+        p = perms[s:s + step]
         taus[s:s + step] = np.einsum("ij,pij->p", sx, sy[p[:, :, None], p[:, None, :]], dtype=np.int64) / den
     tau = kendall_tau_b(x_n, y_n)
     return (int(np.sum(np.abs(taus) >= abs(tau) - 1e-12)) + 1) / (n_perm + 1)

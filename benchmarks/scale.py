@@ -21,7 +21,7 @@ with ``--xla_force_host_platform_device_count``. Printed per model and layout:
     2(g-1)/g x bytes for an all-reduce, (g-1)/g for an all-gather / reduce-scatter / all-to-all,
     1x for a permute. HBM bytes are XLA's "bytes accessed" (the CPU cost model: every operand and
     result of every top-level op) less the CPU backend's write and re-read of the top-k radix
-    compare [J, .., B, F], which it materialises ahead of its reduce-window tree where a GPU/TPU
+    compare [digits, .., B, F], which it materialises ahead of its reduce-window tree where a GPU/TPU
     reduction fusion reads the [B, F] bit patterns once (both figures are printed).
     Left out: overlap of compute and communication, kernel efficiency, the LLM forward beside it.
 
@@ -210,7 +210,7 @@ RADIX_DIGITS = (7, 15)
 
 def _radix_compare(line: str, op: str | None) -> dict[str, list[float]]:
     """Bytes of a top-level (unfused) result of rank >= 3 with an axis of a radix pass's candidates
-    and at least 1 MB: the CPU backend writes the [J, .., B, F] compare out before reducing it."""
+    and at least 1 MB: the CPU backend writes the [digits, .., B, F] compare out before reducing it."""
     if op is None or op in ("parameter", "get-tuple-element", "tuple"):
         return {}
     rtype = line.split("=", 1)[1].split(f" {op}", 1)[0].strip()
@@ -224,7 +224,7 @@ def _radix_compare(line: str, op: str | None) -> dict[str, list[float]]:
 
 def radix_materialised_bytes(hlo: str) -> float:
     """HBM bytes the CPU compiler spends writing and re-reading the top-k radix compare
-    [.., B, F, J] (a GPU or TPU reduction fusion computes it in registers from one read of the
+    [.., B, F, digits] (a GPU or TPU reduction fusion computes it in registers from one read of the
     [B, F] bit patterns)."""
     return 2 * walk(hlo, _radix_compare, ("radix",))["radix"][0]
 

@@ -307,7 +307,7 @@ def test_accuracy_and_summary_arithmetic():
     assert accuracy([], labels) == 0.6
     assert accuracy([1, 2, 3, 4, 5], labels) == 0.4
     assert accuracy([1, 4, 4, 1], labels) == 1.0  # repeats count once
-    assert accuracy([0, 6, 99, -1], labels) == 0.6  # numbers outside 1..M predict nothing
+    assert accuracy([0, 6, 99, -1], labels) == 0.6  # numbers outside 1..N predict nothing
     assert accuracy([2], labels) == 0.4  # one false alarm, one miss
     s = summarize({7: 1.0, 3: 0.5, 9: None, 4: 0.75}, concept=[7, 9, 11])
     assert s["mu"] == 1.0 and s["n_concept"] == 1  # 9 failed, 11 was not scored

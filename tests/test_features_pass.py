@@ -80,7 +80,7 @@ def test_pass_equals_brute_force(tiny_case):
         for j, (n, t) in enumerate(ref):
             np.testing.assert_array_equal(st.window_tokens(st.top_pos[f, j]), tokens[n, t - cfg.buffer : t + cfg.buffer + 1])
             np.testing.assert_allclose(st.top_win[f, j], a[n, t - cfg.buffer : t + cfg.buffer + 1, f], rtol=1e-4, atol=1e-5)
-        # IW draws lie below the K-th peak, in the window region, with matching windows
+        # IW draws lie below the A-th peak, in the window region, with matching windows
         theta = st.top_val[f, -1]
         for j, p in enumerate(st.iw_pos[f]):
             if p < 0:

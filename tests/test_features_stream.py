@@ -16,7 +16,7 @@ from jaxsae.features.stream import StreamSpec, _context_peaks, _row_peaks, final
 def make_acts(rng, N, T, F):
     """Sparse non-negative activations with bursts (runs of high values) and some dead latents."""
     a = rng.exponential(1.0, (N, T, F)).astype(np.float32) * (rng.random((N, T, F)) < 0.15)
-    # bursts: a latent that fires strongly over long runs (many positions above the K-th peak)
+    # bursts: a latent that fires strongly over long runs (many positions above the A-th peak)
     a[:, 5:60, 0] = 5.0 + rng.random((N, 55)).astype(np.float32)
     a[0, 5:60, 0] = np.linspace(60.0, 50.0, 55)  # slowly decaying runs: many positions above θ
     a[1, 5:60, 0] = np.linspace(60.05, 50.05, 55)
@@ -134,7 +134,7 @@ def test_iw_reservoir_equals_brute_force(case):
             np.testing.assert_allclose(win[f, j], x[n, t - b : t + b + 1])
     # the burst latent has many positions at or above θ: the reservoir bound is what makes it exact
     assert (np.where(region, a[..., 0], 0) >= st.top_val[0, -1]).sum() > spec.n_top
-    # latent 2 (one spike) has fewer than K peaks: no θ, so no IW draw
+    # latent 2 (one spike) has fewer than A peaks: no θ, so no IW draw
     assert np.all(pos[2] == -1)
 
 
@@ -177,11 +177,11 @@ def test_contexts_holding_fewer_peaks_than_kept():
 
 
 def test_scanning_only_the_contexts_with_the_largest_first_peaks_is_exact_with_ties():
-    """Activations in {1, 2, 3} (ties everywhere): the K largest peaks found by scanning only the
-    K contexts with the largest first peaks are those of the scan over all contexts, in the same
+    """Activations in {1, 2, 3} (ties everywhere): the A largest peaks found by scanning only the
+    A contexts with the largest first peaks are those of the scan over all contexts, in the same
     order (value, then step, then context) and with the same positions."""
     rng = np.random.default_rng(4)
-    B, T, F, K, b = 24, 40, 64, 5, 3
+    B, T, F, A, b = 24, 40, 64, 5, 3
     acts = rng.integers(1, 4, (B, T, F)).astype(np.float32) * (rng.random((B, T, F)) < 0.1)
     acts[:, :, 0] = 0.0  # a dead latent
     acts[:3, 10, 1] = 7.0  # three contexts tie on their first peak
@@ -193,14 +193,14 @@ def test_scanning_only_the_contexts_with_the_largest_first_peaks_is_exact_with_t
     acts[10, 5, 2] = 1.0
     cand = jnp.asarray(np.where(acts > 0, acts, -np.inf))
 
-    def k_largest(v, t, ctx_cf):
+    def k_largest(v, t, ctx_bf):
         flat = lambda x: x.transpose(2, 0, 1).reshape(F, -1)  # noqa: E731
-        c = jnp.broadcast_to(ctx_cf[None], v.shape)
-        val, i = jax.lax.top_k(flat(v), K)
+        c = jnp.broadcast_to(ctx_bf[None], v.shape)
+        val, i = jax.lax.top_k(flat(v), A)
         return np.asarray(val), np.asarray(jnp.take_along_axis(flat(t), i, 1)), np.asarray(jnp.take_along_axis(flat(c), i, 1))
 
-    got = k_largest(*_context_peaks(cand, K, b))
-    v, t = _row_peaks(cand, K, b)
+    got = k_largest(*_context_peaks(cand, A, b))
+    v, t = _row_peaks(cand, A, b)
     want = k_largest(v, t, jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[:, None], (B, F)))
     np.testing.assert_array_equal(got[0], want[0])
     found = np.isfinite(want[0])

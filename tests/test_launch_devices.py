@@ -25,7 +25,7 @@ try:
 except UserError as e:
     assert "tensor_parallel = 3" in str(e), e
 one, two = load_lm("tiny-random-llama", "float32", 1), load_lm("tiny-random-llama", "float32", 2)
-assert len(two.params["layers"]["gate_ldf"].sharding.device_set) == 2
+assert len(two.params["layers"]["gate_ldm"].sharding.device_set) == 2
 tokens = np.arange(3, 3 + 2 * 24, dtype=np.int32).reshape(2, 24)
 np.testing.assert_allclose(np.asarray(two.residual(tokens, 1)), np.asarray(one.residual(tokens, 1)), atol=1e-5, rtol=1e-5)
 prompts = ["The sea is", "Tell me about rivers."]

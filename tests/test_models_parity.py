@@ -155,7 +155,7 @@ def test_bfloat16_params_give_float32_outputs_close_to_fp32(tiny_dirs):
 
     path = tiny_dirs("gemma2")
     f32, bf16 = load_model(str(path)), load_model(str(path), dtype=jnp.bfloat16)
-    assert bf16.params["layers"]["q_ldnh"].dtype == jnp.bfloat16
+    assert bf16.params["layers"]["q_ldqh"].dtype == jnp.bfloat16
     tokens = np.random.RandomState(5).randint(3, f32.config.vocab_size, size=(2, 10))
     lb, rb = bf16.logits(tokens), bf16.residual(tokens, 1)
     assert lb.dtype == jnp.float32 and rb.dtype == jnp.float32  # logits and residuals come back in fp32

@@ -210,9 +210,9 @@ def test_expected_and_argmax_scores_are_both_kept(tiny_llama, sae, tmp_path):
             assert g["hm_argmax"] == pytest.approx(harmonic_mean(*(rs[c]["argmax"] for c in ("concept", "instruction", "fluency"))))
         dev = [g for g in rec["generations"] if g["split"] == "dev"]
         test = [g for g in rec["generations"] if g["split"] == "test"]
-        means_a = [np.mean([g["hm_argmax"] for g in dev if g["factor"] == f]) for f in ST.factors]
-        assert rec["dev_means_argmax"] == pytest.approx(dict(zip(map(str, ST.factors), means_a)))
-        assert rec["factor_argmax"] == ST.factors[int(np.argmax(means_a))]
+        means_argmax = [np.mean([g["hm_argmax"] for g in dev if g["factor"] == f]) for f in ST.factors]
+        assert rec["dev_means_argmax"] == pytest.approx(dict(zip(map(str, ST.factors), means_argmax)))
+        assert rec["factor_argmax"] == ST.factors[int(np.argmax(means_argmax))]
         # both scores come from the same test generations, at the factor chosen with expected scores
         assert {g["factor"] for g in test} == {rec["factor"]}
         assert rec["test_score"] == pytest.approx(np.mean([g["hm"] for g in test]))

@@ -19,7 +19,7 @@ SMOLLM2_TOKENIZER_VOCAB = 49152
 def _gemma2_config(**over):
     kw = dict(
         vocab_size=257, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=24,  # N*H = 96 != d = 64
+        num_attention_heads=4, num_key_value_heads=2, head_dim=24,  # Q*H = 96 != D = 64
         query_pre_attn_scalar=20, sliding_window=4, attn_logit_softcapping=5.0,
         final_logit_softcapping=3.0, rope_theta=10000.0, rms_norm_eps=1e-6,
         max_position_embeddings=256, bos_token_id=2, eos_token_id=1, pad_token_id=0,

@@ -100,10 +100,11 @@ def group_status(x_n, y_n) -> str:
 
 def permutation_test(x_n, y_n, n_perm: int, rng: np.random.Generator) -> tuple[float, np.ndarray, bool]:
     """Two-sided permutation p-value of tau_b (``scipy.stats.permutation_test``, pairings: y
-    reordered against x) -> (p, f64[P] tau_b of the permuted orderings, exact: bool).
+    reordered against x) -> (p, f64[n_null] tau_b of the permuted orderings (n_null: n! when exact,
+    else ``n_perm``), exact: bool).
 
     Exact (every permutation, each once) when n! <= n_perm, the p-value then the plain fraction;
-    otherwise ``n_perm`` random permutations from ``rng`` and scipy's (hits + 1) / (P + 1) per tail,
+    otherwise ``n_perm`` random permutations from ``rng`` and scipy's (hits + 1) / (n_perm + 1) per tail,
     which never returns 0. Two-sided is scipy's: twice the smaller tail, at most 1 (for the
     symmetric null of tau_b, P(|tau_null| >= |tau_obs|))."""
     x_n, y_n = np.asarray(x_n, dtype=np.float64), np.asarray(y_n, dtype=np.float64)

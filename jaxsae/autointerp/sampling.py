@@ -50,7 +50,7 @@ class LatentExamples:
     scoring: list[Window]
     """Shown for detection, shuffled."""
     labels: np.ndarray
-    """bool[M]: which scoring windows are active."""
+    """bool[N]: which scoring windows are active."""
 
 
 @dataclasses.dataclass

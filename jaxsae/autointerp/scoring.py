@@ -10,8 +10,8 @@ import numpy as np
 
 
 def accuracy(predicted: Sequence[int], labels: np.ndarray) -> float:
-    """Fraction of the M windows classified right; ``predicted`` holds 1-based window numbers
-    (numbers outside 1..M predict nothing), ``labels`` is bool[M]."""
+    """Fraction of the N windows classified right; ``predicted`` holds 1-based window numbers
+    (numbers outside 1..N predict nothing), ``labels`` is bool[N]."""
     labels = np.asarray(labels, bool)
     pred = np.zeros(labels.shape, bool)
     for i in predicted:

@@ -26,7 +26,7 @@ _ARRAYS = (
 
 @dataclasses.dataclass
 class FeatureStats:
-    """Per-latent statistics (F latents, N contexts of T tokens, K top / I IW / N_r random
+    """Per-latent statistics (F latents, N contexts of T tokens, A top / R IW / ``n_random`` random
     windows of W = 2·buffer + 1 tokens). Missing windows have position -1 and zero activations."""
 
     meta: dict[str, Any]
@@ -42,21 +42,21 @@ class FeatureStats:
     max_act: np.ndarray
     """f32[F]: its maximum activation over counted tokens (m_f for steering)."""
     top_val: np.ndarray
-    """f32[F, K]: non-overlapping peak activations, descending (-inf where missing)."""
+    """f32[F, A]: non-overlapping peak activations, descending (-inf where missing)."""
     top_pos: np.ndarray
-    """i32[F, K]: their global positions ``context * T + t``."""
+    """i32[F, A]: their global positions ``context * T + t``."""
     top_win: np.ndarray
-    """f32[F, K, W]: the activations in each peak's window."""
+    """f32[F, A, W]: the activations in each peak's window."""
     iw_val: np.ndarray
-    """f32[F, I]: importance-weighted draws (∝ act², below the K-th peak), in draw order."""
+    """f32[F, R]: importance-weighted draws (∝ act², below the A-th peak), in draw order."""
     iw_pos: np.ndarray
-    """i32[F, I]."""
+    """i32[F, R]."""
     iw_win: np.ndarray
-    """f32[F, I, W]."""
+    """f32[F, R, W]."""
     rand_pos: np.ndarray
-    """i32[F, N_r]: uniform random window centres."""
+    """i32[F, n_random]: uniform random window centres."""
     rand_win: np.ndarray
-    """f32[F, N_r, W]."""
+    """f32[F, n_random, W]."""
 
     @property
     def d_sae(self) -> int:

@@ -3,7 +3,7 @@
 Everything is kept on device in memory that does not grow with the number of tokens:
 
 * firing count, sum and maximum of each latent's activation over counted tokens;
-* the top ``K`` non-overlapping peaks (SAEBench's ``get_k_largest_indices(no_overlap=True)``):
+* the top ``A`` non-overlapping peaks (SAEBench's ``get_k_largest_indices(no_overlap=True)``):
   scanning all positions in descending order, a position is taken unless it lies within
   ``buffer`` tokens of an already taken peak of the same context. Each peak keeps its window of
   activations (peak ± ``buffer``);
@@ -15,17 +15,17 @@ Positions are global ints ``context * T + t``. Peaks and IW draws only come from
 region ``buffer <= t < T - buffer`` of counted (non-special) tokens, so windows never leave
 their context. Excluded tokens read as activation 0 everywhere (SAEBench masks BOS/PAD/EOS so).
 
-Why the streaming top-K is exact: conflicts only arise within one context, so the global
-greedy scan equals "per context, its own greedy peaks; globally, the K largest of all of
-those". Each step takes the first K greedy peaks of every context of the batch and merges them
-with the running K by ``lax.top_k``.
+Why the streaming top-A is exact: conflicts only arise within one context, so the global
+greedy scan equals "per context, its own greedy peaks; globally, the A largest of all of
+those". Each step takes the first A greedy peaks of every context of the batch and merges them
+with the running A by ``lax.top_k``.
 
 Why the IW reservoir is exact: SAEBench draws ``n_iw`` positions without replacement with
-probability ∝ act² among positions whose activation is below θ = the smallest of the K top
+probability ∝ act² among positions whose activation is below θ = the smallest of the A top
 peaks (the final θ is only known at the end). Drawing without replacement ∝ w is the same as
 taking the ``n_iw`` largest ``log w + Gumbel`` keys (Gumbel-top-k). Every position with
-activation ≥ θ lies within ``buffer`` of one of the final K peaks, so at most ``K·(2·buffer+1)``
-of them exist; a reservoir of the ``R = n_iw + K·(2·buffer+1)`` largest keys over *all* positions
+activation ≥ θ lies within ``buffer`` of one of the final A peaks, so at most ``A·(2·buffer+1)``
+of them exist; a reservoir of the ``R = n_iw + A·(2·buffer+1)`` largest keys over *all* positions
 therefore always holds the ``n_iw`` largest keys among positions below θ (ties aside).
 :func:`finalize_iw` filters and cuts it once θ is known.
 """
@@ -47,7 +47,7 @@ class StreamSpec:
     context_len: int
     """T, tokens per context."""
     n_top: int = 12
-    """K, top peaks kept per latent (SAEBench: 10 for explanation + 2 for scoring)."""
+    """A, top peaks kept per latent (SAEBench: 10 for explanation + 2 for scoring)."""
     buffer: int = 10
     """Window half-width: a window is ``buffer`` tokens either side of its centre."""
     n_iw: int = 7
@@ -62,7 +62,7 @@ class StreamSpec:
 
     @property
     def reservoir(self) -> int:
-        """R = n_iw + K·W, the IW reservoir size that makes the final draw exact."""
+        """R = n_iw + A·W, the IW reservoir size that makes the final draw exact."""
         return self.n_iw + self.n_top * self.window
 
     def __post_init__(self):
@@ -71,25 +71,25 @@ class StreamSpec:
 
 
 class StatsState(NamedTuple):
-    """Running statistics for F latents (K = n_top, R = reservoir, N_r = n_random, W = window)."""
+    """Running statistics for F latents (A = n_top, R = reservoir, W = window)."""
 
     n_counted: jax.Array  # i32[]: tokens counted so far (non-special, real contexts)
     count: jax.Array  # i32[F]: tokens where the latent is > 0
     sum_act: jax.Array  # f32[F]: sum of activations
     max_act: jax.Array  # f32[F]: maximum activation over counted tokens (m_f)
-    top_val: jax.Array  # f32[F, K]: peak activations, descending; -inf for missing peaks
-    top_pos: jax.Array  # i32[F, K]: global positions of the peaks (-1 for missing)
-    top_win: jax.Array  # f32[F, K, W]: activations in each peak's window
+    top_val: jax.Array  # f32[F, A]: peak activations, descending; -inf for missing peaks
+    top_pos: jax.Array  # i32[F, A]: global positions of the peaks (-1 for missing)
+    top_win: jax.Array  # f32[F, A, W]: activations in each peak's window
     iw_key: jax.Array  # f32[F, R]: log(act²) + Gumbel, descending; -inf for empty slots
     iw_val: jax.Array  # f32[F, R]: activation at the drawn position
     iw_pos: jax.Array  # i32[F, R]
     iw_win: jax.Array  # f32[F, R, W]
-    rand_pos: jax.Array  # i32[F, N_r]: fixed random positions (window centres)
-    rand_win: jax.Array  # f32[F, N_r, W]: their activation windows (filled as the stream passes)
+    rand_pos: jax.Array  # i32[F, n_random]: fixed random positions (window centres)
+    rand_win: jax.Array  # f32[F, n_random, W]: their activation windows (filled as the stream passes)
 
 
 def random_positions(rng: np.random.Generator, n_contexts: int, spec: StreamSpec, d_sae: int) -> np.ndarray:
-    """i32[F, N_r]: per latent, ``n_random`` uniform (context, t) with t in the window region,
+    """i32[F, n_random]: per latent, ``n_random`` uniform (context, t) with t in the window region,
     drawn with replacement as SAEBench's ``torch.randint`` does."""
     b, T = spec.buffer, spec.context_len
     n = rng.integers(0, n_contexts, size=(d_sae, spec.n_random))
@@ -97,34 +97,36 @@ def random_positions(rng: np.random.Generator, n_contexts: int, spec: StreamSpec
     return (n * T + t).astype(np.int32)
 
 
-def init_state(spec: StreamSpec, rand_pos_fr) -> StatsState:
-    """Empty statistics for ``F = rand_pos_fr.shape[0]`` latents."""
-    rand_pos_fr = jnp.asarray(rand_pos_fr, jnp.int32)
-    F = rand_pos_fr.shape[0]
-    K, R, W = spec.n_top, spec.reservoir, spec.window
+def init_state(spec: StreamSpec, rand_pos) -> StatsState:
+    """Empty statistics for ``F = rand_pos.shape[0]`` latents (``rand_pos``: i32[F, n_random], from
+    :func:`random_positions`)."""
+    rand_pos = jnp.asarray(rand_pos, jnp.int32)
+    F = rand_pos.shape[0]
+    A, R, W = spec.n_top, spec.reservoir, spec.window
     f32 = jnp.float32
     return StatsState(
         n_counted=jnp.zeros((), jnp.int32),
         count=jnp.zeros((F,), jnp.int32),
         sum_act=jnp.zeros((F,), f32),
         max_act=jnp.zeros((F,), f32),
-        top_val=jnp.full((F, K), -jnp.inf, f32),
-        top_pos=jnp.full((F, K), -1, jnp.int32),
-        top_win=jnp.zeros((F, K, W), f32),
+        top_val=jnp.full((F, A), -jnp.inf, f32),
+        top_pos=jnp.full((F, A), -1, jnp.int32),
+        top_win=jnp.zeros((F, A, W), f32),
         iw_key=jnp.full((F, R), -jnp.inf, f32),
         iw_val=jnp.zeros((F, R), f32),
         iw_pos=jnp.full((F, R), -1, jnp.int32),
         iw_win=jnp.zeros((F, R, W), f32),
-        rand_pos=rand_pos_fr,
+        rand_pos=rand_pos,
         rand_win=jnp.zeros((F, spec.n_random, W), f32),
     )
 
 
-def _windows(acts_btf, b_fk, t_fk, buffer: int):
-    """f32[F, k, W]: acts[b, t - buffer : t + buffer + 1, f] for each (f, k) (clipped at the edges)."""
+def _windows(acts_btf, b_fn, t_fn, buffer: int):
+    """f32[F, N, W]: acts[b, t - buffer : t + buffer + 1, f] for each (f, n) of N windows per latent
+    (clipped at the edges)."""
     B, T, F = acts_btf.shape
-    t = jnp.clip(t_fk[..., None] + jnp.arange(-buffer, buffer + 1), 0, T - 1)
-    b = jnp.broadcast_to(jnp.clip(b_fk, 0, B - 1)[..., None], t.shape)
+    t = jnp.clip(t_fn[..., None] + jnp.arange(-buffer, buffer + 1), 0, T - 1)
+    b = jnp.broadcast_to(jnp.clip(b_fn, 0, B - 1)[..., None], t.shape)
     f = jnp.broadcast_to(jnp.arange(F)[:, None, None], t.shape)
     return acts_btf[b, t, f]
 
@@ -154,24 +156,24 @@ def max_peaks(context_len: int, buffer: int) -> int:
 
 def _context_peaks(cand_btf, k: int, buffer: int):
     """The greedy peaks of the batch's contexts that can be among its k largest, per latent:
-    (values f32[k', C, F], t i32[k', C, F], context i32[C, F]), k' = min(k, max peaks of a
-    context), C = min(k, B) contexts in ascending order.
+    (values f32[k', B, F], t i32[k', B, F], context i32[B, F]), k' = min(k, max peaks of a
+    context), over ``rows = min(k, B)`` of the batch's B contexts, in ascending order.
 
-    Only the C contexts with the largest first peak (ties: the lower index) matter: each holds a
-    peak at least the C-th largest first peak, and every peak of another context is at most that
-    and, when equal, comes later in the (step, context) order ``lax.top_k`` breaks ties by. So the
-    k largest of these candidates are exactly the k largest of all contexts' peaks, found by a scan
-    over C of the B contexts."""
+    Only the ``rows`` contexts with the largest first peak (ties: the lower index) matter: each
+    holds a peak at least the rows-th largest first peak, and every peak of another context is at
+    most that and, when equal, comes later in the (step, context) order ``lax.top_k`` breaks ties
+    by. So the k largest of these candidates are exactly the k largest of all contexts' peaks,
+    found by a scan over ``rows`` of the B contexts."""
     B, T, F = cand_btf.shape
-    steps, C = min(k, max_peaks(T, buffer)), min(k, B)
-    if C < B:
-        _, ctx_fc = jax.lax.top_k(jnp.max(cand_btf, axis=1).T, C)  # by first peak
-        ctx_cf = jnp.sort(ctx_fc, axis=1).T.astype(jnp.int32)
-        cand_btf = jnp.take_along_axis(cand_btf, ctx_cf[:, None, :], axis=0)  # [C, T, F]
+    steps, rows = min(k, max_peaks(T, buffer)), min(k, B)
+    if rows < B:
+        _, ctx_fb = jax.lax.top_k(jnp.max(cand_btf, axis=1).T, rows)  # by first peak
+        ctx_bf = jnp.sort(ctx_fb, axis=1).T.astype(jnp.int32)
+        cand_btf = jnp.take_along_axis(cand_btf, ctx_bf[:, None, :], axis=0)  # [rows, T, F]
     else:
-        ctx_cf = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[:, None], (B, F))
+        ctx_bf = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[:, None], (B, F))
     v, t = _row_peaks(cand_btf, steps, buffer)
-    return v, t, ctx_cf
+    return v, t, ctx_bf
 
 
 def _merge(old_key, new_key, olds, news, k: int):
@@ -197,7 +199,7 @@ def update(state: StatsState, acts_btf, counted_bt, start_context, key, spec: St
       key: PRNG key for this batch's Gumbel noise (fold in the batch index).
     """
     B, T, F = acts_btf.shape
-    b, K, R = spec.buffer, spec.n_top, spec.reservoir
+    b, A, R = spec.buffer, spec.n_top, spec.reservoir
     a = jnp.where(counted_bt[..., None], acts_btf.astype(jnp.float32), 0.0)
     base = jnp.asarray(start_context, jnp.int32) * T
 
@@ -210,15 +212,15 @@ def update(state: StatsState, acts_btf, counted_bt, start_context, key, spec: St
     region = counted_bt & (t_bt >= b) & (t_bt < T - b)
     cand = jnp.where(region[..., None] & (a > 0), a, -jnp.inf)  # [B, T, F]
 
-    # --- top peaks: the first greedy peaks of the contexts that can hold one, then the K largest
-    pv, pt, pc = _context_peaks(cand, K, b)  # [k', C, F], context [C, F]
+    # --- top peaks: the first greedy peaks of the contexts that can hold one, then the A largest
+    pv, pt, pc = _context_peaks(cand, A, b)  # [k', B, F], context [B, F] (at most A rows)
     pb = jnp.broadcast_to(pc[None], pv.shape)
     pv, pt, pb = (x.transpose(2, 0, 1).reshape(F, -1) for x in (pv, pt, pb))
-    bv, bi = jax.lax.top_k(pv, min(K, pv.shape[1]))
+    bv, bi = jax.lax.top_k(pv, min(A, pv.shape[1]))
     bt, bb = jnp.take_along_axis(pt, bi, 1), jnp.take_along_axis(pb, bi, 1)
     bpos = jnp.where(jnp.isfinite(bv), base + bb * T + bt, -1)
     bwin = _windows(a, bb, bt, b)
-    top_val, (top_pos, top_win) = _merge(state.top_val, bv, (state.top_pos, state.top_win), (bpos, bwin), K)
+    top_val, (top_pos, top_win) = _merge(state.top_val, bv, (state.top_pos, state.top_win), (bpos, bwin), A)
 
     # --- importance-weighted reservoir: largest log(a²) + Gumbel keys
     g = jax.random.gumbel(key, a.shape, jnp.float32)
@@ -250,8 +252,8 @@ def update(state: StatsState, acts_btf, counted_bt, start_context, key, spec: St
 def finalize_iw(iw_key, iw_val, iw_pos, iw_win, top_val, n_iw: int):
     """The final IW draw from the reservoir (numpy arrays in, numpy out).
 
-    θ = the K-th peak activation (the smallest of the top windows' peaks; -inf when a latent has
-    fewer than K peaks, so it gets no IW draw, as in SAEBench where such latents are skipped).
+    θ = the A-th peak activation (the smallest of the top windows' peaks; -inf when a latent has
+    fewer than A peaks, so it gets no IW draw, as in SAEBench where such latents are skipped).
     Keeps, per latent, the first ``n_iw`` reservoir entries (in key order, i.e. the order of a
     successive weighted draw) whose activation is below θ.
 

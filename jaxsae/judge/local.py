@@ -143,7 +143,7 @@ class LocalJudge(Judge):
     # ------------------------------------------------------------------------------ rating
 
     def slot_probs(self, items: Sequence[RatingRequest]) -> np.ndarray:
-        """f32[N, 3]: p("0"), p("1"), p("2") at the rating slot of each request (not renormalised)."""
+        """f32[N, C]: p("0"), p("1"), p("2") at the rating slot of each request (not renormalised)."""
         ids = [self.token_ids(r) for r in items]
         limit = self.lm.config.max_positions
         longest = max((len(x) for x in ids), default=0)
@@ -171,11 +171,11 @@ class LocalJudge(Judge):
         items = list(items)
         if not items:
             return []
-        p_nk = self.slot_probs(items).astype(np.float64)
-        mass_n = p_nk.sum(axis=1)
+        p_nc = self.slot_probs(items).astype(np.float64)
+        mass_n = p_nc.sum(axis=1)
         ratings = []
         scores = np.arange(len(self.digit_ids), dtype=np.float64)
-        for p, m in zip(p_nk, mass_n):
+        for p, m in zip(p_nc, mass_n):
             if np.isfinite(m) and m > 0:
                 q = p / m
                 ratings.append(Rating(score=float(q @ scores), argmax=float(np.argmax(q)), ok=True,

@@ -45,13 +45,13 @@ class ModelConfig:
     n_layers: int
     """Number of decoder blocks."""
     n_heads: int
-    """Query heads (N)."""
+    """Query heads (Q)."""
     n_kv_heads: int
-    """Key/value heads (K); N is a multiple of K (grouped-query attention)."""
+    """Key/value heads (K); Q is a multiple of K (grouped-query attention, G = Q / K)."""
     head_dim: int
-    """Per-head width (H); may differ from D / N (Gemma-2)."""
+    """Per-head width (H); may differ from D / Q (Gemma-2)."""
     d_ff: int
-    """Feed-forward width (F)."""
+    """MLP hidden (feed-forward) width (M)."""
     rope_theta: float
     """RoPE base frequency (rotate-half layout over the full head dim)."""
     rms_eps: float
@@ -291,16 +291,16 @@ def describe(cfg: ModelConfig) -> str:
 
 
 def param_count(cfg: ModelConfig) -> int:
-    D, N, K, H, F, V = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
-    per_layer = D * H * (2 * N + 2 * K) + 3 * D * F + D * (4 if cfg.sandwich_norms else 2)
+    D, Q, K, H, M, V = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
+    per_layer = D * H * (2 * Q + 2 * K) + 3 * D * M + D * (4 if cfg.sandwich_norms else 2)
     if cfg.qkv_bias:
-        per_layer += H * (N + 2 * K)
+        per_layer += H * (Q + 2 * K)
     return V * D * (1 if cfg.tie_embeddings else 2) + cfg.n_layers * per_layer + D
 
 
 def flops_per_token(cfg: ModelConfig, n_layers: int | None = None, context: int = 0, logits: bool = True) -> float:
     """Approximate forward FLOPs per token (2 x matmul params, plus attention over ``context`` keys)."""
     L = cfg.n_layers if n_layers is None else n_layers
-    D, N, K, H, F, V = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
-    per_layer = 2 * (D * H * (2 * N + 2 * K) + 3 * D * F) + 4 * N * H * context
+    D, Q, K, H, M, V = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
+    per_layer = 2 * (D * H * (2 * Q + 2 * K) + 3 * D * M) + 4 * Q * H * context
     return L * per_layer + (2 * V * D if logits else 0)

@@ -2,11 +2,12 @@
 Gemma-2, Qwen-2.5 and Llama, faithful to transformers' eager implementation.
 
 Params pytree (layer tensors stacked on a leading axis L so the blocks run under ``lax.scan``;
-suffixes name the axes: v vocab, d model, n query heads, k kv heads, h head dim, f feed-forward):
+suffixes name the axes in the letters of the :mod:`jaxsae` shape table: v vocabulary, d model width,
+q query heads, k key/value heads, h head dim, m MLP hidden width):
 
     embed_vd, final_norm_d, [unembed_dv]
-    layers: attn_norm_ld, q_ldnh, k_ldkh, v_ldkh, o_lnhd, mlp_norm_ld, gate_ldf, up_ldf, down_lfd,
-            [q_bias_lnh, k_bias_lkh, v_bias_lkh]            (Qwen-2)
+    layers: attn_norm_ld, q_ldqh, k_ldkh, v_ldkh, o_lqhd, mlp_norm_ld, gate_ldm, up_ldm, down_lmd,
+            [q_bias_lqh, k_bias_lkh, v_bias_lkh]            (Qwen-2)
             [post_attn_norm_ld, post_mlp_norm_ld]          (Gemma-2 sandwich norms)
 
 Dtype policy: activations run in the params' dtype; norms, softmax, soft-caps and logits in float32;
@@ -78,16 +79,17 @@ def rms_norm(x, w, cfg: ModelConfig):
     return normed.astype(x.dtype) * w
 
 
-def rope(x_btnh, positions_bt, theta: float):
-    """Rotary embedding, rotate-half layout; cos/sin computed in f32 and cast to x's dtype."""
-    h = x_btnh.shape[-1]
+def rope(x, positions_bt, theta: float):
+    """Rotary embedding of queries [B, T, Q, H] or keys [B, T, K, H], rotate-half layout; cos/sin
+    computed in f32 and cast to x's dtype."""
+    h = x.shape[-1]
     inv_freq = 1.0 / (theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
     ang = positions_bt.astype(jnp.float32)[..., None] * inv_freq  # [B, T, H/2]
     ang = jnp.concatenate([ang, ang], axis=-1)[:, :, None, :]
-    cos, sin = jnp.cos(ang).astype(x_btnh.dtype), jnp.sin(ang).astype(x_btnh.dtype)
-    x1, x2 = x_btnh[..., : h // 2], x_btnh[..., h // 2 :]
+    cos, sin = jnp.cos(ang).astype(x.dtype), jnp.sin(ang).astype(x.dtype)
+    x1, x2 = x[..., : h // 2], x[..., h // 2 :]
     rotated = jnp.concatenate([-x2, x1], axis=-1)
-    return x_btnh * cos + rotated * sin
+    return x * cos + rotated * sin
 
 
 def _softcap(x, cap):
@@ -111,11 +113,11 @@ def attention(lp, x_btd, positions_bt, q_slot_bt, keysets: tuple[KeySet, ...], w
     attending to [cache, new tokens] as two blocks equals attending to their concatenation without
     copying the cache. Returns the attention output [B, T, D] before the residual add.
     """
-    q = jnp.einsum("btd,dnh->btnh", x_btd, lp["q_ldnh"])
+    q = jnp.einsum("btd,dqh->btqh", x_btd, lp["q_ldqh"])
     if cfg.qkv_bias:
-        q = q + lp["q_bias_lnh"]
+        q = q + lp["q_bias_lqh"]
     q = rope(q, positions_bt, cfg.rope_theta)
-    B, T, N, H = q.shape
+    B, T, Q, H = q.shape
     if len(keysets) == 1 and cfg.attn_softcap is None and keysets[0].k_bksh.shape[0] == B:
         # one key block and no soft-cap (everything but Gemma-2, and no cache read): the fused
         # kernel (cuDNN flash attention on GPU in bf16/fp16, XLA's same math elsewhere)
@@ -124,7 +126,7 @@ def attention(lp, x_btd, positions_bt, q_slot_bt, keysets: tuple[KeySet, ...], w
         visible = ks.valid_bs[:, None, :] & (delta >= 0) & (delta < window)
         out = jax.nn.dot_product_attention(q, ks.k_bksh.transpose(0, 2, 1, 3), ks.v_bksh.transpose(0, 2, 1, 3),
                                            mask=visible[:, None], scale=float(cfg.query_scale))
-        return jnp.einsum("btnh,nhd->btd", out.astype(x_btd.dtype), lp["o_lnhd"])
+        return jnp.einsum("btqh,qhd->btd", out.astype(x_btd.dtype), lp["o_lqhd"])
     q = q.reshape(B, T, cfg.n_kv_heads, cfg.n_groups, H).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
     scale = jnp.asarray(cfg.query_scale, q.dtype)
     scores = []
@@ -146,7 +148,7 @@ def attention(lp, x_btd, positions_bt, q_slot_bt, keysets: tuple[KeySet, ...], w
         p_ = probs[..., start : start + size]
         out = out + (jnp.einsum("bkgts,ksh->bkgth", p_, ks.v_bksh[0]) if one else jnp.einsum("bkgts,bksh->bkgth", p_, ks.v_bksh))
         start += size
-    return jnp.einsum("bkgth,kghd->btd", out, lp["o_lnhd"].reshape(cfg.n_kv_heads, cfg.n_groups, H, -1))
+    return jnp.einsum("bkgth,kghd->btd", out, lp["o_lqhd"].reshape(cfg.n_kv_heads, cfg.n_groups, H, -1))
 
 
 def project_kv(lp, x_btd, positions_bt, cfg):
@@ -159,10 +161,10 @@ def project_kv(lp, x_btd, positions_bt, cfg):
 
 
 def mlp(lp, x_btd, cfg):
-    gate = jnp.einsum("btd,df->btf", x_btd, lp["gate_ldf"])
-    up = jnp.einsum("btd,df->btf", x_btd, lp["up_ldf"])
+    gate = jnp.einsum("btd,dm->btm", x_btd, lp["gate_ldm"])
+    up = jnp.einsum("btd,dm->btm", x_btd, lp["up_ldm"])
     act = jax.nn.gelu(gate, approximate=True) if cfg.activation == "gelu_tanh" else jax.nn.silu(gate)
-    return jnp.einsum("btf,fd->btd", act * up, lp["down_lfd"])
+    return jnp.einsum("btm,md->btd", act * up, lp["down_lmd"])
 
 
 # ---------------------------------------------------------------------------------- the stack
@@ -351,7 +353,7 @@ def forward_from(
     update_cache: bool = True,
     last_only: bool = False,
 ):
-    """Logits from a residual: run blocks (from_layer, N) on ``resid_btd`` (the output of block
+    """Logits from a residual: run blocks (from_layer, L) on ``resid_btd`` (the output of block
     ``from_layer``) and unembed. With a ``cache`` of batch 1 and many residual rows, the rows
     share that cache (e.g. one prompt prefix, many interventions at its last position).
     ``last_only`` (static): unembed the last position alone.

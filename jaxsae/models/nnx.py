@@ -2,7 +2,7 @@
 
 :class:`DecoderLM` holds the params pytree of :mod:`jaxsae.models.decoder` as ``nnx.Param``
 leaves, with the same names and nesting (``embed_vd``, ``final_norm_d``, ``[unembed_dv]``,
-``layers.{q_ldnh, ...}`` stacked over layers), and its ``__call__`` is the functional
+``layers.{q_ldqh, ...}`` stacked over layers), and its ``__call__`` is the functional
 :func:`~jaxsae.models.decoder.forward`; nothing is implemented twice.
 
     model = DecoderLM.from_lm(load_model("smollm2-135m-instruct"))

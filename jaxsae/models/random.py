@@ -29,9 +29,9 @@ def write_random_llama(path: str | os.PathLike, tokenizer, *, seed: int = 0, con
     ``transformers`` tokenizer: SmolLM2's for the alias)."""
     cfg = dict(TINY_LLAMA, **(config or {}))
     r = np.random.RandomState(seed)
-    D, F, V, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], cfg["num_hidden_layers"]
+    D, M, V, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], cfg["num_hidden_layers"]
     H = cfg["head_dim"]
-    N, K = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    Q, K = cfg["num_attention_heads"], cfg["num_key_value_heads"]
 
     def w(*shape):
         return (r.randn(*shape) * 0.08).astype(np.float32)
@@ -42,13 +42,13 @@ def write_random_llama(path: str | os.PathLike, tokenizer, *, seed: int = 0, con
         tensors |= {
             p + "input_layernorm.weight": np.ones(D, np.float32),
             p + "post_attention_layernorm.weight": np.ones(D, np.float32),
-            p + "self_attn.q_proj.weight": w(N * H, D),
+            p + "self_attn.q_proj.weight": w(Q * H, D),
             p + "self_attn.k_proj.weight": w(K * H, D),
             p + "self_attn.v_proj.weight": w(K * H, D),
-            p + "self_attn.o_proj.weight": w(D, N * H),
-            p + "mlp.gate_proj.weight": w(F, D),
-            p + "mlp.up_proj.weight": w(F, D),
-            p + "mlp.down_proj.weight": w(D, F),
+            p + "self_attn.o_proj.weight": w(D, Q * H),
+            p + "mlp.gate_proj.weight": w(M, D),
+            p + "mlp.up_proj.weight": w(M, D),
+            p + "mlp.down_proj.weight": w(D, M),
         }
     path = Path(path)
     with atomic_dir(path) as tmp:

@@ -209,17 +209,17 @@ def _id(w, c):
 def layer_rules(cfg: ModelConfig) -> dict[str, tuple[str, Transform]]:
     rules = {
         "input_layernorm.weight": ("attn_norm_ld", _id),
-        "self_attn.q_proj.weight": ("q_ldnh", _q),
+        "self_attn.q_proj.weight": ("q_ldqh", _q),
         "self_attn.k_proj.weight": ("k_ldkh", _kv),
         "self_attn.v_proj.weight": ("v_ldkh", _kv),
-        "self_attn.o_proj.weight": ("o_lnhd", _o),
-        "mlp.gate_proj.weight": ("gate_ldf", _t),
-        "mlp.up_proj.weight": ("up_ldf", _t),
-        "mlp.down_proj.weight": ("down_lfd", _t),
+        "self_attn.o_proj.weight": ("o_lqhd", _o),
+        "mlp.gate_proj.weight": ("gate_ldm", _t),
+        "mlp.up_proj.weight": ("up_ldm", _t),
+        "mlp.down_proj.weight": ("down_lmd", _t),
     }
     if cfg.qkv_bias:
         rules |= {
-            "self_attn.q_proj.bias": ("q_bias_lnh", _qb),
+            "self_attn.q_proj.bias": ("q_bias_lqh", _qb),
             "self_attn.k_proj.bias": ("k_bias_lkh", _kvb),
             "self_attn.v_proj.bias": ("v_bias_lkh", _kvb),
         }
@@ -237,17 +237,17 @@ def layer_rules(cfg: ModelConfig) -> dict[str, tuple[str, Transform]]:
 def hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Stored (Hugging Face, [out, in]) shape the config implies for every tensor a checkpoint may
     hold: layer tensors keyed by their name inside a layer, the rest by their full name."""
-    D, N, K, H, F, V = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
+    D, Q, K, H, M, V = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
     norm = (D,)
     shapes = {
         "input_layernorm.weight": norm, "post_attention_layernorm.weight": norm,
-        "self_attn.q_proj.weight": (N * H, D), "self_attn.k_proj.weight": (K * H, D),
-        "self_attn.v_proj.weight": (K * H, D), "self_attn.o_proj.weight": (D, N * H),
-        "mlp.gate_proj.weight": (F, D), "mlp.up_proj.weight": (F, D), "mlp.down_proj.weight": (D, F),
+        "self_attn.q_proj.weight": (Q * H, D), "self_attn.k_proj.weight": (K * H, D),
+        "self_attn.v_proj.weight": (K * H, D), "self_attn.o_proj.weight": (D, Q * H),
+        "mlp.gate_proj.weight": (M, D), "mlp.up_proj.weight": (M, D), "mlp.down_proj.weight": (D, M),
         "model.embed_tokens.weight": (V, D), "model.norm.weight": norm, "lm_head.weight": (V, D),
     }
     if cfg.qkv_bias:
-        shapes |= {"self_attn.q_proj.bias": (N * H,), "self_attn.k_proj.bias": (K * H,), "self_attn.v_proj.bias": (K * H,)}
+        shapes |= {"self_attn.q_proj.bias": (Q * H,), "self_attn.k_proj.bias": (K * H,), "self_attn.v_proj.bias": (K * H,)}
     if cfg.sandwich_norms:
         shapes |= {"pre_feedforward_layernorm.weight": norm, "post_feedforward_layernorm.weight": norm}
     return shapes
@@ -255,13 +255,13 @@ def hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def param_shapes(cfg: ModelConfig) -> dict:
     """Expected shape of every params leaf (the same nesting as the params pytree)."""
-    L, D, N, K, H, F, V = (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size)
+    L, D, Q, K, H, M, V = (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size)
     per = {
-        "attn_norm_ld": (D,), "q_ldnh": (D, N, H), "k_ldkh": (D, K, H), "v_ldkh": (D, K, H), "o_lnhd": (N, H, D),
-        "mlp_norm_ld": (D,), "gate_ldf": (D, F), "up_ldf": (D, F), "down_lfd": (F, D),
+        "attn_norm_ld": (D,), "q_ldqh": (D, Q, H), "k_ldkh": (D, K, H), "v_ldkh": (D, K, H), "o_lqhd": (Q, H, D),
+        "mlp_norm_ld": (D,), "gate_ldm": (D, M), "up_ldm": (D, M), "down_lmd": (M, D),
     }
     if cfg.qkv_bias:
-        per |= {"q_bias_lnh": (N, H), "k_bias_lkh": (K, H), "v_bias_lkh": (K, H)}
+        per |= {"q_bias_lqh": (Q, H), "k_bias_lkh": (K, H), "v_bias_lkh": (K, H)}
     if cfg.sandwich_norms:
         per |= {"post_attn_norm_ld": (D,), "post_mlp_norm_ld": (D,)}
     shapes = {"embed_vd": (V, D), "final_norm_d": (D,), "layers": {k: (L, *s) for k, s in per.items()}}
@@ -273,10 +273,11 @@ def param_shapes(cfg: ModelConfig) -> dict:
 # ---------------------------------------------------------------------------------- sharding
 
 #: Mesh axis that model weights are split over (tensor parallelism); other mesh axes replicate
-#: weights. Each leaf's trailing name suffix says its axes; this table says which axis letters
-#: are split over MODEL_AXIS (heads, kv heads, feed-forward, vocabulary).
+#: weights. Each leaf's trailing name suffix says its axes (the letters of the :mod:`jaxsae` shape
+#: table); this table says which axis letters are split over MODEL_AXIS (query heads, key/value
+#: heads, MLP hidden width, vocabulary).
 MODEL_AXIS = "model"
-SPLIT_LETTERS = {"n": MODEL_AXIS, "k": MODEL_AXIS, "f": MODEL_AXIS, "v": MODEL_AXIS}
+SPLIT_LETTERS = {"q": MODEL_AXIS, "k": MODEL_AXIS, "m": MODEL_AXIS, "v": MODEL_AXIS}
 
 
 def partition_spec(name: str, shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:

@@ -131,15 +131,15 @@ def _low_matmul_bwd(dtype, res, g):
 _low_matmul.defvjp(_low_matmul_fwd, _low_matmul_bwd)
 
 
-def matmul(a_bk, b_kn, cfg=None):
-    """f32[B, N] = a @ b in ``cfg.matmul_dtype`` (f32 without a cfg). For "bfloat16" both operands
-    are rounded to bf16 and the product accumulates in f32 (``preferred_element_type``); the
-    backward matmuls (da = g b^T, db = a^T g) take bf16 operands too and also return f32, so weight
-    gradients are f32 sums over the batch."""
+def matmul(a, b, cfg=None):
+    """f32[rows, out] = a [rows, in] @ b [in, out] in ``cfg.matmul_dtype`` (f32 without a cfg). For
+    "bfloat16" both operands are rounded to bf16 and the product accumulates in f32
+    (``preferred_element_type``); the backward matmuls (da = g b^T, db = a^T g) take bf16 operands
+    too and also return f32, so weight gradients are f32 sums over the batch."""
     dtype = getattr(cfg, "matmul_dtype", "float32")
     if dtype == "float32":
-        return a_bk @ b_kn
-    return _low_matmul(a_bk, b_kn, jnp.dtype(dtype))
+        return a @ b
+    return _low_matmul(a, b, jnp.dtype(dtype))
 
 
 def decode(params, f_bf):

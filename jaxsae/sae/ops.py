@@ -29,7 +29,7 @@ def _nonneg_bits(v, valid=None):
 
 DIGIT_BITS: int | None = None
 """Bits decided per pass of :func:`kth_largest_bits`: None picks 4 on GPU/TPU (8 passes over the
-data) and 1 on CPU (31 passes in a while loop: a CPU's compiler writes the 4-bit pass's [J, B, F]
+data) and 1 on CPU (31 passes in a while loop: a CPU's compiler writes the 4-bit pass's [digits, B, F]
 compare out, which is 7x slower there). benchmarks/scale.py sets 4 to compile what an accelerator runs."""
 
 
@@ -71,8 +71,8 @@ def kth_largest_bits(bits, k, axis):
     while hi > 0:
         w = hi % w_bits or w_bits
         shift = hi - w
-        j = jnp.arange(1, 1 << w, dtype=jnp.int32).reshape((-1,) + (1,) * bits.ndim)  # candidate digits [J, 1..]
-        cand = t[None] | jnp.left_shift(j, shift)  # [J, *shape]
+        j = jnp.arange(1, 1 << w, dtype=jnp.int32).reshape((-1,) + (1,) * bits.ndim)  # candidate digits [digits, 1, ...]
+        cand = t[None] | jnp.left_shift(j, shift)  # [digits, *shape]
         count = jnp.sum((bits[None] >= cand).astype(jnp.int32), axis=tuple(a + 1 for a in axes), keepdims=True)
         n_ok = jnp.sum((count >= k).astype(jnp.int32), axis=0)  # the largest digit whose count reaches k
         t = t | jnp.left_shift(n_ok, shift)

@@ -22,9 +22,10 @@ Output score (Arad et al.): with T_f the top-20 logit-lens tokens of f's decoder
 (final norm + unembedding), (1 − best rank of T_f under p_int / |V|) · max_{t ∈ T_f} p_int(t).
 
 At the last position the kernel runs the prefix once: keys/values of the first P−1 tokens for every
-layer are cached, the last token is run through blocks 0..L once, and then only that single
-position goes through blocks L+1..N−1 for a batch of features at a time (attending to the shared
-cache), jitted. At every position the whole prefix goes through blocks L+1..N−1 per feature.
+layer are cached, the last token is run through blocks 0..layer once, and then only that single
+position goes through blocks layer+1..L−1 for a batch of features at a time (attending to the
+shared cache), jitted. At every position the whole prefix goes through blocks layer+1..L−1 per
+feature.
 """
 
 from __future__ import annotations
@@ -55,9 +56,9 @@ def prefix_state(params, cfg, prefix_1p, layer: int):
     P = prefix_1p.shape[1]
     cache = prefix_cache(params, cfg, prefix_1p[:, :-1], slots=P)  # the last slot is the intervened token's
     last = prefix_1p[:, -1:]
-    x_l, _ = forward(params, cfg, last, cache=cache, write_at=P - 1, stop_layer=layer, update_cache=False)
-    base, _ = forward_from(params, cfg, x_l, layer, cache=cache, write_at=P - 1, update_cache=False)
-    return cache, x_l[0, 0], base[0, 0]
+    x_last, _ = forward(params, cfg, last, cache=cache, write_at=P - 1, stop_layer=layer, update_cache=False)
+    base, _ = forward_from(params, cfg, x_last, layer, cache=cache, write_at=P - 1, update_cache=False)
+    return cache, x_last[0, 0], base[0, 0]
 
 
 def confidence(logits_bv, k: int):
@@ -72,16 +73,16 @@ def _confidence(logits_bv, lse_b, k: int):
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "layer", "k"))
-def score_batch(params, cfg, layer: int, cache, x_d, delta_fd, lens_tokens_ft, base_logits_v, k: int):
+def score_batch(params, cfg, layer: int, cache, x_d, delta_fd, lens_tokens_fc, base_logits_v, k: int):
     """ΔC_k and output score for a batch of interventions x + delta_f at the prefix's last position.
 
-    ``lens_tokens_ft``: int32[F, 20] logit-lens tokens of each feature for the output score (None:
-    ΔC_k only, and the second result is None)
+    ``lens_tokens_fc``: int32[F, C] logit-lens tokens (C = 20) of each feature for the output score
+    (None: ΔC_k only, and the second result is None)
     Ranks and probabilities are read from the logits (a softmax shifts a row by one constant)."""
     P = cache.valid_bs.shape[1]
     x = (x_d[None, :] + delta_fd)[:, None, :]  # [F, 1, D]
     logits, _ = forward_from(params, cfg, x, layer, cache=cache, write_at=P - 1, update_cache=False)
-    return _scores(logits[:, 0], lens_tokens_ft, base_logits_v, k)
+    return _scores(logits[:, 0], lens_tokens_fc, base_logits_v, k)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "layer"))
@@ -91,20 +92,20 @@ def prefix_residual(params, cfg, prefix_1p, layer: int):
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "layer", "k"))
-def score_batch_all(params, cfg, layer: int, x_pd, delta_fpd, lens_tokens_ft, base_logits_v, k: int):
+def score_batch_all(params, cfg, layer: int, x_pd, delta_fpd, lens_tokens_fc, base_logits_v, k: int):
     """:func:`score_batch` for interventions at every prefix position: rows x + delta_f [F, P, D]
-    run through blocks layer+1..N−1 (no cache), and the next-token logits are read at the last."""
+    run through blocks layer+1..L−1 (no cache), and the next-token logits are read at the last."""
     logits, _ = forward_from(params, cfg, x_pd[None] + delta_fpd, layer, last_only=True)
-    return _scores(logits[:, 0], lens_tokens_ft, base_logits_v, k)
+    return _scores(logits[:, 0], lens_tokens_fc, base_logits_v, k)
 
 
-def _scores(z, lens_tokens_ft, base_logits_v, k: int):
+def _scores(z, lens_tokens_fc, base_logits_v, k: int):
     """(ΔC_k f32[F], output score f32[F] or None) from intervened next-token logits z f32[F, V]."""
     lse = jax.nn.logsumexp(z, axis=-1)
     dc = _confidence(z, lse, k) - confidence(base_logits_v[None], k)
-    if lens_tokens_ft is None:
+    if lens_tokens_fc is None:
         return dc, None
-    z_best = jnp.max(jnp.take_along_axis(z, lens_tokens_ft, axis=1), axis=1)
+    z_best = jnp.max(jnp.take_along_axis(z, lens_tokens_fc, axis=1), axis=1)
     rank = jnp.sum(z > z_best[:, None], axis=1)
     out = (1.0 - rank / z.shape[-1]) * jnp.exp(z_best - lse)
     return dc, out

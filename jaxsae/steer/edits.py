@@ -1,6 +1,6 @@
-"""Steering edits: x <- x + Σ_k c_{b,k} · v_k at the SAE's layer.
+"""Steering edits: x <- x + Σ_f c_{b,f} · v_f at the SAE's layer, over a set of selected latents f.
 
-v_k are unit decoder directions; c_{b,k} = α_b · m_k per batch row b (so one generate call can
+v_f are unit decoder directions; c_{b,f} = α_b · m_f per batch row b (so one generate call can
 hold several steering factors). AxBench's addition applies at every position, including the
 prompt, and at every decode step (``all_positions=True``); Arad et al.'s variant applies at the
 last position only (in decode steps the new token is the last position).
@@ -15,11 +15,11 @@ from jaxsae.models import Edit
 
 
 def _add_all(args, resid_btd, positions_bt):
-    return resid_btd + jnp.einsum("bk,kd->bd", args["coef_bk"], args["dirs_kd"])[:, None, :]
+    return resid_btd + jnp.einsum("bf,fd->bd", args["coef_bf"], args["dirs_fd"])[:, None, :]
 
 
 def _add_last(args, resid_btd, positions_bt):
-    return resid_btd.at[:, -1].add(jnp.einsum("bk,kd->bd", args["coef_bk"], args["dirs_kd"]))
+    return resid_btd.at[:, -1].add(jnp.einsum("bf,fd->bd", args["coef_bf"], args["dirs_fd"]))
 
 
 def _add_rows_all(args, resid_btd, positions_bt):
@@ -31,16 +31,16 @@ def _add_rows_last(args, resid_btd, positions_bt):
 
 
 def unit_directions(sae, features) -> np.ndarray:
-    """f32[K, D]: the unit decoder directions v_f of ``features``."""
+    """f32[F, D]: the unit decoder directions v_f of ``features`` (F of them)."""
     w = np.asarray(sae.params["W_dec"])[np.asarray(features, np.int64)]
     return (w / np.maximum(np.linalg.norm(w, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def steering_edit(layer: int, dirs_kd, coef_bk, *, all_positions: bool = True) -> Edit:
-    """An edit adding Σ_k coef[b, k] · dirs[k] to row b of the residual after block ``layer``.
+def steering_edit(layer: int, dirs_fd, coef_bf, *, all_positions: bool = True) -> Edit:
+    """An edit adding Σ_f coef[b, f] · dirs[f] to row b of the residual after block ``layer``.
 
     Same shapes give the same compiled program: changing factors or features never recompiles."""
-    args = {"dirs_kd": jnp.asarray(dirs_kd, jnp.float32), "coef_bk": jnp.asarray(coef_bk, jnp.float32)}
+    args = {"dirs_fd": jnp.asarray(dirs_fd, jnp.float32), "coef_bf": jnp.asarray(coef_bf, jnp.float32)}
     return Edit(int(layer), _add_all if all_positions else _add_last, args)
 
 

@@ -275,13 +275,13 @@ def _rate(judge, plans: Sequence[_Plan], rows: Sequence[_Row], outputs: Sequence
 def _dev_record(p: _Plan, st: SteerSettings) -> dict:
     """The dev phase of a concept: the factor chosen by expected and by argmax HM, its generations."""
     hm = np.array([g["hm"] for g in p.dev_rows])
-    hm_a = np.array([g["hm_argmax"] for g in p.dev_rows])
+    hm_argmax = np.array([g["hm_argmax"] for g in p.dev_rows])
     best, means = choose_factor(st.factors, _by_factor(hm, len(st.factors), len(p.dev)))
-    best_a, means_a = choose_factor(st.factors, _by_factor(hm_a, len(st.factors), len(p.dev)))
+    best_argmax, means_argmax = choose_factor(st.factors, _by_factor(hm_argmax, len(st.factors), len(p.dev)))
     return {"feature": p.concept.feature, "concept": p.concept.concept, "m_f": p.m_f, "m_f_measured": p.m_f_measured,
             "m_f_fallback": p.fallback, "dev_means": dict(zip(map(str, st.factors), means)),
             "factor": st.factors[best], "dev_score": means[best],
-            "dev_means_argmax": dict(zip(map(str, st.factors), means_a)), "factor_argmax": st.factors[best_a],
+            "dev_means_argmax": dict(zip(map(str, st.factors), means_argmax)), "factor_argmax": st.factors[best_argmax],
             "settings": st.protocol(), "generations": list(p.dev_rows)}
 
 

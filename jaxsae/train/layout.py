@@ -1,7 +1,7 @@
 """How a sweep's state and batches are laid out over devices: the ("sweep", "data", "feat") mesh.
 
 Axes:
-  sweep  the stacked SAE axis S of every architecture group (whole SAEs per device). A group whose
+  sweep  the stacked SAE axis E of every architecture group (whole SAEs per device). A group whose
          size the axis does not divide is padded with masked SAEs (trained alongside, never logged,
          checked or exported).
   feat   every SAE's latent axis F: W_enc columns, W_dec rows, b_enc, thresholds, gates, Adam
@@ -117,21 +117,21 @@ def layout_of(mesh) -> Layout:
     return Layout(mesh.shape.get("sweep", 1), mesh.shape.get("feat", 1), mesh.shape.get("data", 1))
 
 
-# Leaves of a group's state whose F axis is not axis 1 of the stacked [S, ...] array, or that have none.
+# Leaves of a group's state whose F axis is not axis 1 of the stacked [E, ...] array, or that have none.
 _F_AXIS = {"W_enc": 2, "b_dec": None}
 
 
 def feat_axis(key: str, ndim: int) -> int | None:
     """Axis of the latent dimension F in a stacked state leaf named ``key`` with ``ndim`` axes
-    (W_enc [S, D, F] -> 2; W_dec [S, F, D], biases / thresholds / gates / since_fired [S, F] -> 1;
-    b_dec [S, D], per-SAE scalars [S] -> None)."""
+    (W_enc [E, D, F] -> 2; W_dec [E, F, D], biases / thresholds / gates / since_fired [E, F] -> 1;
+    b_dec [E, D], per-SAE scalars [E] -> None)."""
     if key in _F_AXIS:
         return _F_AXIS[key]
     return 1 if ndim >= 2 else None
 
 
 def leaf_spec(key: str, shape, lay: Layout):
-    """PartitionSpec of a stacked group leaf: S over "sweep", F over "feat" (an axis of size 1 is
+    """PartitionSpec of a stacked group leaf: E over "sweep", F over "feat" (an axis of size 1 is
     left out); refuses a leaf the layout cannot divide."""
     from jax.sharding import PartitionSpec as P
 

@@ -1,6 +1,6 @@
 """The sweep trainer: every SAE of a sweep updated in one jitted step on the same batch.
 
-SAEs of one architecture are stacked on a leading axis S and their loss, gradient, Adam update and
+SAEs of one architecture are stacked on a leading axis E and their loss, gradient, Adam update and
 decoder constraint are ``vmap``ped; all architectures update in the same jitted step. On a mesh
 with axes ("sweep", "data") the stacked axis is sharded over "sweep" (where it divides) and the
 batch over "data"; the same code runs on 1 device, 8 fake CPU devices, a GPU or a TPU pod slice.
@@ -165,7 +165,7 @@ def state_shardings(state: dict, mesh: Mesh | None) -> dict | None:
     """Per leaf: the stacked SAE axis over "sweep" and the latent axis F over "feat" (see
     :mod:`jaxsae.train.layout`); refuses a leaf the mesh cannot divide. ``state`` may be abstract.
     The optax state ("opt") is laid out like the params: Adam's moments are named after the
-    parameter they follow (mu/W_enc like W_enc), its per-SAE counts (i32[S]) go over "sweep"."""
+    parameter they follow (mu/W_enc like W_enc), its per-SAE counts (i32[E]) go over "sweep"."""
     if mesh is None:
         return None
     lay = layout_of(mesh)
@@ -232,8 +232,8 @@ def _one_sae(arch, arch_cfg, st, params, aux, opt_state, sparsity, x_bd, step, w
 
 
 def make_step(specs: list[SAESpec], st: TrainSettings, arch_cfg: ArchConfig, shardings: dict | None = None):
-    """The jitted sweep step ``(state, x_bd) -> (state, metrics)``; metrics[arch][key] is f32[S]
-    (bool[S] for ``_params_finite``; S the group's stacked size, padding included). ``shardings``:
+    """The jitted sweep step ``(state, x_bd) -> (state, metrics)``; metrics[arch][key] is f32[E]
+    (bool[E] for ``_params_finite``; E the group's stacked size, padding included). ``shardings``:
     the state's (from :func:`state_shardings`), kept for the new state; the metrics then come back
     replicated over the mesh, so that reading them is a plain copy."""
     groups = groups_of(specs)
