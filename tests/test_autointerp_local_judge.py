@@ -60,3 +60,20 @@ def test_greedy_explanation_is_generate_at_temperature_zero(tiny_llama):
     want = [lm.generate([P.flatten(m)], max_new_tokens=12, temperature=0.0)[0] for m in messages]
     assert got == want
     assert any(g.strip() for g in got)  # not all an immediate end token
+
+
+def test_context_check_counts_the_prefixs_real_tokens_not_its_padding(tiny_llama):
+    import pytest
+
+    from jaxsae.errors import UserError
+
+    ids = [tiny_llama.token_ids(q, chat=True) for q in QUESTIONS]
+    n = 10
+    prefix = tiny_llama.prefix(ids[0][:n], multiple=64)  # 10 real tokens in 64 slots
+    rows = [x[n:] for x in ids]
+    need = n + max(map(len, rows))
+    fits = dataclasses.replace(tiny_llama, config=dataclasses.replace(tiny_llama.config, max_positions=need))
+    assert fits.next_token_logprobs(rows, [1, 2], prefix=prefix).shape == (3, 2)
+    short = dataclasses.replace(tiny_llama, config=dataclasses.replace(tiny_llama.config, max_positions=need - 1))
+    with pytest.raises(UserError, match=f"a prompt of {need} tokens exceeds the model's context of {need - 1}"):
+        short.next_token_logprobs(rows, [1, 2], prefix=prefix)

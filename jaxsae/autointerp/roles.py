@@ -65,7 +65,7 @@ class Explainer(Protocol):
     """Writes one explanation per latent."""
 
     name: str
-    """``local:<model>`` or ``api:<endpoint>:<model>...``: recorded with the results."""
+    """``local:<model>`` or ``api:<model>``: recorded with the results."""
 
     def explain(self, messages: Sequence[P.Messages]) -> list[str | None]:
         """The raw reply per prompt (None where a request failed for good: that latent is not scored)."""

@@ -156,8 +156,8 @@ def max_peaks(context_len: int, buffer: int) -> int:
 
 def _context_peaks(cand_btf, k: int, buffer: int):
     """The greedy peaks of the batch's contexts that can be among its k largest, per latent:
-    (values f32[k', B, F], t i32[k', B, F], context i32[B, F]), k' = min(k, max peaks of a
-    context), over ``rows = min(k, B)`` of the batch's B contexts, in ascending order.
+    (values f32[k', rows, F], t i32[k', rows, F], context i32[rows, F]), k' = min(k, max peaks of
+    a context), over ``rows = min(k, B)`` of the batch's B contexts, in ascending order.
 
     Only the ``rows`` contexts with the largest first peak (ties: the lower index) matter: each
     holds a peak at least the rows-th largest first peak, and every peak of another context is at
@@ -213,7 +213,7 @@ def update(state: StatsState, acts_btf, counted_bt, start_context, key, spec: St
     cand = jnp.where(region[..., None] & (a > 0), a, -jnp.inf)  # [B, T, F]
 
     # --- top peaks: the first greedy peaks of the contexts that can hold one, then the A largest
-    pv, pt, pc = _context_peaks(cand, A, b)  # [k', B, F], context [B, F] (at most A rows)
+    pv, pt, pc = _context_peaks(cand, A, b)  # [k', rows, F], context [rows, F]: rows = min(A, B)
     pb = jnp.broadcast_to(pc[None], pv.shape)
     pv, pt, pb = (x.transpose(2, 0, 1).reshape(F, -1) for x in (pv, pt, pb))
     bv, bi = jax.lax.top_k(pv, min(A, pv.shape[1]))

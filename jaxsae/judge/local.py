@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsae.errors import UserError
+from jaxsae.models import KVCache
 
 from .base import Judge, Rating, RatingRequest
 from .rubric import RATING_PREFIX, judge_prompt, prompt_digest
@@ -99,7 +100,7 @@ class LocalJudge(Judge):
         self.digit_ids = _digit_ids(tok)
         self._chat = bool(getattr(tok, "chat_template", None))
         self._prefix_ids: dict[str, list[int]] = {}
-        self._prefix_kv: dict[str, tuple] = {}
+        self._prefix_kv: dict[str, KVCache] = {}
         self._n = 0
         self._mass_sum = 0.0
         self._mass_min = 1.0

@@ -113,7 +113,7 @@ class LM:
             return out
         if min(len(x) for x in ids) == 0:
             raise ValueError("next_token_logprobs needs at least one token per row")
-        before = 0 if prefix is None else prefix.valid_bs.shape[1]
+        before = 0 if prefix is None else int(np.asarray(prefix.valid_bs).sum())  # real tokens, not padded slots
         if before + max(len(x) for x in ids) > self.config.max_positions:
             raise UserError(f"a prompt of {before + max(len(x) for x in ids)} tokens exceeds the model's context of "
                             f"{self.config.max_positions}; shorten it or use a longer-context model")
