@@ -38,9 +38,11 @@ def one_line_error(r) -> str:
 
 
 def test_every_shipped_sweep_parses():
-    for name in ("full", "debug", "demo", "smoke"):
+    for name in ("full", "cpu-study", "debug", "demo", "smoke"):
         cfg = load_config(name)
         assert isinstance(cfg, SweepConfig) and cfg.name == name and cfg.models
+    study = load_config("cpu-study")  # 30 SAEs: the pooled tau_b's bootstrap CI about +-0.27 with no relation
+    assert len(study.train.archs) * len(study.train.levels) == 30 and study.steer.n_concepts <= study.autointerp.n_concepts
     full = load_config("full")
     assert [m.layer for m in full.models] == [12, 17, 20]
     assert full.train.d_sae == 16384 and full.train.levels == (0, 1, 2, 3, 4, 5) and len(full.train.archs) == 5

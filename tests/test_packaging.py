@@ -33,7 +33,7 @@ def wheel_python(tmp_path_factory) -> Path:
                     "-w", str(dist), str(src)], check=True, capture_output=True, text=True)
     (whl,) = dist.glob("jaxsae-*.whl")
     names = zipfile.ZipFile(whl).namelist()
-    assert {f"jaxsae/configs/{s}.toml" for s in ("demo", "smoke", "debug", "full")} <= set(names)
+    assert {f"jaxsae/configs/{s}.toml" for s in ("demo", "smoke", "debug", "full", "cpu-study")} <= set(names)
 
     env_dir = tmp / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
@@ -65,4 +65,4 @@ def test_wheel_runs_the_bundled_smoke_sweep(wheel_python, tmp_path):
     assert (tmp_path / "run" / "report.md").is_file()
     r = subprocess.run([str(wheel_python), "-m", "jaxsae.launch", "--sweep", "nope"], cwd=tmp_path, env=env,
                        capture_output=True, text=True)
-    assert r.returncode != 0 and "debug, demo, full, smoke" in r.stderr  # the bundled sweeps are listed
+    assert r.returncode != 0 and "cpu-study, debug, demo, full, smoke" in r.stderr  # the bundled sweeps are listed

@@ -5,7 +5,7 @@ statistics + AutoInterp (µ) → steering utility without selection (g) → ΔTC
 scoring → steering with selected tiers → rank analysis → report. Each stage is cached in the run
 folder with a manifest and skipped when done; a killed run resumes where it stopped.
 
-Sweeps live in jaxsae/configs/<NAME>.toml (full, debug, demo, smoke) or pass a .toml path. Any config
+Sweeps live in jaxsae/configs/<NAME>.toml (full, cpu-study, debug, demo, smoke) or pass a .toml path. Any config
 value can be overridden, e.g. `--train.tokens 50000 --train.steps 200 --steer.factors 0.5 1.0`; run
 `python -m jaxsae.launch --sweep demo --help` to see every option with the sweep's values.
 """
