@@ -151,3 +151,59 @@ def test_one_pass_for_several_saes_equals_a_pass_each_and_compiles_once(tiny_cas
     _COMPILES.clear()
     compute_feature_stats_many(lm, 2, *args, tokens=tokens)
     assert _COMPILES == []
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_residuals_on_disk_are_the_forwards_own_values(tiny_dirs, tmp_path, dtype):
+    from jaxsae.features.compute import residuals_on_disk
+    from jaxsae.models import load_model
+
+    lm = load_model(str(tiny_dirs("llama")), dtype=dtype)
+    tokens = np.random.default_rng(0).integers(5, 200, size=(7, 16)).astype(np.int32)
+    disk = residuals_on_disk(lm, 1, tokens, tmp_path / "r.bin", batch=3)
+    assert isinstance(disk, np.memmap) and not disk.flags.writeable and disk.shape == (7, 16, lm.config.d_model)
+    assert disk.dtype == jnp.dtype(dtype)  # bfloat16 for a bfloat16 model: nothing rounded, half the disk
+    want = np.concatenate([np.asarray(lm.residual(tokens[s : s + 3], 1)) for s in range(0, 7, 3)])
+    np.testing.assert_array_equal(np.asarray(disk, np.float32), want.astype(np.float32))
+
+
+def test_several_passes_run_the_model_once_and_read_its_residuals_from_disk(tiny_case, tmp_path, monkeypatch):
+    """The autointerp stage's statistics for more SAEs than one pass holds: the held-out residuals
+    are computed once into the run folder, every pass reads them (no pass runs the model), the
+    statistics equal a pass that runs it, and the file goes when the stage leaves (also one a kill
+    left behind)."""
+    import types
+
+    import jaxsae.features.compute as C
+    import jaxsae.sae as S
+    from jaxsae.autointerp.run import stats_for_saes
+    from jaxsae.launch.stages import residuals_for_passes
+
+    lm, cfg, _, tokens, _, _ = tiny_case
+    dirs = [tmp_path / f"sae{i}" for i in range(3)]
+    for i, d in enumerate(dirs):
+        S.save(calibrated_sae(lm, 2, 16 + 8 * i, tokens[:4], fire=0.05, seed=i), d)
+    run = types.SimpleNamespace(out=tmp_path / "run", process_index=0)
+    left = run.out / ".residuals-0"
+    left.mkdir(parents=True)
+    (left / "layer2.bin").write_bytes(b"torn")
+    forwards, passes = [], []
+    monkeypatch.setattr(lm, "residual", lambda *a, **k: forwards.append(a) or type(lm).residual(lm, *a, **k))
+    many = C.compute_feature_stats_many
+    monkeypatch.setattr(C, "compute_feature_stats_many", lambda *a, **k: passes.append(k["resid_ntd"]) or many(*a, **k))
+
+    with residuals_for_passes(run, lm, 2, tokens, passes=1) as resid:
+        assert resid is None and not left.exists()  # one pass runs the model itself
+    with residuals_for_passes(run, lm, 2, tokens, passes=3) as resid:
+        got = [stats_for_saes([d], None, lm, 2, cfg, tokens=tokens, resid_ntd=resid)[0] for d in dirs]
+        assert (left / "layer2.bin").stat().st_size == tokens.size * lm.config.d_model * 4
+    assert not left.exists()
+    assert len(forwards) == -(-len(tokens) // 16) and len(passes) == 3
+    assert all(isinstance(p, np.memmap) for p in passes)
+    for d, g in zip(dirs, got):
+        want = features.compute_feature_stats(lm, 2, *features.sae_encoder(S.load(d)), cfg, tokens=tokens)
+        for name in ("count", "max_act", "sum_act", "top_val", "top_pos", "iw_val", "iw_pos", "rand_pos"):
+            np.testing.assert_allclose(getattr(g, name), getattr(want, name), rtol=1e-5, atol=1e-6, err_msg=name)
+    # statistics already made are read back without asking for residuals
+    again = stats_for_saes(dirs, None, lm, 2, cfg, tokens=tokens, resid_ntd=lambda: pytest.fail("residuals made again"))
+    assert [a.meta["fingerprint"] for a in again] == [g.meta["fingerprint"] for g in got]

@@ -191,7 +191,7 @@ def stats_for_sae(
     ``tokens``: the held-out contexts when already packed from ``texts`` (shared between SAEs;
     see :func:`features.held_out_tokens`). ``resid_ntd``: their residuals at ``layer``, or a
     function giving them (or None), called only when the pass runs (see
-    :func:`features.compute.residual_cache`). ``text_source``: provenance of the text."""
+    :func:`features.compute.residuals_on_disk`). ``text_source``: provenance of the text."""
     sae_dir = Path(sae_dir)
     if tokens is None:
         tokens, _ = features.held_out_tokens(lm, stats_cfg, texts)
@@ -217,7 +217,7 @@ def stats_for_sae(
 
 def stats_for_saes(
     sae_dirs: Sequence[str | Path],
-    saes: Sequence,
+    saes: Sequence | None,
     lm,
     layer: int,
     stats_cfg: features.FeatureStatsConfig,
@@ -225,11 +225,14 @@ def stats_for_saes(
     tokens: np.ndarray,
     text_source: str | None = None,
     progress: bool = False,
+    resid_ntd: np.ndarray | Callable[[], np.ndarray | None] | None = None,
 ) -> list[features.FeatureStats]:
     """:func:`stats_for_sae` for several SAEs of one model and layer: the statistics still valid
     on disk are reused, the others computed together in one pass over ``tokens``
     (:func:`features.compute.compute_feature_stats_many`: the model runs once per batch for all
-    of them) and saved in each SAE's folder."""
+    of them, or ``resid_ntd``, the contexts' residuals at ``layer`` or a function giving them,
+    called only when a pass runs, are read instead) and saved in each SAE's folder. ``saes``: the
+    loaded SAEs, or None to load from ``sae_dirs`` only those whose statistics are computed."""
     dirs = [Path(d) for d in sae_dirs]
     fps = [_fingerprint(d, lm, layer, stats_cfg, tokens) for d in dirs]
     out: list[features.FeatureStats | None] = [None] * len(dirs)
@@ -245,9 +248,15 @@ def stats_for_saes(
     if todo:
         from jaxsae.features.compute import compute_feature_stats_many
 
+        if saes is None:
+            import jaxsae.sae as S
+
+            saes = {k: S.load(dirs[k]) for k in todo}
+        if callable(resid_ntd):
+            resid_ntd = resid_ntd()
         made = compute_feature_stats_many(
             lm, layer, [features.sae_encoder(saes[k]) for k in todo], stats_cfg, tokens=tokens, progress=progress,
-            metas=[dict(fingerprint=fps[k], sae=str(dirs[k]), text_source=text_source or text_label(None))
+            resid_ntd=resid_ntd, metas=[dict(fingerprint=fps[k], sae=str(dirs[k]), text_source=text_source or text_label(None))
                    for k in todo])
         for k, stats in zip(todo, made):
             features.save(stats, dirs[k] / STATS_DIR)

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import time
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import jax
@@ -66,30 +67,23 @@ def residuals(lm, layer: int, tokens_nt: np.ndarray, batch: int = 16) -> np.ndar
     return out
 
 
-RESID_CACHE_BYTES = 2 << 30
-"""Largest held-out residual array kept in memory to share between the SAEs of a model."""
+def residuals_on_disk(lm, layer: int, tokens_nt: np.ndarray, path: str | Path, batch: int = 16) -> np.ndarray:
+    """The contexts' block-``layer`` residuals [N, T, D], computed once and written to ``path`` (a
+    raw memory map), then returned read-only and memory-mapped: the later statistics passes over
+    the same contexts read them instead of running the model again (the study's 2M held-out tokens
+    do not fit in memory: 18 GB for Gemma-2-2B in float32).
 
-
-def shared_residuals(lm, layer: int, tokens_nt: np.ndarray, batch: int = 16) -> np.ndarray | None:
-    """The contexts' block-``layer`` residuals f32[N, T, D], computed once for every SAE of a model
-    (None when they would take more than RESID_CACHE_BYTES: each SAE's pass then runs the model)."""
-    if tokens_nt.size * lm.config.d_model * 4 > RESID_CACHE_BYTES:
-        return None
-    return residuals(lm, layer, tokens_nt, batch=batch)
-
-
-def residual_cache(lm, tokens_nt: np.ndarray, batch: int = 16) -> Callable[[int], np.ndarray | None]:
-    """``layer -> shared_residuals(lm, layer, tokens_nt, batch)``, computed on first use and kept
-    for the last layer asked (the SAEs of one layer share one array)."""
-    kept: dict[int, np.ndarray | None] = {}
-
-    def at(layer: int) -> np.ndarray | None:
-        if layer not in kept:
-            kept.clear()
-            kept[layer] = shared_residuals(lm, layer, tokens_nt, batch)
-        return kept[layer]
-
-    return at
+    Stored in the dtype the model's forward gives (bfloat16 for a bfloat16 model, as on GPUs and
+    TPUs, float32 on CPUs), so nothing is rounded: a pass reading them gives the statistics of a
+    pass running the model. The caller removes ``path`` when done."""
+    N, T = tokens_nt.shape
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(lm.params))  # the activations' dtype (float32 if any is)
+    out = np.memmap(Path(path), dtype=dtype, mode="w+", shape=(N, T, lm.config.d_model))
+    for s in range(0, N, batch):
+        out[s : s + batch] = np.asarray(lm.residual(tokens_nt[s : s + batch], layer)).astype(dtype)
+    out.flush()
+    del out
+    return np.memmap(Path(path), dtype=dtype, mode="r", shape=(N, T, lm.config.d_model))
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "layer", "encode_fns", "spec"), donate_argnums=(0,))

@@ -5,8 +5,10 @@ its upstream stages wrote (:mod:`jaxsae.launch.layout`), computes on the models 
 from __future__ import annotations
 
 import functools
+import contextlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -148,7 +150,6 @@ def stage_autointerp(run: Run) -> list[str]:
     """Feature statistics (m_f, top windows) and AutoInterp scores µ for every SAE; the held-out
     text is tokenised once per model, and the statistics of its SAEs gathered in one pass (the
     model runs once per batch for all of them)."""
-    import jaxsae.sae as S
     from jaxsae.autointerp.roles import api_roles, local_roles
     from jaxsae.autointerp.prompts import TokenText
     from jaxsae.autointerp.run import RESULTS_FILE, request_failures, run_autointerp, save_results, stats_for_saes
@@ -179,18 +180,49 @@ def stage_autointerp(run: Run) -> list[str]:
         if not todo:
             continue
         tokens, _ = held_out_tokens(lm, stats_cfg, texts_for(run))  # once per model
-        # the statistics of (up to STATS_SAES_PER_PASS) SAEs in one pass: the model runs once per batch for all
-        for g in range(0, len(todo), STATS_SAES_PER_PASS):
-            group = todo[g : g + STATS_SAES_PER_PASS]
-            saes = [S.load(d) for d in group]
-            all_stats = stats_for_saes(group, saes, lm, spec.layer, stats_cfg, tokens=tokens, text_source=text_source,
-                                       progress=True)
-            del saes
+        groups = [todo[g : g + STATS_SAES_PER_PASS] for g in range(0, len(todo), STATS_SAES_PER_PASS)]
+        with residuals_for_passes(run, lm, spec.layer, tokens, passes=len(groups)) as resid:
+            for group in groups:  # every statistic first, so the residuals on disk go before the judging
+                stats_for_saes(group, None, lm, spec.layer, stats_cfg, tokens=tokens, text_source=text_source,
+                               progress=True, resid_ntd=resid)
+        for group in groups:
+            all_stats = stats_for_saes(group, None, lm, spec.layer, stats_cfg, tokens=tokens,
+                                       text_source=text_source)  # read back (fingerprints checked)
             for d, stats in zip(progress(group, f"autointerp {spec.name}"), all_stats):
                 result = run_autointerp(stats, explainer, detector, ai, token_text)
                 result["sae"] = rel(run, d)
                 save_results(result, d / RESULTS_FILE)
     return outputs
+
+
+@contextlib.contextmanager
+def residuals_for_passes(run: Run, lm, layer: int, tokens, *, passes: int):
+    """Yields what the statistics passes of one model read instead of running it: with one pass,
+    None (the pass runs the model); with several, a function giving the held-out contexts'
+    residuals at ``layer``, which runs the model once, on the first pass that needs it, into a
+    temporary file of the run folder (:func:`jaxsae.features.compute.residuals_on_disk`; the
+    model's dtype, bfloat16 on GPUs/TPUs), removed on leaving (and at the next start if a kill left
+    it)."""
+    from jaxsae.features.compute import residuals_on_disk
+
+    folder = run.out / f".residuals-{run.process_index}"
+    shutil.rmtree(folder, ignore_errors=True)
+    if passes <= 1:
+        yield None
+        return
+    made = []
+
+    def resid():
+        if not made:
+            folder.mkdir(parents=True)
+            made.append(residuals_on_disk(lm, layer, tokens, folder / f"layer{layer}.bin"))
+        return made[0]
+
+    try:
+        yield resid
+    finally:
+        made.clear()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _failed_requests(run: Run, rel_file: str, count) -> tuple[int, int, list[str]]:
