@@ -4,6 +4,7 @@ from, and bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -118,15 +119,27 @@ def test_auxk_is_skipped_only_while_no_latent_can_be_dead(dead_tokens):
                  got, want)
 
 
-def test_kill_and_resume_equals_uninterrupted(tmp_path):
+RESUMED = TrainSettings(d_sae=64, batch=128, steps=40, lr=1e-3, checkpoint_every=10, warmup_steps=5, sparsity_warmup_steps=10)
+"""The settings of the kill / resume tests (a checkpoint every 10 steps)."""
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """The sweep of RESUMED trained without a stop on planted(n=4000, seed=2): what every
+    interrupted and resumed run must equal exactly (trained once for the module's tests)."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "once"
+    train_sweep(SPECS, ActivationArray(planted(n=4000, seed=2)[0], 128), RESUMED, out, progress=False)
+    return out
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path, uninterrupted):
     x, _ = planted(n=4000, seed=2)
-    st = TrainSettings(d_sae=64, batch=128, steps=40, lr=1e-3, checkpoint_every=10, warmup_steps=5, sparsity_warmup_steps=10)
-    train_sweep(SPECS, ActivationArray(x, 128), st, tmp_path / "once", progress=False)
+    st = RESUMED
     assert train_sweep(SPECS, ActivationArray(x, 128), st, tmp_path / "twice", progress=False, stop_after=23) == {}
     assert (tmp_path / "twice" / "checkpoints").exists() and not (tmp_path / "twice" / "sweep.json").exists()
     train_sweep(SPECS, ActivationArray(x, 128), st, tmp_path / "twice", progress=False)
     for spec in SPECS:
-        a, b = weights(tmp_path / "once", spec.name), weights(tmp_path / "twice", spec.name)
+        a, b = weights(uninterrupted, spec.name), weights(tmp_path / "twice", spec.name)
         for k in a:
             np.testing.assert_array_equal(a[k], b[k], err_msg=f"{spec.name}.{k}")
     steps = [json.loads(ln)["step"] for ln in (tmp_path / "twice" / "metrics.jsonl").read_text().splitlines()]
@@ -397,10 +410,9 @@ def test_cli_help_lists_the_train_options():
         assert opt in r.stdout, opt
 
 
-def test_a_torn_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+def test_a_torn_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, uninterrupted):
     x, _ = planted(n=4000, seed=2)
-    st = TrainSettings(d_sae=64, batch=128, steps=40, lr=1e-3, checkpoint_every=10, warmup_steps=5, sparsity_warmup_steps=10)
-    train_sweep(SPECS, ActivationArray(x, 128), st, tmp_path / "once", progress=False)
+    st = RESUMED
     assert train_sweep(SPECS, ActivationArray(x, 128), st, tmp_path / "torn", progress=False, stop_after=30) == {}
     ckpts = tmp_path / "torn" / "checkpoints"
     assert sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) == [20, 30]
@@ -410,7 +422,7 @@ def test_a_torn_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsy
     train_sweep(SPECS, ActivationArray(x, 128), st, tmp_path / "torn", progress=False)
     assert "checkpoint of step 30" in capsys.readouterr().out
     for spec in SPECS:  # resumed from step 20: the same SAEs as the uninterrupted run
-        a, b = weights(tmp_path / "once", spec.name), weights(tmp_path / "torn", spec.name)
+        a, b = weights(uninterrupted, spec.name), weights(tmp_path / "torn", spec.name)
         for k in a:
             np.testing.assert_array_equal(a[k], b[k], err_msg=f"{spec.name}.{k}")
 
@@ -462,13 +474,12 @@ def kill_while_writing(out: Path) -> bool:
     return caught and p.returncode == -signal.SIGKILL
 
 
-def test_sigkill_while_a_checkpoint_is_written_resumes_to_the_same_saes(tmp_path):
+def test_sigkill_while_a_checkpoint_is_written_resumes_to_the_same_saes(tmp_path, uninterrupted):
     """Training in a subprocess, a checkpoint every 2 steps (written asynchronously), killed with
     SIGKILL the moment a checkpoint is being written (its temporary folder exists): the resumed
     run gives the SAEs of an uninterrupted one exactly."""
     x, _ = planted(n=4000, seed=2)
-    st = TrainSettings(d_sae=64, batch=128, steps=40, lr=1e-3, checkpoint_every=2, warmup_steps=5, sparsity_warmup_steps=10)
-    train_sweep(SPECS, ActivationArray(x, 128), st, tmp_path / "once", progress=False)
+    st = dataclasses.replace(RESUMED, checkpoint_every=2)  # the reference checkpoints every 10: no effect on the SAEs
     for attempt in range(3):  # the kill must land while a checkpoint is written: retried if it did not
         out = tmp_path / f"killed-{attempt}"
         if kill_while_writing(out):
@@ -478,6 +489,6 @@ def test_sigkill_while_a_checkpoint_is_written_resumes_to_the_same_saes(tmp_path
     assert not (out / "sweep.json").exists()
     train_sweep(SPECS, ActivationArray(x, 128), st, out, progress=False)  # resumes
     for spec in SPECS:
-        a, b = weights(tmp_path / "once", spec.name), weights(out, spec.name)
+        a, b = weights(uninterrupted, spec.name), weights(out, spec.name)
         for k in a:
             np.testing.assert_array_equal(a[k], b[k], err_msg=f"{spec.name}.{k}")
