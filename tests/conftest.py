@@ -13,39 +13,28 @@ import atexit
 import shutil
 import tempfile
 
+import jax
+import pytest
 
-def _share_compiled_programs() -> None:
-    """One XLA compilation cache for the whole session, this process and its subprocesses (the
-    launcher, scripts, the multi-process tests): the tests compile the same programs many times
-    (each ``train_sweep`` call jits its step anew; each ``python -m jaxsae.launch`` compiles the
-    whole pipeline: smoke sweep 55 s -> 18 s of CPU with the cache). Set before ``import jax``
-    and inherited by subprocesses; locked (a max size enables JAX's file lock), so concurrent
-    processes never read a half-written entry; removed at exit. Tests that count compiles count
-    the cache's hits too (:data:`COMPILES`)."""
-    if "JAX_COMPILATION_CACHE_DIR" in os.environ:  # a subprocess importing this file, or set by the user
-        return
+jax.config.update("jax_default_matmul_precision", "float32")
+
+
+def _share_compiled_programs_between_subprocesses() -> None:
+    """One XLA compilation cache for the session's subprocesses (the launcher, scripts, the
+    multi-process tests): each ``python -m jaxsae.launch`` otherwise spends about two thirds of its
+    CPU time compiling the same programs again (smoke sweep: 55 s -> 18 s of CPU). Set in the
+    environment after ``import jax``, so this process keeps no persistent cache and the tests that
+    count compiles still see every compile. The cache is locked (a max size enables JAX's file
+    lock), so concurrent processes never read a half-written entry, and removed at exit."""
     cache = tempfile.mkdtemp(prefix="jaxsae-tests-xla-")
     atexit.register(shutil.rmtree, cache, ignore_errors=True)
     os.environ.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_COMPILATION_CACHE_MAX_SIZE=str(8 << 30))
 
 
-_share_compiled_programs()
-
-import jax  # noqa: E402
-import pytest  # noqa: E402
-
-jax.config.update("jax_default_matmul_precision", "float32")
-assert jax.config.jax_compilation_cache_dir == os.environ["JAX_COMPILATION_CACHE_DIR"], "jax was imported before conftest"
-
-COMPILES: list[str] = []
-"""Programs this process compiled since the last ``COMPILES.clear()``: by XLA, or served by the
-persistent compilation cache (a jit cache miss either way, which is what a compile-count test
-means)."""
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, duration, **_: COMPILES.append(event) if event == "/jax/core/compile/backend_compile_duration" else None)
-jax.monitoring.register_event_listener(
-    lambda event, **_: COMPILES.append(event) if event == "/jax/compilation_cache/cache_hits" else None)
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # unset: the pytest process (its subprocesses inherit it)
+    _share_compiled_programs_between_subprocesses()
+    assert jax.config.jax_compilation_cache_dir is None, "the test process itself must compile every program"
 
 from tiny_models import build_tiny  # noqa: E402
 

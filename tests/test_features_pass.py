@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import COMPILES
 
 from jaxsae import features
 from jaxsae.errors import UserError
@@ -129,6 +128,9 @@ def test_shared_residuals_give_the_same_statistics(tiny_case, tiny_llama):
         features.compute_feature_stats(lm, 2, *features.sae_encoder(sae), cfg, tokens=tokens, resid_ntd=resid[:, :5])
 
 
+_COMPILES = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **_: _COMPILES.append(event) if event == "/jax/core/compile/backend_compile_duration" else None)
 
 
 def test_one_pass_for_several_saes_equals_a_pass_each_and_compiles_once(tiny_case):
@@ -146,9 +148,9 @@ def test_one_pass_for_several_saes_equals_a_pass_each_and_compiles_once(tiny_cas
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     assert many[0].meta["note"] == "t" and many[0].meta["saes_in_pass"] == 2
     # the step is compiled once: a second pass with the same model, layer, SAE configs and shapes reuses it
-    COMPILES.clear()
+    _COMPILES.clear()
     compute_feature_stats_many(lm, 2, *args, tokens=tokens)
-    assert COMPILES == []
+    assert _COMPILES == []
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
