@@ -167,6 +167,17 @@ def test_residuals_on_disk_are_the_forwards_own_values(tiny_dirs, tmp_path, dtyp
     np.testing.assert_array_equal(np.asarray(disk, np.float32), want.astype(np.float32))
 
 
+def test_residuals_that_do_not_fit_on_disk_are_a_one_line_error_writing_nothing(tiny_llama, tmp_path, monkeypatch):
+    import shutil
+
+    from jaxsae.features.compute import residuals_on_disk
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 10**12 - 1000, 1000))
+    with pytest.raises(UserError, match=r"need 0\.0 GB on disk .* free space there or lower eval\.stats_tokens") as e:
+        residuals_on_disk(tiny_llama, 1, np.zeros((4, 16), np.int32), tmp_path / "r.bin")
+    assert "\n" not in str(e.value) and not (tmp_path / "r.bin").exists()
+
+
 def test_several_passes_run_the_model_once_and_read_its_residuals_from_disk(tiny_case, tmp_path, monkeypatch):
     """The autointerp stage's statistics for more SAEs than one pass holds: the held-out residuals
     are computed once into the run folder, every pass reads them (no pass runs the model), the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -59,11 +60,13 @@ def sae_encoder(sae) -> tuple[EncodeFn, Any]:
     return S.encode_fn(sae), sae.params
 
 
-def residuals(lm, layer: int, tokens_nt: np.ndarray, batch: int = 16) -> np.ndarray:
-    """f32[N, T, D] block-``layer`` residuals of ready contexts (early exit), to share between SAEs."""
-    out = np.zeros((*tokens_nt.shape, lm.config.d_model), np.float32)
+def residuals(lm, layer: int, tokens_nt: np.ndarray, batch: int = 16, out: np.ndarray | None = None) -> np.ndarray:
+    """f32[N, T, D] block-``layer`` residuals of ready contexts (early exit), to share between SAEs;
+    written into ``out`` when given (any [N, T, D] array, e.g. a memory map)."""
+    if out is None:
+        out = np.zeros((*tokens_nt.shape, lm.config.d_model), np.float32)
     for s in range(0, len(tokens_nt), batch):
-        out[s : s + batch] = np.asarray(lm.residual(tokens_nt[s : s + batch], layer))
+        out[s : s + batch] = np.asarray(lm.residual(tokens_nt[s : s + batch], layer)).astype(out.dtype)
     return out
 
 
@@ -76,14 +79,17 @@ def residuals_on_disk(lm, layer: int, tokens_nt: np.ndarray, path: str | Path, b
     Stored in the dtype the model's forward gives (bfloat16 for a bfloat16 model, as on GPUs and
     TPUs, float32 on CPUs), so nothing is rounded: a pass reading them gives the statistics of a
     pass running the model. The caller removes ``path`` when done."""
-    N, T = tokens_nt.shape
+    path = Path(path)
+    shape = (*tokens_nt.shape, lm.config.d_model)
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(lm.params))  # the activations' dtype (float32 if any is)
-    out = np.memmap(Path(path), dtype=dtype, mode="w+", shape=(N, T, lm.config.d_model))
-    for s in range(0, N, batch):
-        out[s : s + batch] = np.asarray(lm.residual(tokens_nt[s : s + batch], layer)).astype(dtype)
-    out.flush()
+    need, free = int(np.prod(shape)) * dtype.itemsize, shutil.disk_usage(path.parent).free
+    if need > free:
+        raise UserError(f"the held-out residuals need {need / 1e9:.1f} GB on disk under {path.parent}, "
+                        f"{free / 1e9:.1f} GB is free; free space there or lower eval.stats_tokens")
+    out = np.memmap(path, dtype=dtype, mode="w+", shape=shape)
+    residuals(lm, layer, tokens_nt, batch, out=out).flush()
     del out
-    return np.memmap(Path(path), dtype=dtype, mode="r", shape=(N, T, lm.config.d_model))
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "layer", "encode_fns", "spec"), donate_argnums=(0,))

@@ -210,18 +210,16 @@ def residuals_for_passes(run: Run, lm, layer: int, tokens, *, passes: int):
     if passes <= 1:
         yield None
         return
-    made = []
 
+    @functools.cache
     def resid():
-        if not made:
-            folder.mkdir(parents=True)
-            made.append(residuals_on_disk(lm, layer, tokens, folder / f"layer{layer}.bin"))
-        return made[0]
+        folder.mkdir(parents=True)
+        return residuals_on_disk(lm, layer, tokens, folder / f"layer{layer}.bin")
 
     try:
         yield resid
     finally:
-        made.clear()
+        resid.cache_clear()
         shutil.rmtree(folder, ignore_errors=True)
 
 
