@@ -8,6 +8,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is imported: no progress bars in captured output
 
 import atexit
 import shutil
@@ -100,3 +101,15 @@ def smollm2():
     from jaxsae.models import load_model
 
     return load_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The smoke sweep run once, every stage, through the launcher in this process
+    (tests/launcher.py): the run folder the launcher tests read, copy, damage and resume."""
+    from launcher import STAGES, ran, smoke
+
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    r = smoke(out)
+    assert r.returncode == 0 and ran(r.stdout) == STAGES, (r.stdout[-3000:], r.stderr[-3000:])
+    return out

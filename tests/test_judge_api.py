@@ -97,6 +97,9 @@ class FakeChatServer:
                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                     }
                     self._send(200, json.dumps(reply).encode())
+                except ConnectionAbortedError:  # raised by ``answer``: the connection dies unanswered
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 finally:

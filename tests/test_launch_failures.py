@@ -1,22 +1,21 @@
 """Failures are not results: the smoke sweep through `python -m jaxsae.launch` with an API judge (a
 local OpenAI-compatible server) whose requests fail for good. A stage with failed judge requests
 stops the run with one line and exit 2, is shown as incomplete, keeps what it made, and a plain
-re-run sends only the requests that failed; a judge that answers nothing is an error, not µ = None."""
+re-run sends only the requests that failed; a judge that answers nothing is an error, not µ = None.
+The launcher runs in this process (tests/launcher.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+import launcher
 from test_judge_api import FakeChatServer, default_answer
 
-ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("train", "metrics", "autointerp", "validity", "steer", "select", "steer_selected", "analysis", "report")
 PROXIES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
@@ -57,14 +56,12 @@ class Answer:
 
 
 def launch(out: Path, url: str, *extra: str, validity: bool = False) -> subprocess.CompletedProcess:
-    """The smoke sweep with the API judge at ``url`` (the validity stage skipped unless asked)."""
-    env = {k: v for k, v in os.environ.items() if k not in PROXIES}
-    env.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TQDM_DISABLE="1")
-    cmd = [sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), "--judge.kind", "api",
-           "--judge.base-url", url, "--judge.api-key-env", "", "--judge.max-retries", "1", "--judge.timeout-s", "30",
-           "--judge.max-concurrency", "2", *([] if validity else ["--validity.skip"]),
-           *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    """The smoke sweep with the API judge at ``url`` (the validity stage skipped unless asked),
+    through the launcher in this process (tests/launcher.py), with no proxy in the environment."""
+    return launcher.launch("--sweep", "smoke", "--out", str(out), "--judge.kind", "api", "--judge.base-url", url,
+                           "--judge.api-key-env", "", "--judge.max-retries", "1", "--judge.timeout-s", "30",
+                           "--judge.max-concurrency", "2", *([] if validity else ["--validity.skip"]), *extra,
+                           env=dict.fromkeys(PROXIES))
 
 
 def results(out: Path) -> list[Path]:

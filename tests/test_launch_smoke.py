@@ -1,6 +1,7 @@
 """The smoke sweep end to end through `python -m jaxsae.launch`: well-formed outputs, cached stages,
 a deleted output redoes only its stage, --redo cascades downstream, a killed run resumes to the same
-results, and a changed config is refused instead of mixing results."""
+results, and a changed config is refused instead of mixing results. The launcher runs in this
+process (tests/launcher.py) except in the kill test, which kills a real `python -m jaxsae.launch`."""
 
 from __future__ import annotations
 
@@ -17,12 +18,9 @@ import numpy as np
 import pytest
 
 import jaxsae.sae as S
+from launcher import NO_AXBENCH, STAGES, ran, smoke
 
 ROOT = Path(__file__).resolve().parents[1]
-NO_AXBENCH = () if (ROOT.parent / "shared" / "axbench").is_dir() else ("--validity.skip",)
-"""Without the AxBench data beside the repository the validity stage is skipped by its setting
-(test_validity_stage then skips; under CI the data is required)."""
-STAGES = ["train", "metrics", "autointerp", "validity", "steer", "select", "steer_selected", "analysis", "report"]
 STABLE = ("model", "layer", "architecture", "level", "l0", "fvu", "ce_loss_score", "mu", "g", "g_output", "g_dtc")
 
 
@@ -30,20 +28,10 @@ def env():
     return dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TQDM_DISABLE="1")
 
 
-def launch(out: Path, *args: str, timeout=600):
-    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *NO_AXBENCH,
-                        *args], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=timeout)
+def launch(out: Path, *args: str) -> str:
+    r = smoke(out, *args)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     return r.stdout
-
-
-def ran(stdout: str) -> list[str]:
-    """Stages that did work in this invocation (not skipped)."""
-    out = []
-    for line in stdout.splitlines():
-        if line.startswith("[") and ": finished in " in line:
-            out.append(line.split("] ", 1)[1].split(":", 1)[0])
-    return out
 
 
 def records(out: Path) -> list[dict]:
@@ -51,11 +39,9 @@ def records(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke") / "run"
-    stdout = launch(out)
-    assert ran(stdout) == STAGES
-    return out
+def run_dir(smoke_run):
+    """The session's smoke run (conftest.py): the tests that change it in place leave it done."""
+    return smoke_run
 
 
 def test_outputs_are_well_formed(run_dir):
@@ -135,8 +121,7 @@ def test_redo_cascades_downstream(run_dir):
 
 
 def test_changed_config_is_refused(run_dir):
-    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(run_dir), *NO_AXBENCH,
-                        "--steer.max-new-tokens", "7"], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=120)
+    r = smoke(run_dir, "--steer.max-new-tokens", "7")
     assert r.returncode == 2 and "different configuration" in r.stderr and "--redo steer" in r.stderr
 
 
@@ -144,8 +129,7 @@ def test_redo_train_after_a_config_change_starts_afresh(run_dir, tmp_path):
     out = tmp_path / "redo"
     shutil.copytree(run_dir, out)
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *NO_AXBENCH, "--train.d-sae", "32",
-                        "--redo", "train"], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=120)
+    r = smoke(out, "--train.d-sae", "32", "--redo", "train")
     assert r.returncode == 2 and "must be between 1 and d_sae = 32" in r.stderr  # a bad redo leaves the run intact
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     stdout = launch(out, "--train.d-sae", "96", "--redo", "train")
@@ -182,8 +166,7 @@ def test_killed_run_resumes_to_the_same_results(run_dir, tmp_path):
 
 
 def launch_fails(out: Path, *args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *NO_AXBENCH, *args],
-                       capture_output=True, text=True, cwd=ROOT, env=env(), timeout=300)
+    r = smoke(out, *args)
     assert r.returncode == 2, (r.stdout[-2000:], r.stderr[-2000:])
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr

@@ -1,29 +1,28 @@
 """The steer / select settings of the smoke sweep through `python -m jaxsae.launch`: what
 utility.json, selected.json, results.json and the report record (judge failure counts, g_argmax,
 the tier choice), concepts from a file (steer.concepts), the latents ΔTC scores (select.pool),
-and one-line errors for a missing, malformed or too-wide concept file."""
+and one-line errors for a missing, malformed or too-wide concept file. The launcher runs in this
+process (tests/launcher.py)."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import in_ci, require_axbench
-from test_launch_smoke import NO_AXBENCH, ROOT, STAGES, env, launch, ran
+from launcher import ROOT, ran, smoke
+from test_launch_smoke import launch
 
 AXBENCH = ROOT.parent / "shared" / "axbench" / "concept10" / "prod_2b_l20_v1"
 
 
 def fail(out: Path, *args: str) -> str:
     """stderr of a launch that must stop with a one-line UserError (exit 2)."""
-    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *NO_AXBENCH,
-                        *args], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=300)
+    r = smoke(out, *args)
     assert r.returncode == 2, (r.stdout[-2000:], r.stderr[-2000:])
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
     assert len(lines) == 1, r.stderr[-2000:]
@@ -44,10 +43,9 @@ def concept_file(path: Path, pairs) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("steer") / "run"
-    assert ran(launch(out)) == STAGES
-    return out
+def run_dir(smoke_run):
+    """The session's smoke run (conftest.py), read here and copied before any change."""
+    return smoke_run
 
 
 def test_steering_outputs_record_judge_argmax_and_tier_choice(run_dir):
@@ -126,8 +124,7 @@ def test_bad_concept_files_and_settings_are_one_line_errors(run_dir, tmp_path):
     shutil.copytree(run_dir, out)
     for flag, value, choices in (("--select.tier-choice", "test", ("'dev'", "'eval'")),
                                  ("--select.pool", "some", ("'all'", "'concepts'"))):  # Literal choices: tyro's report
-        r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *NO_AXBENCH, flag,
-                            value, "--redo", "select"], capture_output=True, text=True, cwd=ROOT, env=env(), timeout=300)
+        r = smoke(out, flag, value, "--redo", "select")
         assert r.returncode == 2 and flag in r.stderr and value in r.stderr, r.stderr
         assert all(c in r.stderr for c in choices), r.stderr
     # settings are checked before a stage's finished outputs are touched: its manifest survives

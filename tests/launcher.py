@@ -1,0 +1,111 @@
+"""`python -m jaxsae.launch ARGS` run inside the test process: the launcher's own ``main`` under its
+own ``cli_errors``, with stdout and stderr captured, the exit status taken from ``SystemExit`` and
+an uncaught exception's traceback written to stderr with status 1, as the interpreter does.
+
+Why in-process: a launch in a fresh interpreter spends most of its time importing and compiling
+programs the test process has compiled already (the smoke sweep: about 22 s in a subprocess, 11 s
+here once its programs are cached). What needs a process of its own (a kill, other device counts,
+several processes, the interpreter's real exit status) keeps ``subprocess``; each of those has a
+test of its own.
+
+Every call starts from a fresh launcher state except for what a process keeps by design: compiled
+programs and the models of ``jaxsae.launch.resources`` (keyed by source and dtype, read-only)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import subprocess
+import sys
+import traceback
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str | None]):
+    """``os.environ`` with ``env`` applied (None: unset) inside the block, restored after it."""
+    saved = {k: os.environ.get(k) for k in env}
+    try:
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _like_a_fresh_interpreter(stderr: io.StringIO):
+    """Warnings and log records written to ``stderr`` in order, with Python's default filters
+    (each warning once per place, deprecations hidden), as ``python -m`` shows them."""
+    root = logging.getLogger()
+    handler = logging.StreamHandler(stderr)  # logging's last-resort handler: WARNING and above, bare message
+    handler.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.resetwarnings()  # then Python's default filters; anything else: once per place
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", category)
+        warnings.showwarning = lambda msg, cat, file, line, f=None, ln=None: stderr.write(
+            warnings.formatwarning(msg, cat, file, line, ln))
+        root.addHandler(handler)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+
+
+def launch(*args: str, cwd: Path | None = None, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+    """``python -m jaxsae.launch *args`` in this process, from ``cwd`` (default: the repository
+    root) with ``env`` added to (None: removed from) the environment. Returns what
+    ``subprocess.run(..., capture_output=True, text=True)`` would: args, returncode, stdout, stderr."""
+    from jaxsae.errors import cli_errors
+    from jaxsae.launch.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = Path.cwd()
+    code = 0
+    with _environment({"TQDM_DISABLE": "1", **(env or {})}), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err), _like_a_fresh_interpreter(err):
+        os.chdir(cwd or ROOT)
+        try:
+            with cli_errors():
+                main(list(args))
+        except SystemExit as e:
+            if isinstance(e.code, str):
+                err.write(e.code + "\n")
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except Exception:  # noqa: BLE001 - the interpreter prints it and exits 1
+            err.write(traceback.format_exc())
+            code = 1
+        finally:
+            os.chdir(here)
+            sys.stdout.flush()
+    return subprocess.CompletedProcess(["python", "-m", "jaxsae.launch", *args], code, out.getvalue(), err.getvalue())
+
+
+STAGES = ["train", "metrics", "autointerp", "validity", "steer", "select", "steer_selected", "analysis", "report"]
+NO_AXBENCH = () if (ROOT.parent / "shared" / "axbench").is_dir() else ("--validity.skip",)
+"""Without the AxBench data beside the repository the validity stage is skipped by its setting
+(the tests of that stage then skip; under CI the data is required)."""
+
+
+def smoke(out: Path, *args: str) -> subprocess.CompletedProcess:
+    """The smoke sweep into ``out`` with ``args`` (see :func:`launch`)."""
+    return launch("--sweep", "smoke", "--out", str(out), *NO_AXBENCH, *args)
+
+
+def ran(stdout: str) -> list[str]:
+    """Stages that did work in this invocation (not skipped)."""
+    return [line.split("] ", 1)[1].split(":", 1)[0] for line in stdout.splitlines()
+            if line.startswith("[") and ": finished in " in line]
