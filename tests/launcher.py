@@ -1,6 +1,6 @@
-"""`python -m jaxsae.launch ARGS` run inside the test process: the launcher's own ``main`` under its
-own ``cli_errors``, with stdout and stderr captured, the exit status taken from ``SystemExit`` and
-an uncaught exception's traceback written to stderr with status 1, as the interpreter does.
+"""`python -m jaxsae.launch ARGS` (or another entry point) run inside the test process: the module's
+own ``__main__`` code, with stdout and stderr captured, the exit status taken from ``SystemExit``
+and an uncaught exception's traceback written to stderr with status 1, as the interpreter does.
 
 Why in-process: a launch in a fresh interpreter spends most of its time importing and compiling
 programs the test process has compiled already (the smoke sweep: about 22 s in a subprocess, 11 s
@@ -14,9 +14,11 @@ programs and the models of ``jaxsae.launch.resources`` (keyed by source and dtyp
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import logging
 import os
+import runpy
 import subprocess
 import sys
 import traceback
@@ -65,22 +67,25 @@ def _like_a_fresh_interpreter(stderr: io.StringIO):
             root.removeHandler(handler)
 
 
-def launch(*args: str, cwd: Path | None = None, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
-    """``python -m jaxsae.launch *args`` in this process, from ``cwd`` (default: the repository
-    root) with ``env`` added to (None: removed from) the environment. Returns what
-    ``subprocess.run(..., capture_output=True, text=True)`` would: args, returncode, stdout, stderr."""
-    from jaxsae.errors import cli_errors
-    from jaxsae.launch.__main__ import main
-
+def python_m(module: str, *args: str, cwd: Path | None = None,
+             env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+    """``python -m module *args`` in this process (``runpy`` runs the module's ``__main__`` as the
+    interpreter does), from ``cwd`` (default: the repository root) with ``env`` added to (None:
+    removed from) the environment. Returns what ``subprocess.run(..., capture_output=True,
+    text=True)`` would: args, returncode, stdout, stderr."""
+    argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
-    here = Path.cwd()
+    here, saved_argv = Path.cwd(), sys.argv
     code = 0
     with _environment({"TQDM_DISABLE": "1", **(env or {})}), contextlib.redirect_stdout(out), \
             contextlib.redirect_stderr(err), _like_a_fresh_interpreter(err):
         os.chdir(cwd or ROOT)
+        sys.argv = [module, *argv]
+        spec = importlib.util.find_spec(module)
+        main_name = module + ".__main__" if spec.submodule_search_locations is not None else module
+        imported = sys.modules.pop(main_name, None)  # as in a fresh interpreter: not imported yet
         try:
-            with cli_errors():
-                main(list(args))
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
         except SystemExit as e:
             if isinstance(e.code, str):
                 err.write(e.code + "\n")
@@ -89,9 +94,16 @@ def launch(*args: str, cwd: Path | None = None, env: dict[str, str | None] | Non
             err.write(traceback.format_exc())
             code = 1
         finally:
+            if imported is not None:
+                sys.modules[main_name] = imported
+            sys.argv = saved_argv
             os.chdir(here)
-            sys.stdout.flush()
-    return subprocess.CompletedProcess(["python", "-m", "jaxsae.launch", *args], code, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess(["python", "-m", module, *argv], code, out.getvalue(), err.getvalue())
+
+
+def launch(*args: str, cwd: Path | None = None, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+    """``python -m jaxsae.launch *args`` in this process (see :func:`python_m`)."""
+    return python_m("jaxsae.launch", *args, cwd=cwd, env=env)
 
 
 STAGES = ["train", "metrics", "autointerp", "validity", "steer", "select", "steer_selected", "analysis", "report"]

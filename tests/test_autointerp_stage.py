@@ -6,13 +6,12 @@ residuals computed once for both), --help, and bad input exiting 2 with a one-li
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+import launcher
 
 import jaxsae.sae as S
 from jaxsae import features
@@ -82,9 +81,8 @@ def test_stage_on_smollm2(smollm2, tmp_path, monkeypatch):
 # ---------------------------------------------------------------------- the entry point
 
 def cli(*args, module="jaxsae.autointerp"):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TQDM_DISABLE="1")
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=600)
+    """``python -m module *args`` (in this process: tests/launcher.py)."""
+    return launcher.python_m(module, *args)
 
 
 def one_line_error(r) -> str:

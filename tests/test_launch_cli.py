@@ -1,4 +1,6 @@
-"""`python -m jaxsae.launch` bad input: one-line errors, exit code 2, nothing half-written."""
+"""`python -m jaxsae.launch` bad input: one-line errors, exit code 2, nothing half-written. The
+launcher runs in this process (tests/launcher.py) except in test_unknown_sweep, which checks that a
+real interpreter gives the same exit status and line."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import typing
 import pytest
 
 import jaxsae.launch.__main__
+import launcher
 from jaxsae.errors import UserError
 from jaxsae.judge.config import JudgeConfig
 from jaxsae.launch.config import SweepConfig, load_config
@@ -24,10 +27,9 @@ from jaxsae.train.spec import Arch, TrainSettings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def launch(*args, cwd=None):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "jaxsae.launch", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=env, timeout=120)
+def launch(*args):
+    """``python -m jaxsae.launch *args`` (in this process: tests/launcher.py)."""
+    return launcher.launch(*args)
 
 
 def one_line_error(r) -> str:
@@ -51,8 +53,13 @@ def test_every_shipped_sweep_parses():
 
 
 def test_unknown_sweep(tmp_path):
-    assert "unknown sweep" in one_line_error(launch("--sweep", "nope", "--out", str(tmp_path / "o")))
+    """In a real interpreter: the exit status and stderr of ``python -m jaxsae.launch`` itself."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "nope", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert "unknown sweep" in one_line_error(r) and r.stdout == ""
     assert not (tmp_path / "o").exists()
+    assert one_line_error(launch("--sweep", "nope", "--out", str(tmp_path / "o"))) == one_line_error(r)
 
 
 def test_unknown_stage(tmp_path):

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import launcher
+
 import jaxsae.sae as S
 from jaxsae.errors import UserError
 from jaxsae.train import ActivationArray, SAESpec, TrainSettings, train_sweep
@@ -364,9 +366,8 @@ def test_bad_input(tmp_path):
 
 
 def _cli(*args, module="jaxsae.train"):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TQDM_DISABLE="1")
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=600)
+    """``python -m module *args`` (in this process: tests/launcher.py)."""
+    return launcher.python_m(module, *args)
 
 
 SMALL_SWEEP = ("--sweep", "smoke", "--train.archs", "topk", "relu", "--train.levels", "0", "--train.d-sae", "64",
