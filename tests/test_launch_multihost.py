@@ -69,8 +69,13 @@ def one_and_two_processes(root: Path, *args: str):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    return one_and_two_processes(tmp_path_factory.mktemp("multihost"))
+def runs(smoke_run, tmp_path_factory):
+    """(the session's one-process smoke run (conftest.py), the same sweep as two processes, their stdouts)."""
+    two = tmp_path_factory.mktemp("multihost") / "two"
+    procs = two_processes(command(two), 2)
+    for i, p in enumerate(procs):
+        assert p.returncode == 0, (i, p.stdout[-3000:], p.stderr[-3000:])
+    return smoke_run, two, [p.stdout for p in procs]
 
 
 def same_weights(one: Path, two: Path) -> None:
