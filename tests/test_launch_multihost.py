@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 from conftest import fake_devices_flags
+import launcher
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = "train,metrics,autointerp,validity,steer,select,steer_selected,analysis,report"
@@ -58,9 +59,10 @@ def two_processes(args: list[str], devices: int, timeout: float = TIMEOUT, **ext
 
 
 def one_and_two_processes(root: Path, *args: str):
-    """The same launch as one process and as two joined processes: (run one, run two, stdouts of two)."""
+    """The same launch as one process (this one: tests/launcher.py) and as two joined processes:
+    (run one, run two, stdouts of two)."""
     one, two = root / "one", root / "two"
-    r = subprocess.run(command(one, *args), capture_output=True, text=True, cwd=ROOT, env=env(1), timeout=TIMEOUT)
+    r = launcher.launch(*command(one, *args)[3:])
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     procs = two_processes(command(two, *args), 2)
     for i, p in enumerate(procs):

@@ -73,13 +73,23 @@ SPECS = [SAESpec("topk", 0, 4.0), SAESpec("jumprelu", 1, 4.0), SAESpec("relu", 0
 SMALL = TrainSettings(d_sae=64, batch=128, steps=40, lr=1e-3, checkpoint_every=0, warmup_steps=5, sparsity_warmup_steps=10)
 
 
-def test_vmapped_sweep_equals_training_each_alone(tmp_path):
+PAIRS = [SAESpec("batchtopk", 1, 6.0), SAESpec("matryoshka", 1, 6.0)]  # 2 SAEs in each of these groups
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory) -> Path:
+    """SPECS + PAIRS trained as one sweep on one device (planted seed 1, SMALL): the reference of
+    training each SAE alone and of 8 fake devices."""
+    out = tmp_path_factory.mktemp("one_device")
+    train_sweep(SPECS + PAIRS, ActivationArray(planted(n=4000, seed=1)[0], 128), SMALL, out, progress=False)
+    return out
+
+
+def test_vmapped_sweep_equals_training_each_alone(tmp_path, one_device):
     x, _ = planted(n=4000, seed=1)
-    pairs = [SAESpec("batchtopk", 1, 6.0), SAESpec("matryoshka", 1, 6.0)]  # 2 SAEs in each of these groups
-    train_sweep(SPECS + pairs, ActivationArray(x, 128), SMALL, tmp_path / "all", progress=False)
-    for spec in SPECS[:5] + SPECS[-1:] + pairs[1:]:
+    for spec in SPECS[:5] + SPECS[-1:] + PAIRS[1:]:
         train_sweep([spec], ActivationArray(x, 128), SMALL, tmp_path / spec.name, progress=False)
-        a, b = weights(tmp_path / "all", spec.name), weights(tmp_path / spec.name, spec.name)
+        a, b = weights(one_device, spec.name), weights(tmp_path / spec.name, spec.name)
         for k in a:
             np.testing.assert_allclose(a[k], b[k], atol=2e-5, rtol=1e-4, err_msg=f"{spec.name}.{k}")
 
@@ -225,15 +235,15 @@ _DEVICES = textwrap.dedent(
 )
 
 
-def test_8_fake_devices_equal_1_device(tmp_path):
-    x, _ = planted(n=4000, seed=1)
-    train_sweep(SPECS, ActivationArray(x, 128), SMALL, tmp_path / "one", progress=False)
+def test_8_fake_devices_equal_1_device(tmp_path, one_device):
+    """SPECS on a (sweep 2, feat 4) mesh of 8 fake devices: each SAE as in the one-device sweep
+    (which also holds PAIRS: each SAE trains as if alone, test_vmapped_sweep_equals_training_each_alone)."""
     env = dict(os.environ, XLA_FLAGS=fake_devices_flags(8), JAX_PLATFORMS="cpu")
     r = subprocess.run([sys.executable, "-c", _DEVICES, str(tmp_path / "eight"), str(Path(__file__).parent)],
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
     for spec in SPECS:
-        a, b = weights(tmp_path / "one", spec.name), weights(tmp_path / "eight", spec.name)
+        a, b = weights(one_device, spec.name), weights(tmp_path / "eight", spec.name)
         for k in a:
             np.testing.assert_allclose(a[k], b[k], atol=1e-4, rtol=1e-3, err_msg=f"{spec.name}.{k}")
 
