@@ -14,10 +14,12 @@ import atexit
 import shutil
 import tempfile
 
+# f32 matmuls everywhere (TF32 on GPUs otherwise), in this process and in the subprocesses that
+# inherit the environment: results made here and in a subprocess are compared
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "float32")
+
 import jax
 import pytest
-
-jax.config.update("jax_default_matmul_precision", "float32")
 
 
 def _share_compiled_programs_between_subprocesses() -> None:
@@ -106,7 +108,7 @@ def smollm2():
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The smoke sweep run once, every stage, through the launcher in this process
-    (tests/launcher.py): the run folder the launcher tests read, copy, damage and resume."""
+    (tests/launcher.py). Read-only: a test that changes a run works on a copy (``copytree``)."""
     from launcher import STAGES, ran, smoke
 
     out = tmp_path_factory.mktemp("smoke") / "run"

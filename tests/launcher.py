@@ -8,8 +8,11 @@ here once its programs are cached). What needs a process of its own (a kill, oth
 several processes, the interpreter's real exit status) keeps ``subprocess``; each of those has a
 test of its own.
 
-Every call starts from a fresh launcher state except for what a process keeps by design: compiled
-programs and the models of ``jaxsae.launch.resources`` (keyed by source and dtype, read-only)."""
+What differs from a fresh interpreter: a process keeps its compiled programs, the models of
+``jaxsae.launch.resources`` (keyed by source, dtype and tensor_parallel; read-only) and the library's
+other per-process caches; output written below Python (XLA's C++ logging to fd 2) and warnings
+issued before the call (at import) are not captured, and anything another thread of this process
+prints during the call is. A launch that outlives ``timeout`` seconds raises TimeoutError."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import io
 import logging
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import traceback
@@ -67,8 +71,8 @@ def _like_a_fresh_interpreter(stderr: io.StringIO):
             root.removeHandler(handler)
 
 
-def python_m(module: str, *args: str, cwd: Path | None = None,
-             env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+def python_m(module: str, *args: str, cwd: Path | None = None, env: dict[str, str | None] | None = None,
+             timeout: int = 900) -> subprocess.CompletedProcess:
     """``python -m module *args`` in this process (``runpy`` runs the module's ``__main__`` as the
     interpreter does), from ``cwd`` (default: the repository root) with ``env`` added to (None:
     removed from) the environment. Returns what ``subprocess.run(..., capture_output=True,
@@ -76,15 +80,22 @@ def python_m(module: str, *args: str, cwd: Path | None = None,
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
     here, saved_argv = Path.cwd(), sys.argv
-    code = 0
-    with _environment({"TQDM_DISABLE": "1", **(env or {})}), contextlib.redirect_stdout(out), \
-            contextlib.redirect_stderr(err), _like_a_fresh_interpreter(err):
-        os.chdir(cwd or ROOT)
-        sys.argv = [module, *argv]
-        spec = importlib.util.find_spec(module)
-        main_name = module + ".__main__" if spec.submodule_search_locations is not None else module
-        imported = sys.modules.pop(main_name, None)  # as in a fresh interpreter: not imported yet
+    imported, main_name, code = None, None, 0
+
+    def too_long(signum, frame):
+        raise TimeoutError(f"python -m {module} {' '.join(argv)} ran over {timeout} s")
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(timeout)
+    with _environment(env or {}), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+            _like_a_fresh_interpreter(err):
         try:
+            os.chdir(cwd or ROOT)
+            sys.argv = [module, *argv]
+            spec = importlib.util.find_spec(module)
+            if spec is not None:
+                main_name = module + ".__main__" if spec.submodule_search_locations is not None else module
+                imported = sys.modules.pop(main_name, None)  # as in a fresh interpreter: not imported yet
             runpy.run_module(module, run_name="__main__", alter_sys=True)
         except SystemExit as e:
             if isinstance(e.code, str):
@@ -94,6 +105,8 @@ def python_m(module: str, *args: str, cwd: Path | None = None,
             err.write(traceback.format_exc())
             code = 1
         finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
             if imported is not None:
                 sys.modules[main_name] = imported
             sys.argv = saved_argv
@@ -121,3 +134,10 @@ def ran(stdout: str) -> list[str]:
     """Stages that did work in this invocation (not skipped)."""
     return [line.split("] ", 1)[1].split(":", 1)[0] for line in stdout.splitlines()
             if line.startswith("[") and ": finished in " in line]
+
+
+def smoke_ok(out: Path, *args: str) -> str:
+    """stdout of a smoke launch that must succeed."""
+    r = smoke(out, *args)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    return r.stdout

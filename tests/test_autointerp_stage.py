@@ -6,7 +6,6 @@ residuals computed once for both), --help, and bad input exiting 2 with a one-li
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +20,6 @@ from jaxsae.features import compute
 from jaxsae.sae.random import calibrated_sae
 
 
-ROOT = Path(__file__).resolve().parents[1]
 LAYER = 15
 
 

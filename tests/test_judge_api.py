@@ -4,6 +4,7 @@ injected failures (429, 5xx, timeouts, garbage bodies, dropped connections, auth
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.server
 import json
 import socket
@@ -99,7 +100,8 @@ class FakeChatServer:
                     self._send(200, json.dumps(reply).encode())
                 except ConnectionAbortedError:  # raised by ``answer``: the connection dies unanswered
                     self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 finally:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 import launcher
+from launcher import STAGES
 from test_judge_api import FakeChatServer, default_answer
 
-STAGES = ("train", "metrics", "autointerp", "validity", "steer", "select", "steer_selected", "analysis", "report")
 PROXIES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
 

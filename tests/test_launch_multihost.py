@@ -19,7 +19,7 @@ from conftest import fake_devices_flags
 import launcher
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = "train,metrics,autointerp,validity,steer,select,steer_selected,analysis,report"
+STAGES = ",".join(launcher.STAGES)
 TIMEOUT = 300
 
 
@@ -29,8 +29,13 @@ def env(devices: int, **extra) -> dict:
                 XLA_FLAGS=fake_devices_flags(devices), **extra)
 
 
+def arguments(out: Path, stages: str = STAGES, *extra: str) -> list[str]:
+    """The launcher's arguments: the smoke sweep into ``out`` (as the session's smoke run)."""
+    return ["--sweep", "smoke", "--out", str(out), *launcher.NO_AXBENCH, "--stages", stages, *extra]
+
+
 def command(out: Path, stages: str = STAGES, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), "--stages", stages, *extra]
+    return [sys.executable, "-m", "jaxsae.launch", *arguments(out, stages, *extra)]
 
 
 def free_port() -> int:
@@ -58,26 +63,28 @@ def two_processes(args: list[str], devices: int, timeout: float = TIMEOUT, **ext
     return [subprocess.CompletedProcess(args, p.returncode, out, err) for p, (out, err) in zip(procs, logs)]
 
 
+def as_two_processes(out: Path, *args: str) -> list[str]:
+    """The launch into ``out`` as two joined processes, both succeeding: their stdouts."""
+    procs = two_processes(command(out, *args), 2)
+    for i, p in enumerate(procs):
+        assert p.returncode == 0, (i, p.stdout[-3000:], p.stderr[-3000:])
+    return [p.stdout for p in procs]
+
+
 def one_and_two_processes(root: Path, *args: str):
     """The same launch as one process (this one: tests/launcher.py) and as two joined processes:
     (run one, run two, stdouts of two)."""
     one, two = root / "one", root / "two"
-    r = launcher.launch(*command(one, *args)[3:])
+    r = launcher.launch(*arguments(one, *args), env={k: None for k in os.environ if k.startswith("JAXSAE_")})
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
-    procs = two_processes(command(two, *args), 2)
-    for i, p in enumerate(procs):
-        assert p.returncode == 0, (i, p.stdout[-3000:], p.stderr[-3000:])
-    return one, two, [p.stdout for p in procs]
+    return one, two, as_two_processes(two, *args)
 
 
 @pytest.fixture(scope="module")
 def runs(smoke_run, tmp_path_factory):
     """(the session's one-process smoke run (conftest.py), the same sweep as two processes, their stdouts)."""
     two = tmp_path_factory.mktemp("multihost") / "two"
-    procs = two_processes(command(two), 2)
-    for i, p in enumerate(procs):
-        assert p.returncode == 0, (i, p.stdout[-3000:], p.stderr[-3000:])
-    return smoke_run, two, [p.stdout for p in procs]
+    return smoke_run, two, as_two_processes(two)
 
 
 def same_weights(one: Path, two: Path) -> None:

@@ -22,9 +22,6 @@ from jaxsae.errors import UserError
 from jaxsae.train import ActivationArray, SAESpec, TrainSettings, train_sweep
 from conftest import fake_devices_flags
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 def planted(n=12000, d=32, f=48, p=0.06, seed=0):
     """x = sparse codes · D + noise, with unit-norm planted directions D f32[f, d]."""
     r = np.random.RandomState(seed)
