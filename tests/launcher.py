@@ -29,26 +29,9 @@ import traceback
 import warnings
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@contextlib.contextmanager
-def _environment(env: dict[str, str | None]):
-    """``os.environ`` with ``env`` applied (None: unset) inside the block, restored after it."""
-    saved = {k: os.environ.get(k) for k in env}
-    try:
-        for k, v in env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @contextlib.contextmanager
@@ -79,24 +62,32 @@ def python_m(module: str, *args: str, cwd: Path | None = None, env: dict[str, st
     text=True)`` would: args, returncode, stdout, stderr."""
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
-    here, saved_argv = Path.cwd(), sys.argv
-    imported, main_name, code = None, None, 0
+    code = 0
 
     def too_long(signum, frame):
         raise TimeoutError(f"python -m {module} {' '.join(argv)} ran over {timeout} s")
 
-    previous = signal.signal(signal.SIGALRM, too_long)
-    signal.alarm(timeout)
-    with _environment(env or {}), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
             _like_a_fresh_interpreter(err):
-        try:
-            os.chdir(cwd or ROOT)
-            sys.argv = [module, *argv]
+        try:  # everything set here is undone when the block leaves
+            for k, v in (env or {}).items():
+                if v is None:
+                    mp.delenv(k, raising=False)
+                else:
+                    mp.setenv(k, v)
+            mp.chdir(cwd or ROOT)
+            mp.setattr(sys, "argv", [module, *argv])
             spec = importlib.util.find_spec(module)
-            if spec is not None:
-                main_name = module + ".__main__" if spec.submodule_search_locations is not None else module
-                imported = sys.modules.pop(main_name, None)  # as in a fresh interpreter: not imported yet
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            if spec is not None:  # as in a fresh interpreter: the __main__ module not imported yet
+                mp.delitem(sys.modules, module + ".__main__" if spec.submodule_search_locations is not None else module,
+                           raising=False)
+            previous = signal.signal(signal.SIGALRM, too_long)
+            signal.alarm(timeout)
+            try:
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+            finally:
+                signal.alarm(0)
+                signal.signal(signal.SIGALRM, previous)
         except SystemExit as e:
             if isinstance(e.code, str):
                 err.write(e.code + "\n")
@@ -104,14 +95,14 @@ def python_m(module: str, *args: str, cwd: Path | None = None, env: dict[str, st
         except Exception:  # noqa: BLE001 - the interpreter prints it and exits 1
             err.write(traceback.format_exc())
             code = 1
-        finally:
-            signal.alarm(0)
-            signal.signal(signal.SIGALRM, previous)
-            if imported is not None:
-                sys.modules[main_name] = imported
-            sys.argv = saved_argv
-            os.chdir(here)
     return subprocess.CompletedProcess(["python", "-m", module, *argv], code, out.getvalue(), err.getvalue())
+
+
+def in_a_fresh_interpreter(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The same as :func:`python_m`, but a real ``python -m module *args`` from the repository root."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=timeout)
 
 
 def launch(*args: str, cwd: Path | None = None, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:

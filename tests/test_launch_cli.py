@@ -4,10 +4,6 @@ real interpreter gives the same exit status and line."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 
 import typing
@@ -15,7 +11,7 @@ import typing
 import pytest
 
 import jaxsae.launch.__main__
-import launcher
+from launcher import in_a_fresh_interpreter, launch
 from jaxsae.errors import UserError
 from jaxsae.judge.config import JudgeConfig
 from jaxsae.launch.config import SweepConfig, load_config
@@ -24,12 +20,6 @@ from jaxsae.select.config import SelectConfig
 from jaxsae.steer import SteerSettings
 from jaxsae.train.spec import Arch, TrainSettings
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def launch(*args):
-    """``python -m jaxsae.launch *args`` (in this process: tests/launcher.py)."""
-    return launcher.launch(*args)
 
 
 def one_line_error(r) -> str:
@@ -54,9 +44,7 @@ def test_every_shipped_sweep_parses():
 
 def test_unknown_sweep(tmp_path):
     """In a real interpreter: the exit status and stderr of ``python -m jaxsae.launch`` itself."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "nope", "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    r = in_a_fresh_interpreter("jaxsae.launch", "--sweep", "nope", "--out", tmp_path / "o")
     assert "unknown sweep" in one_line_error(r) and r.stdout == ""
     assert not (tmp_path / "o").exists()
     assert one_line_error(launch("--sweep", "nope", "--out", str(tmp_path / "o"))) == one_line_error(r)

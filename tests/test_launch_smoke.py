@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import jaxsae.sae as S
-from launcher import NO_AXBENCH, STAGES, ran, smoke, smoke_ok as launch
+from launcher import NO_AXBENCH, STAGES, in_a_fresh_interpreter, ran, smoke, smoke_ok as launch
 
 ROOT = Path(__file__).resolve().parents[1]
 STABLE = ("model", "layer", "architecture", "level", "l0", "fvu", "ce_loss_score", "mu", "g", "g_output", "g_dtc")
@@ -169,8 +169,8 @@ def test_killed_run_resumes_to_the_same_results(run_dir, tmp_path):
 def launch_fails(out: Path, *args: str, real: bool = False) -> str:
     """The one stderr line of a smoke launch that must stop with exit 2 (``real``: in a fresh
     interpreter, where XLA's own output to stderr would show too)."""
-    r = (subprocess.run([sys.executable, "-m", "jaxsae.launch", "--sweep", "smoke", "--out", str(out), *NO_AXBENCH, *args],
-                        capture_output=True, text=True, cwd=ROOT, env=env(), timeout=300) if real else smoke(out, *args))
+    r = (in_a_fresh_interpreter("jaxsae.launch", "--sweep", "smoke", "--out", out, *NO_AXBENCH, *args) if real
+         else smoke(out, *args))
     assert r.returncode == 2, (r.stdout[-2000:], r.stderr[-2000:])
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr

@@ -66,7 +66,7 @@ def residuals(lm, layer: int, tokens_nt: np.ndarray, batch: int = 16, out: np.nd
     if out is None:
         out = np.zeros((*tokens_nt.shape, lm.config.d_model), np.float32)
     for s in range(0, len(tokens_nt), batch):
-        out[s : s + batch] = np.asarray(lm.residual(tokens_nt[s : s + batch], layer)).astype(out.dtype)
+        out[s : s + batch] = np.asarray(lm.residual(tokens_nt[s : s + batch], layer))  # cast to out's dtype
     return out
 
 
