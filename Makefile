@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m jaxsae.launch --sweep demo --out runs/demo
 
-## The test suite (CPU, offline).
+## The test suite (CPU, offline), on TEST_WORKERS pytest-xdist workers (0: in this process alone).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## The linter (configuration: [tool.ruff] in pyproject.toml).
 lint: $(STAMP)

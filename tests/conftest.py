@@ -18,26 +18,31 @@ import tempfile
 # inherit the environment: results made here and in a subprocess are compared
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "float32")
 
-import jax
-import pytest
 
-
-def _share_compiled_programs_between_subprocesses() -> None:
-    """One XLA compilation cache for the session's subprocesses (the launcher, scripts, the
-    multi-process tests): each ``python -m jaxsae.launch`` otherwise spends about two thirds of its
-    CPU time compiling the same programs again (smoke sweep: 55 s -> 18 s of CPU). Set in the
-    environment after ``import jax``, so this process keeps no persistent cache and the tests that
-    count compiles still see every compile. The cache is locked (a max size enables JAX's file
-    lock), so concurrent processes never read a half-written entry, and removed at exit."""
+def _share_compiled_programs() -> None:
+    """One XLA compilation cache for the whole session: this process, its pytest-xdist workers and
+    every subprocess they start (the launcher, scripts, the multi-process tests) read and write it.
+    A program compiled once (by a test, a launch in this process, or a worker) is then read back
+    wherever the same program is built again: a fresh ``python -m jaxsae.launch`` otherwise spends
+    about two thirds of its CPU time compiling (smoke sweep: 55 s -> 18 s of CPU), and the tests
+    rebuild many equal programs (e.g. each ``train_sweep`` call jits its step anew). Set in the
+    environment before ``import jax``, which reads it. Tests that count compiles still see every
+    program: JAX records a compile event whether the program is built or read from the cache. The
+    cache is locked (a max size enables JAX's file lock), so concurrent processes never read a
+    half-written entry, and it is removed when the process that made it exits."""
     cache = tempfile.mkdtemp(prefix="jaxsae-tests-xla-")
     atexit.register(shutil.rmtree, cache, ignore_errors=True)
     os.environ.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_COMPILATION_CACHE_MAX_SIZE=str(8 << 30))
 
 
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # unset: the pytest process (its subprocesses inherit it)
-    _share_compiled_programs_between_subprocesses()
-    assert jax.config.jax_compilation_cache_dir is None, "the test process itself must compile every program"
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set: an xdist worker (it inherits its controller's)
+    _share_compiled_programs()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+assert jax.config.jax_compilation_cache_dir == os.environ["JAX_COMPILATION_CACHE_DIR"], "jax was imported before conftest"
 
 from tiny_models import build_tiny  # noqa: E402
 
@@ -115,3 +120,19 @@ def smoke_run(tmp_path_factory):
     r = smoke(out)
     assert r.returncode == 0 and ran(r.stdout) == STAGES, (r.stdout[-3000:], r.stderr[-3000:])
     return out
+
+
+SLOWEST_FIRST = ("test_train_sweep", "test_launch_multihost", "test_launch_smoke", "test_train_layout", "test_packaging",
+                 "test_models_decode", "test_models_smollm2", "test_select_dtc", "test_launch_failures",
+                 "test_autointerp_stage", "test_judge_local", "test_features_pass", "test_anchors", "test_models_torchfree")
+"""The modules that take longest (``pytest --durations=0``: 30 s to 200 s each on a 2-core CPU),
+longest first. ``make test`` runs the modules on two pytest-xdist workers, each module whole on
+one worker (``--dist loadfile``) in collection order, a module to whichever worker is free: longest
+first, both workers finish at about the same time. Only the order changes, never what runs."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules in :data:`SLOWEST_FIRST` order, then the rest as collected (tests keep their order
+    within a module)."""
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: the rest keep their order
