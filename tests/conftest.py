@@ -18,6 +18,12 @@ import tempfile
 # inherit the environment: results made here and in a subprocess are compared
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "float32")
 
+if os.environ.get("PYTEST_XDIST_WORKER") and "multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+    # an xdist worker (``make test`` runs two): XLA's matmuls on one thread, read when the CPU backend
+    # starts. Two workers already keep both cores busy; more threads than cores only add switching
+    # (two heavy modules side by side on 2 cores: 147 s with multi-threaded matmuls, 132 s without)
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+
 
 def _share_compiled_programs() -> None:
     """One XLA compilation cache for the whole session: this process, its pytest-xdist workers and

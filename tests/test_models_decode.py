@@ -15,8 +15,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxsae.models import Edit, forward, init_cache, load_model
+from jaxsae.models.decoder import prefill_shared
 from jaxsae.models.generate import generate_tokens
 from conftest import fake_devices_flags
 
@@ -170,3 +172,61 @@ def test_sharded_on_8_fake_devices_equals_unsharded(tiny_dirs):
     env = dict(os.environ, XLA_FLAGS=fake_devices_flags(8), JAX_PLATFORMS="cpu")
     r = subprocess.run([sys.executable, "-c", _SHARDED, str(tiny_dirs("gemma2"))], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+
+
+def _add_rows(args, resid, positions):
+    return resid + args["delta_bd"][:, None, :]
+
+
+@pytest.mark.parametrize("family", ["gemma2", "qwen2"])
+def test_shared_prompt_prefill_equals_the_prefill_of_every_row(tiny_dirs, family):
+    """8 rows of 3 distinct left-padded prompts, each row steered by its own vector after block 1
+    (and unsteered): ``prefill_shared`` (blocks up to the edit once per distinct prompt) gives the
+    last-position logits and the whole KV cache of the plain prefill of all 8 rows."""
+    lm = load_model(str(tiny_dirs(family)))  # gemma2: soft-caps and a sliding window shorter than the prompt
+    cfg, p = lm.config, lm.params
+    rng = np.random.RandomState(0)
+    B, T = 8, 9
+    tokens_u = rng.randint(3, cfg.vocab_size, size=(3, T)).astype(np.int32)
+    mask_u = np.ones((3, T), bool)
+    mask_u[1, :4] = mask_u[2, :2] = False
+    tokens_u[~mask_u] = cfg.pad_id
+    rows = np.array([0, 1, 2, 1, 0, 2, 2, 1], np.int32)
+    steer = Edit(1, _add_rows, {"delta_bd": jnp.asarray(rng.normal(size=(B, cfg.d_model)) * 3, jnp.float32)})
+    got = {}
+    for name, edit in (("plain", None), ("steered", steer)):
+        want, want_cache = forward(p, cfg, jnp.asarray(tokens_u[rows]), jnp.asarray(mask_u[rows]), edit=edit,
+                                   cache=init_cache(cfg, B, T + 3, jnp.float32), write_at=0, cache_empty=True, last_only=True)
+        got[name], cache = prefill_shared(p, cfg, jnp.asarray(tokens_u), jnp.asarray(mask_u), jnp.asarray(rows),
+                                          init_cache(cfg, B, T + 3, jnp.float32), edit)
+        np.testing.assert_allclose(np.asarray(got[name]), np.asarray(want), rtol=1e-5, atol=1e-5, err_msg=name)
+        for a, b in zip(cache, want_cache):  # keys, values of every layer, valid slots
+            np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-5, atol=1e-5, err_msg=name)
+    assert not np.allclose(np.asarray(got["plain"]), np.asarray(got["steered"]), atol=1e-3)  # the edit acted
+
+
+def test_repeated_prompts_are_prefilled_once_and_generate_the_same(tiny_llama, monkeypatch):
+    """lm.generate on 8 rows of 2 instructions, each row steered by its own vector: the distinct
+    prompts are found (2, padded to a power of two) and the generations are those of the plain
+    path, greedy and sampled with a seed per row."""
+    import jaxsae.models.lm as lm_module
+    from jaxsae.steer.edits import row_edit
+
+    lm = tiny_llama
+    prompts = ["Tell me a story.", "Why is the sky blue?"] * 4
+    tokens, mask = lm.encode(prompts, chat=True)
+    tokens_u, mask_u, rows = lm_module.distinct_prompts(tokens, mask)
+    assert len(tokens_u) == 2 and np.array_equal(tokens_u[rows], tokens) and np.array_equal(mask_u[rows], mask)
+    assert lm_module.distinct_prompts(tokens[:3], mask[:3]) is None  # 2 distinct of 3 rows: not worth it
+    t5 = np.concatenate([tokens, tokens[:1] + 1]), np.concatenate([mask, mask[:1]])
+    assert len(lm_module.distinct_prompts(*t5)[0]) == 4  # 3 distinct of 9 rows, padded to 4
+
+    edit = row_edit(1, np.random.RandomState(1).normal(size=(8, lm.config.d_model)).astype(np.float32) * 2)
+    for temperature in (0.0, 1.0):
+        kw = dict(max_new_tokens=6, temperature=temperature, steer=edit, seed=list(range(8)))
+        shared = lm.generate_ids(prompts, **kw)
+        with monkeypatch.context() as m:
+            m.setattr(lm_module, "distinct_prompts", lambda tokens, mask: None)
+            plain = lm.generate_ids(prompts, **kw)
+        assert shared == plain, temperature
+        assert len({tuple(x) for x in shared}) > 2  # the rows' own vectors (and seeds) made them differ

@@ -377,3 +377,29 @@ def forward_from(
     x = resid_btd.astype(params["embed_vd"].dtype)
     x, cache = run_layers(params, cfg, x, ctx, from_layer + 1, cfg.n_layers, cache, write_at, update_cache)
     return unembed(params, cfg, x[:, -1:] if last_only else x), cache
+
+
+def prefill_shared(params, cfg: ModelConfig, tokens_ut, mask_ut, rows_b, cache: KVCache, edit: Edit | None = None):
+    """The prefill of B rows whose prompts repeat: row b's prompt is row ``rows_b[b]`` of the U
+    unique prompts ``tokens_ut`` / ``mask_ut`` [U, T]. Nothing differs between rows of one prompt
+    before the edit (each row has its own ``edit`` args), so blocks [0, edit.layer] run once per
+    unique prompt (every block when there is no edit); their outputs and keys/values are copied to
+    the rows, the edit applies, and the later blocks run per row. ``cache`` is a fresh [L, B, K, S, H]
+    cache (S >= T). Returns (float32 logits of the last position [B, 1, V], cache with the
+    prompt in slots [0, T)): what ``forward(..., cache_empty=True, last_only=True)`` of the B
+    prompts returns, up to the rounding of a different batch size."""
+    U, T = tokens_ut.shape
+    shared = cfg.n_layers if edit is None else edit.layer + 1
+    kv = (shared, U, cfg.n_kv_heads, T, cfg.head_dim)
+    dtype = cache.k_lbksh.dtype
+    ctx_u, cache_u = make_ctx(mask_ut, KVCache(jnp.zeros(kv, dtype), jnp.zeros(kv, dtype), jnp.zeros((U, T), bool)), 0)
+    x_u, cache_u = run_layers(params, cfg, embed(params, cfg, tokens_ut), ctx_u, 0, shared, cache_u, 0, cache_empty=True)
+    ctx, cache = make_ctx(mask_ut[rows_b], cache, 0)
+    x = x_u[rows_b]
+    if edit is not None:
+        x = edit(x.astype(jnp.float32), ctx.positions_bt).astype(x.dtype)
+    zero = jnp.int32(0)
+    cache = cache._replace(k_lbksh=jax.lax.dynamic_update_slice(cache.k_lbksh, cache_u.k_lbksh[:, rows_b], (zero,) * 5),
+                           v_lbksh=jax.lax.dynamic_update_slice(cache.v_lbksh, cache_u.v_lbksh[:, rows_b], (zero,) * 5))
+    x, cache = run_layers(params, cfg, x, ctx, shared, cfg.n_layers, cache, 0, cache_empty=True)
+    return unembed(params, cfg, x[:, -1:]), cache

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsae.models.config import ModelConfig
-from jaxsae.models.decoder import Edit, forward, init_cache
+from jaxsae.models.decoder import Edit, forward, init_cache, prefill_shared
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new", "greedy"))
@@ -31,20 +31,30 @@ def generate_tokens(
     max_new: int,
     greedy: bool,
     edit: Edit | None = None,
+    rows_b=None,
 ):
     """New tokens int32[B, max_new] (``cfg.pad_id`` after a sequence's end token) and the number
     of new positions filled before every sequence ended (at most ``max_new``).
 
+    ``rows_b`` (int32[B], optional): row b continues prompt ``rows_b[b]`` of ``tokens_bt`` /
+    ``mask_bt`` (then the U distinct prompts [U, T]); the blocks up to the edit's layer then run
+    once per distinct prompt (:func:`~jaxsae.models.decoder.prefill_shared`), e.g. for one
+    instruction steered by many vectors or factors.
+
     The prefill unembeds only the last prompt position and yields the first new token; each decode
     forward then yields one more, so ``max_new - 1`` decode forwards run unless all sequences end
     early."""
-    B, T = tokens_bt.shape
+    T = tokens_bt.shape[1]
+    B = tokens_bt.shape[0] if rows_b is None else rows_b.shape[0]
     if max_new == 0:
         return jnp.zeros((B, 0), jnp.int32), jnp.int32(0)
     dtype = params["embed_vd"].dtype
     cache = init_cache(cfg, B, T + max_new, dtype)
-    logits, cache = forward(params, cfg, tokens_bt, mask_bt, edit=edit, cache=cache, write_at=0, cache_empty=True,
-                            last_only=True)
+    if rows_b is None:
+        logits, cache = forward(params, cfg, tokens_bt, mask_bt, edit=edit, cache=cache, write_at=0, cache_empty=True,
+                                last_only=True)
+    else:
+        logits, cache = prefill_shared(params, cfg, tokens_bt, mask_bt, rows_b, cache, edit)
     eos = jnp.asarray(cfg.eos_ids or (-1,), jnp.int32)
 
     per_row = key.ndim == 1  # one key per row

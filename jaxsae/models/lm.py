@@ -26,6 +26,21 @@ def round_up(n: int, multiple: int) -> int:
     return max(multiple, -(-n // multiple) * multiple)
 
 
+def distinct_prompts(tokens_bt: np.ndarray, mask_bt: np.ndarray):
+    """(tokens int32[U, T], mask bool[U, T], rows int32[B]) when B left-padded prompts repeat:
+    row b's prompt is row ``rows[b]`` of the U distinct ones (padded with repeats to a power of
+    two, so that few shapes are compiled). None when that is more than half of B (too little to
+    share)."""
+    B = len(tokens_bt)
+    both = np.concatenate([tokens_bt, mask_bt.astype(tokens_bt.dtype)], axis=1)
+    _, first, rows = np.unique(both, axis=0, return_index=True, return_inverse=True)
+    U = 1 << (len(first) - 1).bit_length()
+    if 2 * U > B:
+        return None
+    pick = np.concatenate([first, np.full(U - len(first), first[-1])])
+    return tokens_bt[pick], mask_bt[pick], rows.reshape(-1).astype(np.int32)
+
+
 def length_batches(lengths: Sequence[int], size: int) -> tuple[int, list[np.ndarray]]:
     """(B, index batches): the items sorted by length (so padding stays small) in batches of B =
     ``size``, or the power of two that holds them all when fewer (so a few items are not padded
@@ -196,9 +211,14 @@ class LM:
             key = jax.vmap(jax.random.key)(jnp.asarray(np.asarray(seed, np.int64) % (1 << 32), jnp.uint32))
         else:
             key = jax.random.key(seed)
+        shared = distinct_prompts(tokens, mask)
+        if shared is not None:  # prompts repeat (e.g. one instruction at several steering factors)
+            tokens, mask, rows = shared
+            shared = jnp.asarray(rows)
         out, _ = generate_tokens(
             self.params, self.config, jnp.asarray(tokens), jnp.asarray(mask), key,
             jnp.float32(max(temperature, 1e-6)), max_new=int(max_new_tokens), greedy=temperature <= 0.0, edit=steer,
+            rows_b=shared,
         )
         return self._until_end(out)
 
