@@ -42,6 +42,7 @@ against this table (the one place the alphabet is written):
   R  importance-weighted (random) draws per latent
   W  tokens per window
   C  candidate tokens read at one position (the judge's digits, the yes/no tokens)
+  U  distinct prompts of a batch whose rows repeat prompts
 """
 
 __version__ = "0.1.0"
