@@ -42,7 +42,7 @@ def _share_compiled_programs() -> None:
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_COMPILATION_CACHE_MAX_SIZE=str(8 << 30))
 
 
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set: an xdist worker (it inherits its controller's)
+if not os.environ.get("PYTEST_XDIST_WORKER"):  # an xdist worker inherits its controller's (a cache a user set is not used)
     _share_compiled_programs()
 
 import jax  # noqa: E402

@@ -388,6 +388,8 @@ def prefill_shared(params, cfg: ModelConfig, tokens_ut, mask_ut, rows_b, cache: 
     cache (S >= T). Returns (float32 logits of the last position [B, 1, V], cache with the
     prompt in slots [0, T)): what ``forward(..., cache_empty=True, last_only=True)`` of the B
     prompts returns, up to the rounding of a different batch size."""
+    if edit is not None and not 0 <= edit.layer < cfg.n_layers:
+        raise ValueError(f"edit layer {edit.layer} out of range [0, {cfg.n_layers})")
     U, T = tokens_ut.shape
     shared = cfg.n_layers if edit is None else edit.layer + 1
     kv = (shared, U, cfg.n_kv_heads, T, cfg.head_dim)
