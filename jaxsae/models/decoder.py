@@ -203,11 +203,12 @@ def _apply_edit(x, i, edit: Edit | None, ctx: _Ctx):
     program without an edit, run exactly the same arithmetic)."""
     if edit is None:
         return x
+    return jax.lax.cond(i == edit.layer, lambda x: _edited(x, edit, ctx), lambda x: x, x)
 
-    def edited(x):
-        return edit(x.astype(jnp.float32), ctx.positions_bt).astype(x.dtype)
 
-    return jax.lax.cond(i == edit.layer, edited, lambda x: x, x)
+def _edited(x, edit: Edit, ctx: _Ctx):
+    """``x`` changed by ``edit`` (which sees float32 residuals), in ``x``'s dtype."""
+    return edit(x.astype(jnp.float32), ctx.positions_bt).astype(x.dtype)
 
 
 def run_layers(params, cfg: ModelConfig, x_btd, ctx: _Ctx, lo: int, hi: int, cache: KVCache | None = None, write_at=None,
@@ -399,7 +400,7 @@ def prefill_shared(params, cfg: ModelConfig, tokens_ut, mask_ut, rows_b, cache: 
     ctx, cache = make_ctx(mask_ut[rows_b], cache, 0)
     x = x_u[rows_b]
     if edit is not None:
-        x = edit(x.astype(jnp.float32), ctx.positions_bt).astype(x.dtype)
+        x = _edited(x, edit, ctx)
     zero = jnp.int32(0)
     cache = cache._replace(k_lbksh=jax.lax.dynamic_update_slice(cache.k_lbksh, cache_u.k_lbksh[:, rows_b], (zero,) * 5),
                            v_lbksh=jax.lax.dynamic_update_slice(cache.v_lbksh, cache_u.v_lbksh[:, rows_b], (zero,) * 5))

@@ -211,14 +211,14 @@ class LM:
             key = jax.vmap(jax.random.key)(jnp.asarray(np.asarray(seed, np.int64) % (1 << 32), jnp.uint32))
         else:
             key = jax.random.key(seed)
+        rows = None
         shared = distinct_prompts(tokens, mask)
         if shared is not None:  # prompts repeat (e.g. one instruction at several steering factors)
             tokens, mask, rows = shared
-            shared = jnp.asarray(rows)
         out, _ = generate_tokens(
             self.params, self.config, jnp.asarray(tokens), jnp.asarray(mask), key,
             jnp.float32(max(temperature, 1e-6)), max_new=int(max_new_tokens), greedy=temperature <= 0.0, edit=steer,
-            rows_b=shared,
+            rows_b=None if rows is None else jnp.asarray(rows),
         )
         return self._until_end(out)
 

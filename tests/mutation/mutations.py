@@ -123,7 +123,7 @@ MUTATIONS: list[Mutation] = [
              "return (w / np.maximum(np.linalg.norm(w, axis=-1, keepdims=True), 1e-12)).astype(np.float32)",
              "return w.astype(np.float32)", ("tests/test_steer_edits.py::test_unit_directions",)),
     Mutation("shared-prefill-edit-skipped", "jaxsae/models/decoder.py",
-             "        x = edit(x.astype(jnp.float32), ctx.positions_bt).astype(x.dtype)", "        x = x",
+             "        x = _edited(x, edit, ctx)", "        x = x",
              ("tests/test_models_decode.py::test_shared_prompt_prefill_equals_the_prefill_of_every_row",)),
     Mutation("shared-prefill-values-misrouted", "jaxsae/models/decoder.py", "cache_u.v_lbksh[:, rows_b]",
              "cache_u.v_lbksh[:, rows_b[::-1]]",
