@@ -133,12 +133,17 @@ def test_redo_train_after_a_config_change_starts_afresh(run_dir, tmp_path):
     r = smoke(out, "--train.d-sae", "32", "--redo", "train")
     assert r.returncode == 2 and "must be between 1 and d_sae = 32" in r.stderr  # a bad redo leaves the run intact
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
-    stdout = launch(out, "--train.d-sae", "96", "--redo", "train")
+    # another seed (same shapes, so the programs compiled for the first run are reused): new SAEs
+    stdout = launch(out, "--train.seed", "1", "--redo", "train")
     assert ran(stdout) == STAGES
     res = json.loads((out / "results.json").read_text())
     assert len(res["records"]) == 4
+    sweep = json.loads((out / "tiny-random-llama" / "sweep" / "sweep.json").read_text())
+    assert sweep["settings"]["seed"] == 1
     for r in res["records"]:
-        assert S.load(out / r["sae_dir"]).cfg["d_sae"] == 96
+        new, old = S.load(out / r["sae_dir"]), S.load(run_dir / r["sae_dir"])
+        assert not np.allclose(np.asarray(new.params["W_enc"]), np.asarray(old.params["W_enc"])), r["sae_dir"]
+    assert records(out) != records(run_dir)
     assert not list(out.rglob("checkpoints"))
     shutil.rmtree(out)
 

@@ -48,6 +48,25 @@ def test_chunk_batches_are_a_shuffle_of_the_harvested_tokens(tiny_llama):
     assert not np.array_equal(match, np.sort(match))  # shuffled
 
 
+def test_batches_are_mixed_on_the_device_as_the_host_mixing_would(tiny_llama):
+    """The residuals never go to the host: the harvest runs with device-to-host transfers
+    disallowed and returns device arrays, and the batches equal the host-side mixing (numpy,
+    as before the mixing moved to the device) bit for bit, so runs and their resumes see the same
+    data as before."""
+    import jax
+
+    s = stream(tiny_llama)
+    with jax.transfer_guard_device_to_host("disallow"):
+        s._locate(0)
+        got = [s.batch_at(i) for i in range(s._counts[0])]
+    assert all(isinstance(g, jax.Array) for g in got)
+    tokens, counted = s._chunk_tokens(0)
+    x = np.concatenate([np.asarray(tiny_llama.residual(tokens[i : i + 4], LAYER))[counted[i : i + 4]]
+                        for i in range(0, len(tokens), 4)])  # the stream's llm_batch
+    perm = np.random.default_rng([0, 0, 0]).permutation(len(x))[: s._counts[0] * 64]
+    np.testing.assert_array_equal(np.concatenate([np.asarray(g) for g in got]), x[perm])
+
+
 def test_random_access_equals_sequential(tiny_llama):
     seq = stream(tiny_llama)
     ref = [seq.batch_at(i) for i in range(12)]

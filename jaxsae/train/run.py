@@ -314,12 +314,18 @@ def train_sweep(
         bar = tqdm(total=st.steps, initial=start, desc=f"train {len(specs)} SAEs", unit="step", dynamic_ncols=True)
     t0, tok0 = time.time(), 0
 
+    def normed(x):
+        # a batch already on a device (a streamed harvest) is divided there; finished on this
+        # thread, so no computation of the prefetch thread is left queued behind a running step
+        # (XLA:CPU can then stall a multi-process step's collectives)
+        return jax.block_until_ready(x / scale)
+
     def batch(step):  # on the prefetch thread: host read + transfer, ahead of the step
         if not data_sharding.is_fully_addressable:
             # each process reads only the rows its devices hold
             return jax.make_array_from_callback(
-                (st.batch, d_in), data_sharding, lambda index: acts.batch_at(step, index[0]) / scale)
-        return jax.device_put(acts.batch_at(step) / scale, data_sharding)
+                (st.batch, d_in), data_sharding, lambda index: normed(acts.batch_at(step, index[0])))
+        return jax.block_until_ready(jax.device_put(normed(acts.batch_at(step)), data_sharding))
 
     pending = []  # (step, metrics) of the steps not yet checked for NaN / inf
 

@@ -8,6 +8,11 @@ residuals at the layer (early exit; special, BOS and pad positions dropped) shuf
 its tokens, so the step → chunk map is known without running the model: ``batch_at(step)`` depends
 only on (text, seed, shards, step), and a resumed run harvests exactly the batches it would have seen.
 
+The harvest stays on the device: each block's residuals are gathered into their mixed order there
+(the permutation, a few integers, is drawn on the host with numpy, so the batches are those the
+host-side mixing gave before) and ``batch_at`` returns a device array, so no activation goes to the
+host and back between the model and the trainer.
+
 Several processes (``jax.distributed``) each hold some rows of every batch; ``batch_at(step, rows)``
 harvests only the blocks covering ``rows``, so each process runs the model on its own contexts and
 the harvest is spread over the processes, while the batches stay those of a single-process run with
@@ -16,8 +21,11 @@ the same ``shards``.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Iterable, Iterator
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxsae.errors import UserError
@@ -80,7 +88,7 @@ class ActivationStream:
         self._next_chunk = 0  # the chunk the context iterator yields next
         self._counts: list[int] = []  # batches per chunk, for chunks tokenized so far
         self._tokens: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # chunk -> (tokens, counted), small LRU
-        self._acts: dict[tuple[int, int], np.ndarray] = {}  # (chunk, block) -> f32[n_batches, block, D]
+        self._acts: dict[tuple[int, int], jax.Array] = {}  # (chunk, block) -> f32[M, block, D] on the device
 
     @property
     def d_in(self) -> int:
@@ -137,28 +145,41 @@ class ActivationStream:
 
     # ----------------------------------------------------------------------------- harvest
 
-    def _block_acts(self, k: int, h: int) -> np.ndarray:
-        """f32[n_batches, block, D]: row block ``h`` of every batch of chunk ``k``."""
+    def _block_acts(self, k: int, h: int) -> jax.Array:
+        """f32[M, block, D] on the device: row block ``h`` of every batch of chunk ``k`` (batches
+        ``M > self._counts[k]``, if any, are padding and never read; M depends only on the chunk's
+        shape, so one compiled gather serves every chunk)."""
         if (k, h) in self._acts:
             return self._acts[(k, h)]
         tokens, counted = self._chunk_tokens(k)
         tokens, counted = tokens[h :: self.shards], counted[h :: self.shards]
-        parts = []
-        for s in range(0, len(tokens), self.llm_batch):
-            r = np.asarray(self.lm.residual(tokens[s : s + self.llm_batch], self.layer), np.float32)
-            parts.append(r[counted[s : s + self.llm_batch]])
-        x = np.concatenate(parts)
+        parts = tuple(self.lm.residual(tokens[s : s + self.llm_batch], self.layer)
+                      for s in range(0, len(tokens), self.llm_batch))  # f32[b, T, D] each, on the device
+        kept = np.flatnonzero(counted.ravel())  # the counted positions, contexts in order
         n = self._counts[k] * self.block
-        perm = np.random.default_rng([self.seed, k, h]).permutation(len(x))[:n]
+        perm = np.random.default_rng([self.seed, k, h]).permutation(len(kept))[:n]
+        m = counted.size // self.block  # >= self._counts[k]
+        idx = np.zeros(m * self.block, np.int32)
+        idx[:n] = kept[perm]
         self._acts = {kh: a for kh, a in self._acts.items() if kh[0] == k}  # one chunk's blocks at a time
-        self._acts[(k, h)] = x[perm].reshape(self._counts[k], self.block, -1)
+        # finished before it is used: see train_sweep's prefetch thread
+        self._acts[(k, h)] = _mixed(parts, jnp.asarray(idx), m).block_until_ready()
         return self._acts[(k, h)]
 
-    def batch_at(self, step: int, rows: slice | None = None) -> np.ndarray:
-        """The batch of ``step``; with ``rows``, only those rows of it (harvesting only the row
-        blocks that cover them)."""
+    def batch_at(self, step: int, rows: slice | None = None) -> jax.Array:
+        """f32[batch, D] on the device: the batch of ``step``; with ``rows``, only those rows of it
+        (harvesting only the row blocks that cover them)."""
         k, i = self._locate(step % self.per_epoch)
         start, stop, _ = (rows or slice(None)).indices(self.batch)
         first, last = start // self.block, max(start, stop - 1) // self.block
-        out = np.concatenate([self._block_acts(k, h)[i] for h in range(first, last + 1)])
-        return np.array(out[start - first * self.block : stop - first * self.block], np.float32)
+        blocks = [self._block_acts(k, h)[i] for h in range(first, last + 1)]
+        out = blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks)
+        return out[start - first * self.block : stop - first * self.block].block_until_ready()
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _mixed(parts_btd: tuple[jax.Array, ...], idx_n: jax.Array, m: int) -> jax.Array:
+    """f32[m, N / m, D]: rows ``idx_n`` of the residuals ``parts_btd`` (f32[b, T, D] each, their
+    [b·T] positions concatenated in order), gathered on the device."""
+    flat = jnp.concatenate([p.reshape(-1, p.shape[-1]) for p in parts_btd])
+    return jnp.take(flat, idx_n, axis=0).astype(jnp.float32).reshape(m, -1, flat.shape[-1])

@@ -128,6 +128,9 @@ MUTATIONS: list[Mutation] = [
     Mutation("shared-prefill-values-misrouted", "jaxsae/models/decoder.py", "cache_u.v_lbksh[:, rows_b]",
              "cache_u.v_lbksh[:, rows_b[::-1]]",
              ("tests/test_models_decode.py::test_shared_prompt_prefill_equals_the_prefill_of_every_row",)),
+    Mutation("stream-device-mix-unshuffled", "jaxsae/train/stream.py", "idx[:n] = kept[perm]",
+             "idx[:n] = kept[np.sort(perm)]",
+             ("tests/test_train_stream.py::test_batches_are_mixed_on_the_device_as_the_host_mixing_would",)),
 ]
 
 from anchor_mutations import ANCHOR_MUTATIONS  # noqa: E402  (needs the anchors extra)
