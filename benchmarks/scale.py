@@ -71,6 +71,8 @@ class Chip:
 
 # /work/shared/reference/scale.md, "Hardware figures" (vendors' documentation)
 CHIPS = {8: Chip("8xH100 SXM", 989e12, 3.35e12, 450e9, 80e9), 64: Chip("v5e-64", 197e12, 819e9, 200e9, 16e9)}
+TPU_TOPOLOGY = {8: "v5e:2x4", 64: "v5e:8x8"}
+"""``--target tpu``: the v5e slice compiled for (libtpu's deviceless ahead-of-time compiler)."""
 LIMIT_BYTES = {8: 16e9, 64: 12e9}
 """The issue's memory ceilings per device (room for the model on an 80 GB H100; a 16 GB v5e chip)."""
 LIMIT_COLLECTIVE_8 = 1.5e9
@@ -242,23 +244,25 @@ def full_sweep():
     return models, cfg.train.sweep(), st, st
 
 
-def launcher_layout(n_devices: int, specs, st, train_cfg):
-    """The layout ``stage_train`` picks for this sweep on ``n_devices`` devices."""
+def launcher_layout(n_devices: int, specs, st, train_cfg, fixed: tuple[int, int, int] = (0, 0, 0)):
+    """The layout ``stage_train`` picks for this sweep on ``n_devices`` devices (``fixed``: sweep,
+    feat, data shards set as ``[train]`` would set them; 0 = the rule's choice)."""
     from jaxsae.train.layout import choose_layout
     from jaxsae.train.trainer import groups_of
 
+    sweep, feat, data = (f or getattr(train_cfg, k, 0) for f, k in zip(fixed, ("sweep_shards", "feat_shards", "data_shards")))
     return choose_layout(n_devices, [len(g.names) for g in groups_of(specs)], st.d_sae, st.batch,
-                         sweep=getattr(train_cfg, "sweep_shards", 0), feat=getattr(train_cfg, "feat_shards", 0),
-                         data=getattr(train_cfg, "data_shards", 0))
+                         sweep=sweep, feat=feat, data=data)
 
 
 MATMUL_DTYPE = {"f32": "float32", "bf16": "bfloat16"}
 """``--matmul`` -> ``train.matmul_dtype``."""
 
 
-def compile_step(d_in: int, specs, st, layout, matmul: str = "f32"):
-    """The compiled sweep step of ``specs`` at width ``d_in`` on ``layout`` (fake devices), its SAE
-    matmuls in ``matmul`` (f32 | bf16, see :data:`MATMUL_DTYPE`)."""
+def compile_step(d_in: int, specs, st, layout, matmul: str = "f32", devices=None):
+    """The compiled sweep step of ``specs`` at width ``d_in`` on ``layout`` over ``devices``
+    (default: the fake CPU devices; or a TPU topology's compile-only devices), its SAE matmuls in
+    ``matmul`` (f32 | bf16, see :data:`MATMUL_DTYPE`)."""
     import dataclasses
 
     import jax
@@ -274,7 +278,7 @@ def compile_step(d_in: int, specs, st, layout, matmul: str = "f32"):
     ops.DIGIT_BITS = 4  # the accelerators' top-k (8 radix passes), not the CPU's 31-pass bisection
     dtype = MATMUL_DTYPE[matmul]
     st = dataclasses.replace(st.effective(), matmul_dtype=dtype)
-    mesh = mesh_of(layout, jax.devices()[: layout.size])
+    mesh = mesh_of(layout, jax.devices()[: layout.size] if devices is None else devices)
     arch_cfg = ArchConfig(dead_tokens=st.dead_tokens, matmul_dtype=dtype)  # as train_sweep's effective_recipe
     state = abstract_state(specs, d_in, st, arch_cfg, mesh)
     shardings = jax.tree.map(lambda a: a.sharding, state)
@@ -283,25 +287,37 @@ def compile_step(d_in: int, specs, st, layout, matmul: str = "f32"):
     return step.lower(state, x).compile()
 
 
-def measure(name: str, d_in: int, n_devices: int, matmul: str) -> dict:
+def tpu_devices(n_devices: int) -> list:
+    """The compile-only devices of a TPU v5e slice of ``n_devices`` chips (libtpu, no TPU needed)."""
+    from jax.experimental import topologies
+
+    if n_devices not in TPU_TOPOLOGY:
+        raise SystemExit(f"--target tpu compiles for {', '.join(map(str, TPU_TOPOLOGY))} devices, not {n_devices}")
+    return list(topologies.get_topology_desc(TPU_TOPOLOGY[n_devices], "tpu").devices)
+
+
+def measure(name: str, d_in: int, n_devices: int, matmul: str, target: str = "cpu",
+            fixed: tuple[int, int, int] = (0, 0, 0)) -> dict:
     from jaxsae.train.layout import padded
     from jaxsae.train.trainer import groups_of
 
     _, specs, st, train_cfg = full_sweep()
-    lay = launcher_layout(n_devices, specs, st, train_cfg)
-    compiled = compile_step(d_in, specs, st, lay, matmul)
+    lay = launcher_layout(n_devices, specs, st, train_cfg, fixed)
+    devices = tpu_devices(n_devices) if target == "tpu" else None
+    compiled = compile_step(d_in, specs, st, lay, matmul, devices)
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     hlo = compiled.as_text()
     if os.environ.get("SCALE_HLO_DIR"):  # keep the compiled program for reading
-        Path(os.environ["SCALE_HLO_DIR"], f"{name}-{n_devices}-{matmul}.hlo.txt").write_text(hlo)
+        Path(os.environ["SCALE_HLO_DIR"], f"{name}-{n_devices}-{matmul}-{target}.hlo.txt").write_text(hlo)
     coll = collective_bytes(hlo)
-    radix = radix_materialised_bytes(hlo)
+    radix = radix_materialised_bytes(hlo) if target == "cpu" else 0.0  # the TPU compiler fuses it
     n_saes = sum(padded(len(g.names), lay.sweep) for g in groups_of(specs))
     analytic = 12 * d_in * st.d_sae * st.batch * n_saes / n_devices
     return {
-        "model": name, "d_in": d_in, "devices": n_devices, "layout": str(lay), "matmul": matmul,
+        "model": name, "d_in": d_in, "devices": n_devices, "layout": str(lay), "matmul": matmul, "target": target,
+        "optimal_seconds": float(cost.get("optimal_seconds", 0.0)),  # the TPU compiler's own estimate
         "saes": len(specs), "saes_padded": n_saes,
         "argument": mem.argument_size_in_bytes, "output": mem.output_size_in_bytes,
         "temp": mem.temp_size_in_bytes, "alias": mem.alias_size_in_bytes,
@@ -312,7 +328,7 @@ def measure(name: str, d_in: int, n_devices: int, matmul: str) -> dict:
 
 def figures(r: dict) -> dict:
     """Derived figures of one measurement: peak bytes, collective totals, roofline terms."""
-    chip = CHIPS[r["devices"]]
+    chip = CHIPS[64] if r.get("target") == "tpu" else CHIPS[r["devices"]]
     peak = r["argument"] + r["output"] + r["temp"] - r["alias"]
     coll = sum(v["bytes"] for v in r["collectives"].values())
     wire = sum(v["wire"] for v in r["collectives"].values())
@@ -329,9 +345,11 @@ def check(r: dict) -> list[str]:
     """The issue's "Done when" thresholds this measurement misses (empty when it meets them)."""
     f, n = figures(r), r["devices"]
     bad = []
-    if f["peak"] > LIMIT_BYTES[n]:
-        bad.append(f"{f['peak'] / 1e9:.1f} GB per device > {LIMIT_BYTES[n] / 1e9:.0f} GB")
-    if n == 8 and f["coll"] > LIMIT_COLLECTIVE_8:
+    tpu = r.get("target") == "tpu"
+    limit = LIMIT_BYTES[64] if tpu else LIMIT_BYTES[n]  # a v5e chip has 16 GB whatever the slice
+    if f["peak"] > limit:
+        bad.append(f"{f['peak'] / 1e9:.1f} GB per device > {limit / 1e9:.0f} GB")
+    if n == 8 and not tpu and f["coll"] > LIMIT_COLLECTIVE_8:
         bad.append(f"collectives {f['coll'] / 1e9:.2f} GB per device per step > {LIMIT_COLLECTIVE_8 / 1e9} GB")
     if f["roofline"] > ROOFLINE_FACTOR * f["t_compute"]:
         bad.append(f"roofline {f['roofline'] * 1e3:.2f} ms > {ROOFLINE_FACTOR:g} x pure compute "
@@ -343,21 +361,47 @@ def row(r: dict) -> str:
     f = figures(r)
     gb = lambda b: f"{b / 1e9:6.2f}"  # noqa: E731
     parts = " ".join(f"{k.split('-')[0][:7]} {v['bytes'] / 1e9:.3f}" for k, v in r["collectives"].items() if v["bytes"])
-    return (f"{r['model']:<12} {r['devices']:>3} {r['layout']:<26} args {gb(r['argument'])} out {gb(r['output'])} "
+    est = f" | TPU compiler's estimate {r['optimal_seconds'] * 1e3:.2f} ms" if r.get("optimal_seconds", 0) > 0 else ""
+    return (f"{r['model']:<12} {r.get('target', 'cpu')} {r['devices']:>3} {r['layout']:<26} args {gb(r['argument'])} out {gb(r['output'])} "
             f"temp {gb(r['temp'])} alias {gb(r['alias'])} peak {gb(f['peak'])} GB | HBM xla {gb(r['bytes_xla'])} "
             f"less radix {gb(r.get('radix_cpu_bytes', 0.0))} GB | coll {gb(f['coll'])} GB ({parts or '-'}) | "
             f"TFLOP xla {r['flops_xla'] / 1e12:6.2f} analytic {r['flops_analytic'] / 1e12:6.2f} | "
             f"roofline {f['roofline'] * 1e3:6.2f} ms ({f['bound']}; flops {f['terms']['flops'] * 1e3:.2f}, "
-            f"hbm {f['terms']['hbm'] * 1e3:.2f}, link {f['terms']['link'] * 1e3:.2f}) vs compute {f['t_compute'] * 1e3:.2f} ms")
+            f"hbm {f['terms']['hbm'] * 1e3:.2f}, link {f['terms']['link'] * 1e3:.2f}) vs compute {f['t_compute'] * 1e3:.2f} ms{est}")
 
 
-def run_child(models: list[str], n_devices: int, matmul: str, timeout: int) -> list[dict]:
-    """Measure in a fresh process that sees ``n_devices`` fake CPU devices."""
+def libtpu_path() -> str:
+    """A folder holding the ``libtpu`` package (for ``--target tpu``): $JAXSAE_LIBTPU, else .venv/libtpu,
+    else wherever Python finds it; a one-line error naming the install command when none has it."""
+    import importlib.metadata
+    import importlib.util
+
+    for cand in (os.environ.get("JAXSAE_LIBTPU", ""), str(ROOT / ".venv" / "libtpu")):
+        if cand and (Path(cand) / "libtpu").is_dir():
+            return cand
+    spec = importlib.util.find_spec("libtpu")
+    if spec is not None and spec.origin:
+        return str(Path(spec.origin).parents[1])
+    pin = next((r.split(";")[0].replace(" ", "") for r in importlib.metadata.requires("jax") or []
+                if r.startswith("libtpu")), "libtpu")
+    raise SystemExit(f"--target tpu needs libtpu (the TPU compiler; no TPU needed): make .venv/libtpu, or "
+                     f"pip install --no-deps --target .venv/libtpu '{pin}'")
+
+
+def run_child(models: list[str], n_devices: int, matmul: str, timeout: int, target: str = "cpu",
+              layout: str = "") -> list[dict]:
+    """Measure in a fresh process that sees ``n_devices`` fake CPU devices (``target`` cpu) or
+    compiles for a TPU v5e slice of ``n_devices`` chips (``target`` tpu)."""
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}", JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, __file__, "--child", "--devices", str(n_devices), "--matmul", matmul, "--models", ",".join(models)]
+    if target == "tpu":  # libtpu on the child's path only: the library and tests never see it
+        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
+            p for p in (libtpu_path(), os.environ.get("PYTHONPATH", "")) if p))
+        env.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-" + str(n_devices))  # quiets libtpu's host probing
+    cmd = [sys.executable, __file__, "--child", "--devices", str(n_devices), "--matmul", matmul, "--models", ",".join(models),
+           "--target", target, "--layout", layout]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     if r.returncode != 0:
-        raise SystemExit(f"compiling on {n_devices} devices failed:\n{r.stderr[-3000:]}")
+        raise SystemExit(f"compiling on {n_devices} {target} devices failed:\n{r.stderr[-3000:]}")
     return [json.loads(ln[len("RESULT "):]) for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
 
 
@@ -367,6 +411,11 @@ def main(argv=None) -> int:
     ap.add_argument("--devices", default="8,64", help="device counts to compile for (8: 8xH100, 64: v5e-64)")
     ap.add_argument("--matmul", choices=("f32", "bf16"), default="f32",
                     help="train.matmul_dtype of the compiled step (bf16: bf16 operands, f32 accumulation)")
+    ap.add_argument("--target", choices=("cpu", "tpu"), default="cpu",
+                    help="cpu: XLA's CPU compiler on fake devices; tpu: libtpu's own compiler for a v5e slice "
+                         "(ahead of time, no TPU needed; its fusions, buffers and cost model)")
+    ap.add_argument("--layout", default="", help="sweep,feat,data shards (0: the launcher's rule), as [train] "
+                    "sweep_shards / feat_shards / data_shards would set them; default: the launcher's layout")
     ap.add_argument("--json", default="", help="also write the measurements to this file")
     ap.add_argument("--timeout", type=int, default=3600)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -380,18 +429,20 @@ def main(argv=None) -> int:
     if a.child:
         for name, d in models:
             if name in want:
-                print("RESULT " + json.dumps(measure(name, d, int(a.devices), a.matmul)), flush=True)
+                fixed = tuple(int(v) for v in a.layout.split(",")) if a.layout else (0, 0, 0)
+                print("RESULT " + json.dumps(measure(name, d, int(a.devices), a.matmul, a.target, fixed)), flush=True)
         return 0
     results = []
     for n in (int(v) for v in a.devices.split(",")):
         for name in want:  # one process per model: the compiler's memory is returned between models
-            results += run_child([name], n, a.matmul, a.timeout)
+            results += run_child([name], n, a.matmul, a.timeout, a.target, a.layout)
             print(row(results[-1]), flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
     misses = [(r, check(r)) for r in results]
     for r, bad in misses:
-        print(f"{r['model']} on {r['devices']}: " + ("meets the thresholds" if not bad else "MISSES: " + "; ".join(bad)))
+        where = f"{r['model']} on {r['devices']} ({r.get('target', 'cpu')})"
+        print(f"{where}: " + ("meets the thresholds" if not bad else "MISSES: " + "; ".join(bad)))
     return 1 if any(bad for _, bad in misses) else 0
 
 

@@ -96,3 +96,19 @@ def test_a_compiled_latent_sharded_matmul_all_reduces_its_partial_sums():
     assert r.returncode == 0, r.stderr[-3000:]
     # [128, 32] f32 partial sums over 4 devices: 16 KiB, ring wire 2 * 3/4 of it
     assert r.stdout.strip().splitlines()[-1] == str({"bytes": 128 * 32 * 4.0, "wire": 128 * 32 * 4 * 1.5})
+
+
+def test_the_tpu_target_without_libtpu_names_the_install(monkeypatch, tmp_path):
+    import importlib.util
+
+    import pytest
+    import scale
+
+    monkeypatch.setattr(scale, "ROOT", tmp_path)  # no .venv/libtpu there
+    monkeypatch.setenv("JAXSAE_LIBTPU", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(SystemExit, match=r"needs libtpu .*pip install --no-deps --target \.venv/libtpu 'libtpu"):
+        scale.libtpu_path()
+    (tmp_path / "site" / "libtpu").mkdir(parents=True)
+    monkeypatch.setenv("JAXSAE_LIBTPU", str(tmp_path / "site"))
+    assert scale.libtpu_path() == str(tmp_path / "site")
