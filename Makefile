@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.jaxsae-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench scale clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,18 @@ BENCHES := "benchmarks/forward.py --repeat 3" \
 bench: $(STAMP)
 	@failed=""; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b || failed="$$failed\n  $$b"; done; \
 	if [ -n "$$failed" ]; then printf "benchmarks that missed a target or failed:$$failed\n"; exit 1; fi
+
+## The full sweep's training step compiled at full shapes (README, "compiled at full shapes"): by XLA's
+## CPU compiler on 8 and 64 fake devices, and by libtpu's TPU compiler for a v5e-64 slice (ahead of
+## time, no TPU needed). libtpu goes to $(VENV)/libtpu, on that compile's path only.
+LIBTPU := $(VENV)/libtpu/libtpu
+$(LIBTPU): $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps --target $(VENV)/libtpu \
+		"$$($(BIN)/python -c 'import importlib.metadata as m; print(next(r.split(";")[0].replace(" ", "") for r in m.requires("jax") if r.startswith("libtpu")))')"
+scale: $(LIBTPU)
+	@failed=0; $(BIN)/python benchmarks/scale.py --json benchmarks/scale_full.json || failed=1; \
+	$(BIN)/python benchmarks/scale.py --target tpu --devices 64 --matmul bf16 --json benchmarks/scale_tpu.json || failed=1; \
+	exit $$failed
 
 clean:
 	rm -rf $(VENV) .pytest_cache
