@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/python -m jaxsae.launch --sweep demo --out runs/demo
 
 ## The test suite (CPU, offline), on TEST_WORKERS pytest-xdist workers (0: in this process alone).
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

@@ -118,14 +118,24 @@ def smollm2():
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """The smoke sweep run once, every stage, through the launcher in this process
-    (tests/launcher.py). Read-only: a test that changes a run works on a copy (``copytree``)."""
+    """The smoke sweep run once per session, every stage, through the launcher in the process that
+    needs it first (tests/launcher.py); the other pytest-xdist workers wait for it and read the same
+    folder. Read-only: a test that changes a run works on a copy (``copytree``)."""
+    from filelock import FileLock
     from launcher import STAGES, ran, smoke
 
-    out = tmp_path_factory.mktemp("smoke") / "run"
-    r = smoke(out)
-    assert r.returncode == 0 and ran(r.stdout) == STAGES, (r.stdout[-3000:], r.stderr[-3000:])
-    return out
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above every worker's own
+    shared = root / "smoke-shared"
+    with FileLock(str(root / "smoke-shared.lock")):
+        if not (shared / "done").exists():  # made by no worker yet (or a failed try: again)
+            shutil.rmtree(shared, ignore_errors=True)
+            shared.mkdir()
+            r = smoke(shared / "run")
+            assert r.returncode == 0 and ran(r.stdout) == STAGES, (r.stdout[-3000:], r.stderr[-3000:])
+            (shared / "done").write_text("")
+    return shared / "run"
 
 
 SLOWEST_FIRST = ("test_train_sweep", "test_launch_multihost", "test_launch_smoke", "test_train_layout", "test_packaging",
