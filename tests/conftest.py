@@ -19,8 +19,8 @@ import tempfile
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "float32")
 
 if os.environ.get("PYTEST_XDIST_WORKER") and "multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
-    # an xdist worker (``make test`` runs two): XLA's matmuls on one thread, read when the CPU backend
-    # starts. Two workers already keep both cores busy; more threads than cores only add switching
+    # an xdist worker (``make test`` runs three): XLA's matmuls on one thread, read when the CPU backend
+    # starts. The workers already keep both cores busy; more threads than cores only add switching
     # (two heavy modules side by side on 2 cores: 147 s with multi-threaded matmuls, 132 s without)
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
 
@@ -142,9 +142,9 @@ SLOWEST_FIRST = ("test_train_sweep", "test_launch_multihost", "test_launch_smoke
                  "test_models_decode", "test_models_smollm2", "test_select_dtc", "test_launch_failures",
                  "test_autointerp_stage", "test_judge_local", "test_features_pass", "test_anchors", "test_models_torchfree")
 """The modules that take longest (``pytest --durations=0``: 30 s to 200 s each on a 2-core CPU),
-longest first. ``make test`` runs the modules on two pytest-xdist workers, each module whole on
+longest first. ``make test`` runs the modules on three pytest-xdist workers, each module whole on
 one worker (``--dist loadfile``) in collection order, a module to whichever worker is free: longest
-first, both workers finish at about the same time. Only the order changes, never what runs."""
+first, the workers finish at about the same time. Only the order changes, never what runs."""
 
 
 def pytest_collection_modifyitems(config, items):
