@@ -44,6 +44,7 @@ bench: $(STAMP)
 ## time, no TPU needed). libtpu goes to $(VENV)/libtpu, on that compile's path only.
 LIBTPU := $(VENV)/libtpu/libtpu
 $(LIBTPU): $(STAMP)
+	rm -rf $(VENV)/libtpu
 	$(BIN)/python -m pip install -q --no-deps --target $(VENV)/libtpu \
 		"$$($(BIN)/python -c 'import importlib.metadata as m; print(next(r.split(";")[0].replace(" ", "") for r in m.requires("jax") if r.startswith("libtpu")))')"
 scale: $(LIBTPU)

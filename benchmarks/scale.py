@@ -317,7 +317,8 @@ def measure(name: str, d_in: int, n_devices: int, matmul: str, target: str = "cp
     analytic = 12 * d_in * st.d_sae * st.batch * n_saes / n_devices
     return {
         "model": name, "d_in": d_in, "devices": n_devices, "layout": str(lay), "matmul": matmul, "target": target,
-        "optimal_seconds": float(cost.get("optimal_seconds", 0.0)),  # the TPU compiler's own estimate
+        # the TPU compiler's own estimate, where it gives one (deviceless compiles report a negative sentinel)
+        "optimal_seconds": float(cost["optimal_seconds"]) if float(cost.get("optimal_seconds", -1.0)) > 0 else None,
         "saes": len(specs), "saes_padded": n_saes,
         "argument": mem.argument_size_in_bytes, "output": mem.output_size_in_bytes,
         "temp": mem.temp_size_in_bytes, "alias": mem.alias_size_in_bytes,
@@ -361,7 +362,7 @@ def row(r: dict) -> str:
     f = figures(r)
     gb = lambda b: f"{b / 1e9:6.2f}"  # noqa: E731
     parts = " ".join(f"{k.split('-')[0][:7]} {v['bytes'] / 1e9:.3f}" for k, v in r["collectives"].items() if v["bytes"])
-    est = f" | TPU compiler's estimate {r['optimal_seconds'] * 1e3:.2f} ms" if r.get("optimal_seconds", 0) > 0 else ""
+    est = f" | TPU compiler's estimate {r['optimal_seconds'] * 1e3:.2f} ms" if r.get("optimal_seconds") else ""
     return (f"{r['model']:<12} {r.get('target', 'cpu')} {r['devices']:>3} {r['layout']:<26} args {gb(r['argument'])} out {gb(r['output'])} "
             f"temp {gb(r['temp'])} alias {gb(r['alias'])} peak {gb(f['peak'])} GB | HBM xla {gb(r['bytes_xla'])} "
             f"less radix {gb(r.get('radix_cpu_bytes', 0.0))} GB | coll {gb(f['coll'])} GB ({parts or '-'}) | "
@@ -426,6 +427,8 @@ def main(argv=None) -> int:
     unknown = set(want) - {m for m, _ in models}
     if unknown:
         raise SystemExit(f"unknown model(s) {', '.join(sorted(unknown))}; full.toml has {', '.join(m for m, _ in models)}")
+    if a.layout and (len(a.layout.split(",")) != 3 or not all(v.strip().isdigit() for v in a.layout.split(","))):
+        raise SystemExit(f"--layout takes three whole numbers sweep,feat,data (0: the launcher's rule), not {a.layout!r}")
     if a.child:
         for name, d in models:
             if name in want:

@@ -221,7 +221,7 @@ def run_settings(st: TrainSettings, arch_cfg: ArchConfig) -> dict:
 def evaluate(sae, acts: ActivationArray, n_batches: int = 8, start: int = 0) -> dict:
     """L0 and fraction of variance unexplained of an exported SAE on raw activations."""
     l0, err, var, n = 0.0, 0.0, 0.0, 0
-    xs = [acts.batch_at(start + i) for i in range(min(n_batches, acts.per_epoch))]
+    xs = [np.asarray(acts.batch_at(start + i)) for i in range(min(n_batches, acts.per_epoch))]  # on the host
     mean = np.mean(np.concatenate(xs), axis=0)
     for x in xs:
         f = np.asarray(sae.encode(x))
@@ -323,8 +323,8 @@ def train_sweep(
     def batch(step):  # on the prefetch thread: host read + transfer, ahead of the step
         if not data_sharding.is_fully_addressable:
             # each process reads only the rows its devices hold
-            return jax.make_array_from_callback(
-                (st.batch, d_in), data_sharding, lambda index: normed(acts.batch_at(step, index[0])))
+            return jax.block_until_ready(jax.make_array_from_callback(
+                (st.batch, d_in), data_sharding, lambda index: normed(acts.batch_at(step, index[0]))))
         return jax.block_until_ready(jax.device_put(normed(acts.batch_at(step)), data_sharding))
 
     pending = []  # (step, metrics) of the steps not yet checked for NaN / inf

@@ -61,7 +61,8 @@ class ActivationStream:
     """Batches f32[batch, D] of the residual after block ``layer``, harvested chunk by chunk.
 
     Same interface as :class:`jaxsae.train.data.ActivationArray` (``d_in``, ``per_epoch``,
-    ``batch_at(step, rows)``), so :func:`jaxsae.train.train_sweep` takes either.
+    ``batch_at(step, rows)``), so :func:`jaxsae.train.train_sweep` takes either; the batches here are
+    device arrays (``jax.Array``, immutable), numpy arrays there.
     """
 
     def __init__(self, lm, layer: int, texts: Callable[[], Iterable[str]], batch: int, steps: int, *,
@@ -147,12 +148,13 @@ class ActivationStream:
 
     def _block_acts(self, k: int, h: int) -> jax.Array:
         """f32[M, block, D] on the device: row block ``h`` of every batch of chunk ``k`` (batches
-        ``M > self._counts[k]``, if any, are padding and never read; M depends only on the chunk's
-        shape, so one compiled gather serves every chunk)."""
+        ``M > self._counts[k]``, if any, are padding and never read; M depends only on the block's
+        number of contexts, so a compiled gather serves every chunk)."""
         if (k, h) in self._acts:
             return self._acts[(k, h)]
         tokens, counted = self._chunk_tokens(k)
         tokens, counted = tokens[h :: self.shards], counted[h :: self.shards]
+        self._acts = {kh: a for kh, a in self._acts.items() if kh[0] == k}  # one chunk's blocks at a time
         parts = tuple(self.lm.residual(tokens[s : s + self.llm_batch], self.layer)
                       for s in range(0, len(tokens), self.llm_batch))  # f32[b, T, D] each, on the device
         kept = np.flatnonzero(counted.ravel())  # the counted positions, contexts in order
@@ -161,7 +163,6 @@ class ActivationStream:
         m = counted.size // self.block  # >= self._counts[k]
         idx = np.zeros(m * self.block, np.int32)
         idx[:n] = kept[perm]
-        self._acts = {kh: a for kh, a in self._acts.items() if kh[0] == k}  # one chunk's blocks at a time
         # finished before it is used: see train_sweep's prefetch thread
         self._acts[(k, h)] = _mixed(parts, jnp.asarray(idx), m).block_until_ready()
         return self._acts[(k, h)]
@@ -172,9 +173,15 @@ class ActivationStream:
         k, i = self._locate(step % self.per_epoch)
         start, stop, _ = (rows or slice(None)).indices(self.batch)
         first, last = start // self.block, max(start, stop - 1) // self.block
-        blocks = [self._block_acts(k, h)[i] for h in range(first, last + 1)]
+        blocks = [_batch(self._block_acts(k, h), i) for h in range(first, last + 1)]
         out = blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks)
         return out[start - first * self.block : stop - first * self.block].block_until_ready()
+
+
+@jax.jit
+def _batch(acts_mbd: jax.Array, i) -> jax.Array:
+    """f32[block, D]: batch ``i`` of a block's batches (a traced index: one program for every i)."""
+    return jax.lax.dynamic_index_in_dim(acts_mbd, i, keepdims=False)
 
 
 @functools.partial(jax.jit, static_argnums=2)
