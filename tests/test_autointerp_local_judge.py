@@ -12,6 +12,7 @@ import numpy as np
 
 from jaxsae.autointerp import AutoInterpConfig, LocalDetector, LocalExplainer
 from jaxsae.autointerp import prompts as P
+from jaxsae.autointerp.roles import shared_length
 
 CFG = AutoInterpConfig()
 WINDOWS = ["the cat sat on the mat", "def f(x): return x", "Paris is the capital of France, and Rome of Italy"]
@@ -45,10 +46,19 @@ def test_next_token_logprobs_is_the_last_position_of_each_prompt_alone(tiny_llam
     ly = np.logaddexp.reduce(want[:, : len(det.yes_ids)], axis=1)
     ln = np.logaddexp.reduce(want[:, len(det.yes_ids) :], axis=1)
     p_want = 1.0 / (1.0 + np.exp(ln - ly))
+    assert shared_length(ids) >= LocalDetector.MIN_SHARED  # the detector's questions take the prefix path
     for batch in (1, 28):
-        j = LocalDetector(lm, dataclasses.replace(CFG, detect_batch=batch))
-        np.testing.assert_allclose(j.p_yes(QUESTIONS), p_want, atol=1e-5)
-        np.testing.assert_allclose(j.p_yes(QUESTIONS[::-1]), p_want[::-1], atol=1e-5)
+        for share in (True, False):
+            j = LocalDetector(lm, dataclasses.replace(CFG, detect_batch=batch), share_prefix=share)
+            np.testing.assert_allclose(j.p_yes(QUESTIONS), p_want, atol=1e-5)
+            np.testing.assert_allclose(j.p_yes(QUESTIONS[::-1]), p_want[::-1], atol=1e-5)
+
+
+def test_shared_length_leaves_every_row_a_token():
+    assert shared_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert shared_length([[1, 2, 3], [1, 2, 3]]) == 2  # identical rows keep their last token
+    assert shared_length([[1, 2, 3, 4], [1, 2]]) == 1  # a row that is the others' prefix
+    assert shared_length([[7, 1], [8, 1]]) == 0 and shared_length([[5]]) == 0 and shared_length([]) == 0
 
 
 def test_greedy_explanation_is_generate_at_temperature_zero(tiny_llama):

@@ -109,11 +109,19 @@ class LocalExplainer:
 
 
 class LocalDetector:
-    """An instruct :class:`jaxsae.models.LM`'s P(yes) per window (see the module docstring for the rule)."""
+    """An instruct :class:`jaxsae.models.LM`'s P(yes) per window (see the module docstring for the rule).
 
-    def __init__(self, lm, cfg: AutoInterpConfig, *, multiple: int = 16):
+    The questions about one latent differ only in their window: with ``share_prefix`` (default)
+    the tokens they all start with (chat header, instructions, explanation) run through the model
+    once, and each question's remaining tokens attend to that prefix's keys/values
+    (:meth:`jaxsae.models.LM.prefix`); the probabilities are those of each question run alone."""
+
+    MIN_SHARED = 16
+    """Fewer shared tokens than this are not worth a prefix pass."""
+
+    def __init__(self, lm, cfg: AutoInterpConfig, *, multiple: int = 16, share_prefix: bool = True):
         _need_tokenizer(lm)
-        self.lm, self.cfg, self.multiple = lm, cfg, multiple
+        self.lm, self.cfg, self.multiple, self.share_prefix = lm, cfg, multiple, bool(share_prefix)
         self.templates = P.load_templates(cfg.templates)
         self.name = f"local:{lm.config.name or lm.source}"
         self.rule = cfg.detection
@@ -123,24 +131,41 @@ class LocalDetector:
             raise UserError("the judge model's tokenizer has no single-token 'yes'/'no'; use another judge model")
 
     def p_yes(self, questions: Sequence[str]) -> np.ndarray:
-        """f64[N]: P(yes) / (P(yes) + P(no)) of the next token after each chat-wrapped question."""
+        """f64[N]: P(yes) / (P(yes) + P(no)) of the next token after each chat-wrapped question
+        (the tokens all questions start with run once, see the class docstring)."""
         lm = self.lm
         ids = [lm.token_ids(q, chat=True) for q in questions]
-        lp = lm.next_token_logprobs(ids, self.yes_ids + self.no_ids, batch=self.cfg.detect_batch,
-                                    multiple=self.multiple).astype(np.float64)
+        cands = self.yes_ids + self.no_ids
+        n = shared_length(ids) if self.share_prefix else 0
+        if n >= self.MIN_SHARED:
+            lp = lm.next_token_logprobs([x[n:] for x in ids], cands, prefix=lm.prefix(ids[0][:n], multiple=64),
+                                        batch=self.cfg.detect_batch, multiple=self.multiple)
+        else:
+            lp = lm.next_token_logprobs(ids, cands, batch=self.cfg.detect_batch, multiple=self.multiple)
+        lp = lp.astype(np.float64)
         ly = np.logaddexp.reduce(lp[:, : len(self.yes_ids)], axis=1)
         ln = np.logaddexp.reduce(lp[:, len(self.yes_ids) :], axis=1)
         return 1.0 / (1.0 + np.exp(ln - ly))
 
     def detect(self, explanations: Sequence[str], window_texts: Sequence[Sequence[str]], examples=None) -> list[Detection]:
-        questions = [P.yes_no_prompt(e, w, self.templates) for e, ws in zip(explanations, window_texts) for w in ws]
-        p = self.p_yes(questions)
-        out, k = [], 0
-        for ws in window_texts:
-            pw = p[k : k + len(ws)]
-            k += len(ws)
+        """Per latent, P(yes) of each of its windows (one prefix pass for its shared question tokens)."""
+        out = []
+        for e, ws in zip(explanations, window_texts):
+            pw = self.p_yes([P.yes_no_prompt(e, w, self.templates) for w in ws]) if len(ws) else np.zeros(0)
             out.append(Detection(predicted=decide(pw, self.cfg), p_yes=[float(x) for x in pw]))
         return out
+
+
+def shared_length(ids: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row of ``ids`` has in common, leaving each row at least one
+    token of its own."""
+    if not ids:
+        return 0
+    n = min(len(x) for x in ids) - 1
+    first = ids[0]
+    for x in ids[1:]:
+        n = next((i for i in range(n) if x[i] != first[i]), n)
+    return max(n, 0)
 
 
 def decide(p_yes: np.ndarray, cfg: AutoInterpConfig) -> list[int]:

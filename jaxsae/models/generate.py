@@ -2,10 +2,10 @@
 
 Prompts are left-padded; the loop stops when every sequence has produced an end token or after
 ``max_new`` tokens. Greedy when ``greedy`` (temperature 0), else plain temperature sampling (no
-top-k/top-p), from one key for the batch or from one key per row (``key`` of shape [B]: then a
-row's tokens depend only on its own key and prompt, not on which rows share its batch). A
-steering :class:`~jaxsae.models.decoder.Edit` applies at every prompt position and at every
-decode step.
+top-k/top-p; :func:`sample_inverse_cdf`), from one key for the batch or from one key per row
+(``key`` of shape [B]: then a row's tokens depend only on its own key and prompt, not on which
+rows share its batch). A steering :class:`~jaxsae.models.decoder.Edit` applies at every prompt
+position and at every decode step.
 """
 
 from __future__ import annotations
@@ -17,6 +17,18 @@ import jax.numpy as jnp
 
 from jaxsae.models.config import ModelConfig
 from jaxsae.models.decoder import Edit, forward, init_cache, prefill_shared
+
+
+def sample_inverse_cdf(logits_bv, u_b):
+    """int32[B]: one token per row drawn from softmax(``logits_bv``) by inverting its CDF at
+    ``u_b`` (f32[B], uniform on [0, 1)): the first token whose cumulative probability reaches
+    (1 - u)·total. One uniform per row instead of the Gumbel-max trick's one per vocabulary entry
+    (which cost a decode step of 64 rows on a CPU a third of its time); only tokens of nonzero
+    probability can be drawn."""
+    p_bv = jnp.exp(logits_bv - jnp.max(logits_bv, axis=-1, keepdims=True))
+    c_bv = jnp.cumsum(p_bv, axis=-1)
+    target_b = jnp.maximum((1.0 - u_b) * c_bv[:, -1], jnp.finfo(c_bv.dtype).tiny)  # > 0: never a token of p = 0
+    return jnp.argmax(c_bv >= target_b[:, None], axis=-1).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new", "greedy"))
@@ -69,9 +81,10 @@ def generate_tokens(
         if greedy:
             return jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
         if per_row:
-            draw = jax.vmap(lambda k, l: jax.random.categorical(k, l / temperature, axis=-1))
-            return draw(key, logits_bv).astype(jnp.int32)
-        return jax.random.categorical(key, logits_bv / temperature, axis=-1).astype(jnp.int32)
+            u_b = jax.vmap(jax.random.uniform)(key)
+        else:
+            u_b = jax.random.uniform(key, (logits_bv.shape[0],))
+        return sample_inverse_cdf(logits_bv / temperature, u_b)
 
     key, sub = split(key)
     tok = pick(sub, logits[:, -1])
