@@ -22,12 +22,14 @@ Which chips each component runs on is what the launcher does (README, "Scaling o
 The paper's reported costs (2×A800) are printed beside it.
 
 SAE training is not projected from an efficiency: its step time is the roofline of the compiled
-full-shape step (``benchmarks/scale.py --json benchmarks/scale_full.json``, read here through
-scale.py's own ``figures``), times 5e8 / 2048 steps, on all chips of the slice with the launcher's
-layout; without that file the efficiency estimate is used and said so.
+full-shape step (``benchmarks/scale.py --json benchmarks/scale_full.json``, XLA's CPU compiler on
+8 and 64 fake devices, and ``benchmarks/scale_tpu.json``, libtpu's compiler for the v5e-64, which
+replaces the CPU compile's v5e-64 figures; read here through scale.py's own ``figures``), times
+5e8 / 2048 steps, on all chips of the slice with the launcher's layout; without those files the
+efficiency estimate is used and said so.
 
     python benchmarks/project.py [--measured-train 0.55] [--measured-fwd 0.45] [--mfu-cap 0.4]
-                                 [--scale-json benchmarks/scale_full.json]
+                                 [--scale-json benchmarks/scale_full.json benchmarks/scale_tpu.json]
 """
 
 from __future__ import annotations
@@ -143,20 +145,24 @@ SCALE: dict = {}
 """(model, hw) -> roofline seconds per training step, from benchmarks/scale.py's measurements."""
 
 
-def load_scale(path: Path) -> bool:
-    """Fill :data:`SCALE` from scale.py's ``--json`` output; False when there is none."""
-    if not path.exists():
-        return False
+def load_scale(paths: list[Path]) -> list[Path]:
+    """Fill :data:`SCALE` from scale.py's ``--json`` outputs, a later file's figures replacing an
+    earlier one's; returns the files read."""
     import json
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from scale import figures  # noqa: PLC0415 - benchmarks/ is not a package
 
-    for r in json.loads(path.read_text()):
-        hw = {v: k for k, v in DEVICES.items()}.get(r["devices"])
-        if hw is not None:
-            SCALE[(r["model"], hw)] = figures(r)["roofline"]
-    return True
+    read = []
+    for path in paths:
+        if not path.exists():
+            continue
+        for r in json.loads(path.read_text()):
+            hw = {v: k for k, v in DEVICES.items()}.get(r["devices"])
+            if hw is not None:
+                SCALE[(r["model"], hw)] = figures(r)["roofline"]
+        read.append(path)
+    return read
 
 
 def seconds(name: str, flops: float, dec_bytes: float, hw: str, eff_train: float, eff_fwd: float, bw_eff: float,
@@ -183,13 +189,17 @@ def main() -> None:
     ap.add_argument("--mfu-cap", type=float, default=0.4, help="upper bound on the efficiency assumed on accelerators")
     ap.add_argument("--bw-eff", type=float, default=0.5, help="fraction of HBM bandwidth reached by batched decode")
     ap.add_argument("--api-latency", type=float, default=2.0, help="seconds per API judge request (assumed)")
-    ap.add_argument("--scale-json", type=Path, default=Path(__file__).resolve().parent / "scale_full.json",
-                    help="benchmarks/scale.py --json output: SAE training from the compiled step's roofline")
+    here = Path(__file__).resolve().parent
+    ap.add_argument("--scale-json", type=Path, nargs="+", default=[here / "scale_full.json", here / "scale_tpu.json"],
+                    help="benchmarks/scale.py --json outputs (a later file's figures replace an earlier one's): SAE "
+                         "training from the compiled step's roofline")
     a = ap.parse_args()
-    if load_scale(a.scale_json):
-        print(f"SAE training: compiled full-shape step's roofline x 5e8/2048 steps ({a.scale_json.name}, benchmarks/scale.py)")
+    read = load_scale(a.scale_json)
+    if read:
+        print(f"SAE training: compiled full-shape step's roofline x 5e8/2048 steps ({', '.join(p.name for p in read)}, "
+              "benchmarks/scale.py)")
     else:
-        print(f"SAE training: no {a.scale_json}; projected from the efficiency below (run benchmarks/scale.py --json)")
+        print(f"SAE training: no {a.scale_json[0]}; projected from the efficiency below (run benchmarks/scale.py --json)")
     e_tr, e_fw = min(a.measured_train, a.mfu_cap), min(a.measured_fwd, a.mfu_cap)
     print(f"efficiency assumed: SAE training {e_tr:.2f}, forwards {e_fw:.2f} of peak; decode {a.bw_eff:.2f} of HBM bandwidth")
     for hw, (_, _, _, procs, per_proc) in HW.items():

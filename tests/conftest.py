@@ -38,11 +38,14 @@ def _share_compiled_programs() -> None:
     half-written entry, and it is removed when the process that made it exits."""
     cache = tempfile.mkdtemp(prefix="jaxsae-tests-xla-")
     atexit.register(shutil.rmtree, cache, ignore_errors=True)
-    os.environ.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=cache, JAXSAE_TESTS_XLA_CACHE=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_COMPILATION_CACHE_MAX_SIZE=str(8 << 30))
 
 
-if not os.environ.get("PYTEST_XDIST_WORKER"):  # an xdist worker inherits its controller's (a cache a user set is not used)
+# an xdist worker, or a test's subprocess that imports this file, inherits the session's cache (a
+# cache a user set is not used)
+_inherited = os.environ.get("JAXSAE_TESTS_XLA_CACHE")
+if not os.environ.get("PYTEST_XDIST_WORKER") and (not _inherited or _inherited != os.environ.get("JAX_COMPILATION_CACHE_DIR")):
     _share_compiled_programs()
 
 import jax  # noqa: E402

@@ -91,20 +91,26 @@ _SHARDED = textwrap.dedent(
                      list(v.sharding.spec) for path, v in
                      jax.tree_util.tree_leaves_with_path(state["groups"]["topk"]["opt"])} if mesh else {}
         sh = state_shardings(state, mesh)
-        step = make_step(specs, st, cfg, sh)
+        step = make_step(specs, st, cfg, sh, split_rows=True)  # as on accelerators (off on XLA:CPU by default)
         xs = None if mesh is None else NamedSharding(mesh, P("data"))
+        # the reconstructions' rows split over the devices: f32[128 / (feat x data), D] arrays in the
+        # compiled step (XLA:CPU has no reduce-scatter; it slices each device's rows of the all-reduce)
+        rows = 0
+        if mesh is not None:
+            hlo = step.lower(state, jax.device_put(x[:128], xs)).compile().as_text()
+            rows = sum(hlo.count(f"{c}{128 // (lay[1] * lay[2])},{x.shape[1]}]") for c in ("[", ","))
         for i in range(8):
             b = x[128 * i:128 * (i + 1)]
             state, met = step(state, b if xs is None else jax.device_put(b, xs))
         host = jax.device_get(state)
         kinds = {k: list(v.sharding.spec) for k, v in state["groups"]["topk"]["params"].items()} if mesh else {}
         n_pad = {a: int(g["sparsity"].shape[0]) for a, g in host["groups"].items()}
-        return host, jax.device_get(met), kinds, n_pad, opt_kinds
+        return host, jax.device_get(met), kinds, n_pad, opt_kinds, rows
 
-    ref, ref_met, _, _, _ = run(None)
+    ref, ref_met, _, _, _, _ = run(None)
     report = {}
     for name, lay in {"feat": (1, 8, 1), "sweep_feat_padded": (4, 2, 1), "data_feat": (1, 2, 4)}.items():
-        got, met, kinds, n_pad, opt_kinds = run(lay)
+        got, met, kinds, n_pad, opt_kinds, rows = run(lay)
         worst = 0.0
         for a, g in ref["groups"].items():
             n = g["sparsity"].shape[0]
@@ -119,7 +125,12 @@ _SHARDED = textwrap.dedent(
             for k, want in ref_met[a].items():
                 have, want = np.asarray(met[a][k], np.float64)[:n], np.asarray(want, np.float64)
                 worst = max(worst, float(np.nanmax(np.abs(have - want) / (1e-5 + 1e-5 * np.abs(want)))))
-        report[name] = {"worst": worst, "kinds": kinds, "n_pad": n_pad, "opt_kinds": opt_kinds}
+        report[name] = {"worst": worst, "kinds": kinds, "n_pad": n_pad, "opt_kinds": opt_kinds, "row_shards": rows}
+
+    from jaxsae.train.trainer import decoded_rows_sharding
+    report["rows_spec"] = {str(lay): [str(getattr(decoded_rows_sharding(mesh_of(Layout(*lay)), split), "spec", None))
+                                       for split in (None, True)]
+                           for lay in ((1, 8, 1), (1, 2, 4), (8, 1, 1))}
 
     # sharded kill-and-resume (2-D padded layout) equals the uninterrupted sharded run, bit for bit
     acts = ActivationArray(x, 128)
@@ -156,6 +167,22 @@ def test_sharded_steps_equal_unsharded_for_every_architecture(sharded, layout):
     8; sweep 4 (groups of 1-2 padded to 4) x F over 2; batch over 4 x F over 2."""
     _, report = sharded
     assert report[layout]["worst"] <= 1.0, report[layout]
+
+
+@pytest.mark.parametrize("layout", ["feat", "sweep_feat_padded", "data_feat"])
+def test_reconstructions_are_summed_into_row_shards(sharded, layout):
+    """Each device sums the latent shards' partial reconstructions for its own rows only (on a TPU
+    a reduce-scatter; an all-reduce would leave the whole [B, D] error, loss and gradient to every
+    device: the bulk of a full-scale step's memory traffic, ``benchmarks/scale.py``). The
+    compiled step holds arrays of B / (feat x data) rows, which it would not otherwise."""
+    _, report = sharded
+    assert report[layout]["row_shards"] >= 8, report[layout]
+
+
+def test_rows_are_split_over_the_latent_and_data_shards_on_accelerators_only(sharded):
+    _, report = sharded
+    assert report["rows_spec"] == {"(1, 8, 1)": ["None", "P('feat', None)"], "(1, 2, 4)": ["None", "P(('data', 'feat'), None)"],
+                                   "(8, 1, 1)": ["None", "None"]}
 
 
 def test_the_state_is_laid_out_as_asked(sharded):

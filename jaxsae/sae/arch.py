@@ -24,6 +24,8 @@ Loss signature (one SAE, one batch)::
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 from dataclasses import dataclass
@@ -140,6 +142,30 @@ def matmul(a, b, cfg=None):
     if dtype == "float32":
         return a @ b
     return _low_matmul(a, b, jnp.dtype(dtype))
+
+
+_ROWS: contextvars.ContextVar = contextvars.ContextVar("jaxsae_decoded_rows", default=None)
+
+
+@contextlib.contextmanager
+def decoded_rows(sharding):
+    """While tracing a training step over a mesh: lay every decoded [B, D] array (a
+    reconstruction, before its error is taken) out as ``sharding`` (the batch's rows split over
+    the devices that hold the latent shards, see :func:`jaxsae.train.trainer.make_step`). Each
+    device then holds the sum of the shards' partial reconstructions for its rows only (a
+    reduce-scatter instead of an all-reduce), and the elementwise error, loss and their gradient
+    run on those rows, not on the whole batch on every device."""
+    token = _ROWS.set(sharding)
+    try:
+        yield
+    finally:
+        _ROWS.reset(token)
+
+
+def rows_laid_out(x_bd):
+    """``x_bd`` under the layout of :func:`decoded_rows` (unchanged outside it)."""
+    sharding = _ROWS.get()
+    return x_bd if sharding is None else jax.lax.with_sharding_constraint(x_bd, sharding)
 
 
 def decode(params, f_bf):
