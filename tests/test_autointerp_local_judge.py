@@ -87,3 +87,17 @@ def test_context_check_counts_the_prefixs_real_tokens_not_its_padding(tiny_llama
     short = dataclasses.replace(tiny_llama, config=dataclasses.replace(tiny_llama.config, max_positions=need - 1))
     with pytest.raises(UserError, match=f"a prompt of {need} tokens exceeds the model's context of {need - 1}"):
         short.next_token_logprobs(rows, [1, 2], prefix=prefix)
+
+
+def test_detect_scores_each_latents_windows_after_its_own_explanation(tiny_llama):
+    """detect on three latents (one with no windows): each latent's P(yes) are those of its own
+    questions, asked alone; a latent without windows predicts nothing."""
+    det = LocalDetector(tiny_llama, CFG)
+    expl = ["the names of cities", "code", "French words"]
+    windows = [WINDOWS, [], WINDOWS[::-1]]
+    got = det.detect(expl, windows)
+    assert got[1].predicted == [] and got[1].p_yes == []
+    for d, e, ws in zip(got[::2], expl[::2], windows[::2]):
+        want = LocalDetector(tiny_llama, CFG, share_prefix=False).p_yes([P.yes_no_prompt(e, w) for w in ws])
+        np.testing.assert_allclose(d.p_yes, want, atol=1e-5)
+        assert d.predicted == sorted(int(i) + 1 for i in np.argsort(-want, kind="stable")[: CFG.n_expected_positive])

@@ -834,3 +834,26 @@ def test_optimizer_chain_equals_torch_adam_over_several_steps(arch_name):
         want = tp[k].detach().numpy() - p0[k]
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=4 * np.finfo(np.float32).eps * np.max(np.abs(p0[k])),
                                    err_msg=f"{arch_name} {k} after 8 steps")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_centred_encoder_takes_b_decs_gradient_the_short_way(dtype):
+    """centred_matmul gives (x - b_dec) W_enc bit for bit, and the gradients of plain autodiff of
+    that product: b_dec's as -(Σ_b g_b) W_enc^T, the same sum in another order (f32: to 1e-5; bf16
+    matmuls: the sum is rounded to bf16 once instead of each g_b, both within bf16's 2^-8 of the
+    f32 gradient)."""
+    from jaxsae.sae.arch import ArchConfig, centred_matmul, matmul
+
+    cfg = ArchConfig(matmul_dtype=dtype)
+    r = np.random.default_rng(0)
+    x, b, w = (jnp.asarray(r.normal(size=s), jnp.float32) for s in ((16, 8), (8,), (8, 24)))
+    g = jnp.asarray(r.normal(size=(16, 24)), jnp.float32)
+    short = lambda x, b, w: centred_matmul(x, b, w, cfg)  # noqa: E731
+    assert np.array_equal(np.asarray(short(x, b, w)), np.asarray(matmul(x - b, w, cfg)))
+    exact = jax.vjp(lambda x, b, w: (x - b) @ w, x, b, w)[1](g)  # f32
+    got = jax.vjp(short, x, b, w)[1](g)
+    tol = 1e-5 if dtype == "float32" else 2.0 ** -8
+    for name, a, e in zip(("x", "b_dec", "W_enc"), got, exact):
+        a, e = np.asarray(a), np.asarray(e)
+        assert np.linalg.norm(a - e) <= tol * np.linalg.norm(e), name
+    assert np.abs(np.asarray(got[1])).max() > 1.0  # b_dec does get a gradient

@@ -62,7 +62,7 @@ def test_the_latent_axis_of_every_state_leaf():
 
 _SHARDED = textwrap.dedent(
     """
-    import json, sys, dataclasses, numpy as np, jax
+    import itertools, json, sys, dataclasses, numpy as np, jax
     from pathlib import Path
     from jax.sharding import NamedSharding, PartitionSpec as P
     sys.path.insert(0, sys.argv[2])
@@ -83,7 +83,7 @@ _SHARDED = textwrap.dedent(
     x, _ = planted(n=1280, seed=3)
     x = x / np.sqrt(np.mean(np.sum(x ** 2, -1)))
 
-    def run(lay):
+    def run(lay, split=True):
         mesh = None if lay is None else mesh_of(Layout(*lay))
         state = init_state_sharded(specs, x.shape[1], st, x[:128], cfg, mesh)
         # the optax state as born (init compiled with out_shardings), named by its path
@@ -91,7 +91,7 @@ _SHARDED = textwrap.dedent(
                      list(v.sharding.spec) for path, v in
                      jax.tree_util.tree_leaves_with_path(state["groups"]["topk"]["opt"])} if mesh else {}
         sh = state_shardings(state, mesh)
-        step = make_step(specs, st, cfg, sh, split_rows=True)  # as on accelerators (off on XLA:CPU by default)
+        step = make_step(specs, st, cfg, sh, split_rows=split)  # True: as on accelerators (off on XLA:CPU by default)
         xs = None if mesh is None else NamedSharding(mesh, P("data"))
         # the reconstructions' rows split over the devices: f32[128 / (feat x data), D] arrays in the
         # compiled step (XLA:CPU has no reduce-scatter; it slices each device's rows of the all-reduce)
@@ -109,8 +109,10 @@ _SHARDED = textwrap.dedent(
 
     ref, ref_met, _, _, _, _ = run(None)
     report = {}
-    for name, lay in {"feat": (1, 8, 1), "sweep_feat_padded": (4, 2, 1), "data_feat": (1, 2, 4)}.items():
-        got, met, kinds, n_pad, opt_kinds, rows = run(lay)
+    for (name, lay), split in itertools.product(
+            {"feat": (1, 8, 1), "sweep_feat_padded": (4, 2, 1), "data_feat": (1, 2, 4)}.items(), (True, False)):
+        got, met, kinds, n_pad, opt_kinds, rows = run(lay, split)
+        name = name if split else name + "_unsplit"
         worst = 0.0
         for a, g in ref["groups"].items():
             n = g["sparsity"].shape[0]
@@ -160,11 +162,14 @@ def sharded(tmp_path_factory):
     return out, json.loads(line[len("REPORT"):])
 
 
-@pytest.mark.parametrize("layout", ["feat", "sweep_feat_padded", "data_feat"])
+@pytest.mark.parametrize("layout", ["feat", "sweep_feat_padded", "data_feat", "feat_unsplit", "sweep_feat_padded_unsplit",
+                                    "data_feat_unsplit"])
 def test_sharded_steps_equal_unsharded_for_every_architecture(sharded, layout):
     """8 steps (AuxK, the threshold EMA, Matryoshka's groups, JumpReLU and Gated terms all live):
     every state leaf and metric within 1e-5 (relative and absolute) of one device. Layouts: F over
-    8; sweep 4 (groups of 1-2 padded to 4) x F over 2; batch over 4 x F over 2."""
+    8; sweep 4 (groups of 1-2 padded to 4) x F over 2; batch over 4 x F over 2; each with the
+    reconstructions' rows split over the devices (as on accelerators) and without (the default on
+    a CPU)."""
     _, report = sharded
     assert report[layout]["worst"] <= 1.0, report[layout]
 
@@ -174,9 +179,11 @@ def test_reconstructions_are_summed_into_row_shards(sharded, layout):
     """Each device sums the latent shards' partial reconstructions for its own rows only (on a TPU
     a reduce-scatter; an all-reduce would leave the whole [B, D] error, loss and gradient to every
     device: the bulk of a full-scale step's memory traffic, ``benchmarks/scale.py``). The
-    compiled step holds arrays of B / (feat x data) rows, which it would not otherwise."""
+    compiled step holds many more arrays of B / (feat x data) rows than the step without the split
+    (where a Matryoshka group of that size may also hold a few)."""
     _, report = sharded
-    assert report[layout]["row_shards"] >= 8, report[layout]
+    split, unsplit = report[layout]["row_shards"], report[layout + "_unsplit"]["row_shards"]
+    assert split >= unsplit + 8 * 4, (split, unsplit)
 
 
 def test_rows_are_split_over_the_latent_and_data_shards_on_accelerators_only(sharded):

@@ -59,7 +59,8 @@ class AutoInterpConfig:
     explain_batch: int = 8
     """Local judge: explanation prompts generated together."""
     detect_batch: int = 28
-    """Local judge: yes/no prompts per forward pass."""
+    """Local judge: yes/no prompts per forward pass, at most (the detector runs one latent's windows
+    at a time, after their shared prefix: 14 windows in one pass of 16 rows)."""
 
     @property
     def n_scoring(self) -> int:

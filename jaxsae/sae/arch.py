@@ -153,8 +153,9 @@ def decoded_rows(sharding):
     reconstruction, before its error is taken) out as ``sharding`` (the batch's rows split over
     the devices that hold the latent shards, see :func:`jaxsae.train.trainer.make_step`). Each
     device then holds the sum of the shards' partial reconstructions for its rows only (a
-    reduce-scatter instead of an all-reduce), and the elementwise error, loss and their gradient
-    run on those rows, not on the whole batch on every device."""
+    reduce-scatter, which libtpu runs as a ring of collective-permutes, instead of an all-reduce),
+    and the elementwise error, loss and their gradient run on those rows, not on the whole batch
+    on every device."""
     token = _ROWS.set(sharding)
     try:
         yield
@@ -166,6 +167,19 @@ def rows_laid_out(x_bd):
     """``x_bd`` under the layout of :func:`decoded_rows` (unchanged outside it)."""
     sharding = _ROWS.get()
     return x_bd if sharding is None else jax.lax.with_sharding_constraint(x_bd, sharding)
+
+
+def centred_matmul(x_bd, b_dec_d, w_df, cfg=None):
+    """f32[B, F] = (x - b_dec) W_enc, the encoder of the architectures that centre their input.
+
+    The same numbers as ``matmul(x_bd - b_dec_d, w_df, cfg)``; only b_dec's gradient is taken
+    another way. Autodiff of that product gives b_dec's gradient as -Σ_b (g_b W_enc^T): a [B, D]
+    product first, which on a mesh whose devices hold slices of F is a [B, D] all-reduce before
+    the sum over b. Here it is -(Σ_b g_b) W_enc^T, an [F] @ [F, D] product: b_dec enters the
+    value through ``stop_gradient`` and the gradient through a second product of an exactly zero
+    row, (b_dec - stop_gradient(b_dec)) W_enc, which adds +0 to the value."""
+    fixed = jax.lax.stop_gradient(b_dec_d)
+    return matmul(x_bd - fixed, w_df, cfg) - matmul((b_dec_d - fixed)[None, :], w_df, cfg)
 
 
 def decode(params, f_bf):

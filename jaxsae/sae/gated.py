@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxsae.sae.arch import Arch, fold_scale, matmul, mse, update_since_fired, rows_laid_out
+from jaxsae.sae.arch import Arch, centred_matmul, fold_scale, matmul, mse, rows_laid_out, update_since_fired
 
 
 def init(key, d_in: int, d_sae: int, cfg) -> dict:
@@ -35,7 +35,7 @@ def init(key, d_in: int, d_sae: int, cfg) -> dict:
 
 def gate_and_codes(params, x_bd, cfg=None):
     """(pi_gate f32[B, F], f f32[B, F])."""
-    u = matmul(x_bd - params["b_dec"], params["W_enc"], cfg)
+    u = centred_matmul(x_bd, params["b_dec"], params["W_enc"], cfg)
     pi_gate = u + params["b_gate"]
     pi_mag = jnp.exp(params["r_mag"]) * u + params["b_mag"]
     f = (pi_gate > 0).astype(u.dtype) * jax.nn.relu(pi_mag)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxsae.sae.arch import Arch, fold_scale, matmul, mse, update_since_fired, rows_laid_out
+from jaxsae.sae.arch import Arch, fold_scale, matmul, mse, rows_laid_out, update_since_fired
 
 
 def rectangle(u):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxsae.sae.arch import Arch, fold_scale, matmul, mse, update_since_fired, rows_laid_out
+from jaxsae.sae.arch import Arch, centred_matmul, fold_scale, matmul, mse, rows_laid_out, update_since_fired
 
 
 def init(key, d_in: int, d_sae: int, cfg) -> dict:
@@ -31,7 +31,7 @@ def init(key, d_in: int, d_sae: int, cfg) -> dict:
 
 
 def encode(params, x_bd, cfg=None):
-    return jax.nn.relu(matmul(x_bd - params["b_dec"], params["W_enc"], cfg) + params["b_enc"])
+    return jax.nn.relu(centred_matmul(x_bd, params["b_dec"], params["W_enc"], cfg) + params["b_enc"])
 
 
 def infer(params, aux, x_bd, sparsity, cfg):

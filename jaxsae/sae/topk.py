@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsae.sae import ops
-from jaxsae.sae.arch import Arch, fold_scale, matmul, mse, update_since_fired, rows_laid_out
+from jaxsae.sae.arch import Arch, centred_matmul, fold_scale, matmul, mse, rows_laid_out, update_since_fired
 
 
 def init(key, d_in: int, d_sae: int, cfg) -> dict:
@@ -44,7 +44,7 @@ def init(key, d_in: int, d_sae: int, cfg) -> dict:
 
 def pre_acts(params, x_bd, cfg=None):
     """f32[B, F] post-ReLU encoder pre-activations (before any top-k selection)."""
-    return jax.nn.relu(matmul(x_bd - params["b_dec"], params["W_enc"], cfg) + params["b_enc"])
+    return jax.nn.relu(centred_matmul(x_bd, params["b_dec"], params["W_enc"], cfg) + params["b_enc"])
 
 
 def _k(sparsity):

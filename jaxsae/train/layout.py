@@ -6,10 +6,12 @@ Axes:
          checked or exported).
   feat   every SAE's latent axis F: W_enc columns, W_dec rows, b_enc, thresholds, gates, Adam
          moments and dead-latent counters. The batch is replicated across it; the step's
-         reductions over F (top-k counts, L0, norms) become all-reduces over "feat". The
-         decoder's partial sums are reduce-scattered instead: each device gets the
-         reconstruction of B / feat rows (:func:`jaxsae.sae.arch.decoded_rows`) and computes
-         their error, loss and gradient, which are gathered back for the weight gradients.
+         reductions over F (top-k counts, L0, norms) become all-reduces over "feat". On
+         accelerators with at least 16 latent shards the decoder's partial sums are instead
+         reduced into row shards: each device gets the reconstruction of B / (data x feat) rows
+         (:func:`jaxsae.train.trainer.decoded_rows_sharding`) and computes their error, loss and
+         gradient, which is gathered back for the weight gradients; elsewhere they are
+         all-reduced.
   data   the batch rows (the state is replicated across it; gradients are all-reduced over it).
 
 The launcher's rule (:func:`choose_layout`), for ``n`` devices, groups of sizes ``g_1..g_m``,
