@@ -195,11 +195,14 @@ def main() -> None:
                          "training from the compiled step's roofline")
     a = ap.parse_args()
     read = load_scale(a.scale_json)
+    missing = [hw for hw in DEVICES if not any(k[1] == hw for k in SCALE)]
     if read:
         print(f"SAE training: compiled full-shape step's roofline x 5e8/2048 steps ({', '.join(p.name for p in read)}, "
-              "benchmarks/scale.py)")
+              "benchmarks/scale.py)" + (f"; none for {', '.join(missing)}: projected there from the efficiency below"
+                                        if missing else ""))
     else:
-        print(f"SAE training: no {a.scale_json[0]}; projected from the efficiency below (run benchmarks/scale.py --json)")
+        print(f"SAE training: none of {', '.join(str(p) for p in a.scale_json)}; projected from the efficiency below "
+              "(run benchmarks/scale.py --json)")
     e_tr, e_fw = min(a.measured_train, a.mfu_cap), min(a.measured_fwd, a.mfu_cap)
     print(f"efficiency assumed: SAE training {e_tr:.2f}, forwards {e_fw:.2f} of peak; decode {a.bw_eff:.2f} of HBM bandwidth")
     for hw, (_, _, _, procs, per_proc) in HW.items():
