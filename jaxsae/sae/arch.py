@@ -149,8 +149,8 @@ _ROWS: contextvars.ContextVar = contextvars.ContextVar("jaxsae_decoded_rows", de
 
 @contextlib.contextmanager
 def decoded_rows(sharding):
-    """While tracing a training step over a mesh: lay every decoded [B, D] array (a
-    reconstruction, before its error is taken) out as ``sharding`` (the batch's rows split over
+    """While tracing a training step over a mesh: lay every reconstruction [B, D] out as
+    ``sharding`` where :func:`mse` takes its error (the batch's rows split over
     the devices that hold the latent shards, see :func:`jaxsae.train.trainer.make_step`). Each
     device then holds the sum of the shards' partial reconstructions for its rows only (a
     reduce-scatter, which libtpu runs as a ring of collective-permutes, instead of an all-reduce),
@@ -188,8 +188,10 @@ def decode(params, f_bf):
 
 
 def mse(x_bd, x_hat_bd):
-    """Mean over tokens of the squared error summed over the model width."""
-    return jnp.mean(jnp.sum(jnp.square(x_bd - x_hat_bd), axis=-1))
+    """Mean over tokens of the squared error summed over the model width (the reconstruction
+    ``x_hat_bd`` laid out by :func:`rows_laid_out`: every recipe's decoder output meets its
+    error here)."""
+    return jnp.mean(jnp.sum(jnp.square(x_bd - rows_laid_out(x_hat_bd)), axis=-1))
 
 
 def fold_scale(tensors: dict, names, scale: float) -> dict:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxsae.sae.arch import Arch, centred_matmul, fold_scale, matmul, mse, rows_laid_out, update_since_fired
+from jaxsae.sae.arch import Arch, centred_matmul, fold_scale, matmul, mse, update_since_fired
 
 
 def init(key, d_in: int, d_sae: int, cfg) -> dict:
@@ -49,11 +49,11 @@ def infer(params, aux, x_bd, sparsity, cfg):
 
 def loss(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=False):
     pi_gate, f = gate_and_codes(params, x_bd, cfg)
-    x_hat = rows_laid_out(matmul(f, params["W_dec"], cfg)) + params["b_dec"]
+    x_hat = matmul(f, params["W_dec"], cfg) + params["b_dec"]
     recon = mse(x_bd, x_hat)
     gate_acts = jax.nn.relu(pi_gate)
     l1 = jnp.mean(jnp.sum(jnp.abs(gate_acts), axis=-1))
-    x_hat_gate = rows_laid_out(matmul(gate_acts, jax.lax.stop_gradient(params["W_dec"]), cfg)) + jax.lax.stop_gradient(params["b_dec"])
+    x_hat_gate = matmul(gate_acts, jax.lax.stop_gradient(params["W_dec"]), cfg) + jax.lax.stop_gradient(params["b_dec"])
     aux_recon = mse(x_bd, x_hat_gate)
     total = recon + sparsity * ctx["sparsity_scale"] * l1 + aux_recon
     new_aux = {"since_fired": update_since_fired(aux["since_fired"], jnp.any(f > 0, axis=0), x_bd.shape[0])}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxsae.sae.arch import Arch, fold_scale, matmul, mse, rows_laid_out, update_since_fired
+from jaxsae.sae.arch import Arch, fold_scale, matmul, mse, update_since_fired
 
 
 def rectangle(u):
@@ -72,7 +72,7 @@ def loss(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=False):
     eps = cfg.jumprelu_bandwidth
     z = matmul(x_bd, params["W_enc"], cfg) + params["b_enc"]
     f = jump_relu(z, params["threshold"], eps)
-    x_hat = rows_laid_out(matmul(f, params["W_dec"], cfg)) + params["b_dec"]
+    x_hat = matmul(f, params["W_dec"], cfg) + params["b_dec"]
     recon = mse(x_bd, x_hat)
     l0 = jnp.mean(jnp.sum(step(f, params["threshold"], eps), axis=-1))
     penalty = cfg.jumprelu_sparsity_coef * jnp.square(l0 / sparsity - 1.0)

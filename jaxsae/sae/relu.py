@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxsae.sae.arch import Arch, centred_matmul, fold_scale, matmul, mse, rows_laid_out, update_since_fired
+from jaxsae.sae.arch import Arch, centred_matmul, fold_scale, matmul, mse, update_since_fired
 
 
 def init(key, d_in: int, d_sae: int, cfg) -> dict:
@@ -41,7 +41,7 @@ def infer(params, aux, x_bd, sparsity, cfg):
 
 def loss(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=False):
     f_bf = encode(params, x_bd, cfg)
-    x_hat = rows_laid_out(matmul(f_bf, params["W_dec"], cfg)) + params["b_dec"]
+    x_hat = matmul(f_bf, params["W_dec"], cfg) + params["b_dec"]
     recon = mse(x_bd, x_hat)
     dec_norm_f = jnp.linalg.norm(params["W_dec"], axis=-1)
     l1 = jnp.mean(jnp.sum(f_bf * dec_norm_f, axis=-1))

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsae.sae import ops
-from jaxsae.sae.arch import Arch, centred_matmul, fold_scale, matmul, mse, rows_laid_out, update_since_fired
+from jaxsae.sae.arch import Arch, centred_matmul, fold_scale, matmul, mse, update_since_fired
 
 
 def init(key, d_in: int, d_sae: int, cfg) -> dict:
@@ -65,7 +65,7 @@ def auxk_loss(params, pre_bf, resid_bd, dead_f, d_in: int, cfg=None):
     n_dead = jnp.sum(dead_f.astype(jnp.int32))
     k_aux = jnp.maximum(jnp.minimum(d_in // 2, n_dead), 1)
     mask = jax.lax.stop_gradient(ops.masked_topk_mask(pre_bf, dead_f, k_aux))
-    recon = rows_laid_out(matmul(pre_bf * mask, params["W_dec"], cfg))
+    recon = matmul(pre_bf * mask, params["W_dec"], cfg)
     l2 = mse(e, recon)
     denom = jnp.mean(jnp.sum(jnp.square(e - jnp.mean(e, axis=0, keepdims=True)), axis=-1))
     return jnp.where(n_dead > 0, jnp.nan_to_num(l2 / denom, nan=0.0, posinf=0.0, neginf=0.0), 0.0)
@@ -110,7 +110,7 @@ def _finish(params, aux, x_bd, pre_bf, f_bf, x_hat, total, terms, ctx, cfg, with
 def loss_topk(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=True):
     pre = pre_acts(params, x_bd, cfg)
     f = select_topk(pre, sparsity)
-    x_hat = rows_laid_out(matmul(f, params["W_dec"], cfg)) + params["b_dec"]
+    x_hat = matmul(f, params["W_dec"], cfg) + params["b_dec"]
     recon = mse(x_bd, x_hat)
     total, terms, new_aux = _finish(params, aux, x_bd, pre, f, x_hat, recon, {"mse": recon}, ctx, cfg,
                                     with_auxk, _update_threshold_rows)
@@ -120,7 +120,7 @@ def loss_topk(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=True):
 def loss_batchtopk(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=True):
     pre = pre_acts(params, x_bd, cfg)
     f = select_batch_topk(pre, sparsity)
-    x_hat = rows_laid_out(matmul(f, params["W_dec"], cfg)) + params["b_dec"]
+    x_hat = matmul(f, params["W_dec"], cfg) + params["b_dec"]
     recon = mse(x_bd, x_hat)
     total, terms, new_aux = _finish(params, aux, x_bd, pre, f, x_hat, recon, {"mse": recon}, ctx, cfg,
                                     with_auxk, _update_threshold_batch)
@@ -144,7 +144,7 @@ def loss_matryoshka(params, aux, x_bd, sparsity, ctx, cfg, with_auxk=True):
     group_losses = []
     start = 0
     for size, w in zip(sizes, weights):
-        x_hat = x_hat + rows_laid_out(matmul(f[:, start:start + size], params["W_dec"][start:start + size], cfg))
+        x_hat = x_hat + matmul(f[:, start:start + size], params["W_dec"][start:start + size], cfg)
         group_losses.append(mse(x_bd, x_hat) * w)
         start += size
     recon = jnp.mean(jnp.stack(group_losses))
