@@ -13,6 +13,7 @@ import numpy as np
 from jaxsae.autointerp import AutoInterpConfig, LocalDetector, LocalExplainer
 from jaxsae.autointerp import prompts as P
 from jaxsae.autointerp.roles import shared_length
+from jaxsae.models.lm import MIN_SHARED
 
 CFG = AutoInterpConfig()
 WINDOWS = ["the cat sat on the mat", "def f(x): return x", "Paris is the capital of France, and Rome of Italy"]
@@ -46,7 +47,7 @@ def test_next_token_logprobs_is_the_last_position_of_each_prompt_alone(tiny_llam
     ly = np.logaddexp.reduce(want[:, : len(det.yes_ids)], axis=1)
     ln = np.logaddexp.reduce(want[:, len(det.yes_ids) :], axis=1)
     p_want = 1.0 / (1.0 + np.exp(ln - ly))
-    assert shared_length(ids) >= LocalDetector.MIN_SHARED  # the detector's questions take the prefix path
+    assert shared_length(ids) >= MIN_SHARED  # the detector's questions take the prefix path
     for batch in (1, 28):
         for share in (True, False):
             j = LocalDetector(lm, dataclasses.replace(CFG, detect_batch=batch), share_prefix=share)
@@ -70,6 +71,46 @@ def test_greedy_explanation_is_generate_at_temperature_zero(tiny_llama):
     want = [lm.generate([P.flatten(m)], max_new_tokens=12, temperature=0.0)[0] for m in messages]
     assert got == want
     assert any(g.strip() for g in got)  # not all an immediate end token
+
+
+def test_greedy_completions_after_a_shared_prefix_equal_the_whole_prompts(tiny_llama):
+    """The explainer's path: the prompts' common tokens run once as a batch-1 prefix, each batch
+    continues its keys/values; the new tokens are those of the whole prompts run alone, also for
+    rows of different lengths (left padding between prefix and row) and a padded batch."""
+    lm = tiny_llama
+    head = lm.token_ids(P.flatten(P.explanation_messages([WINDOWS[0]], use_demos=False)), chat=True)[:40]
+    ids = [head + lm.token_ids(w, chat=False) for w in WINDOWS + ["a b c d e f g h i j k l m n o p"]]
+    assert shared_length(ids) >= MIN_SHARED
+    want = [lm.complete_ids([x], max_new_tokens=10, batch=1)[0] for x in ids]
+    assert lm.complete_ids(ids, max_new_tokens=10, batch=3, share_prefix=True) == want
+    assert any(want)
+    # a sliding window narrower than prefix + padding + continuation: the prompts run whole instead
+    narrow = dataclasses.replace(lm, config=dataclasses.replace(lm.config, windows=(32,) * lm.config.n_layers))
+    whole = [narrow.complete_ids([x], max_new_tokens=10, batch=1)[0] for x in ids]
+    assert narrow.complete_ids(ids, max_new_tokens=10, batch=3, share_prefix=True) == whole
+
+
+def test_an_saes_prompts_run_in_equal_batches_without_rows_of_repeats():
+    from jaxsae.models.lm import even_batch
+
+    assert [even_batch(n, 8) for n in (1, 5, 8, 9, 14, 20, 50)] == [1, 5, 8, 5, 7, 7, 8]
+    assert even_batch(14, 28) == 14  # a latent's 14 detection windows: one batch of 14, not 16
+    for n in range(1, 70):
+        for size in range(1, 30):
+            b = even_batch(n, size)
+            k = -(-n // b)
+            assert b <= size and k == -(-n // size) and k * b - n < k  # fewest batches, < 1 repeat each
+
+
+def test_the_explainer_runs_five_latents_as_one_batch_of_five(tiny_llama, monkeypatch):
+    lm = tiny_llama
+    seen = []
+    complete = lm.complete_ids
+    monkeypatch.setattr(lm, "complete_ids", lambda ids, **kw: seen.append(kw["batch"]) or complete(ids, **kw))
+    cfg = dataclasses.replace(CFG, max_explanation_tokens=2, explain_batch=8)
+    messages = [P.explanation_messages([P.render_window(w.split(), np.arange(len(w.split())), 2.5)], use_demos=False)
+                for w in (WINDOWS * 2)[:5]]
+    assert len(LocalExplainer(lm, cfg).explain(messages)) == 5 and seen == [5]
 
 
 def test_context_check_counts_the_prefixs_real_tokens_not_its_padding(tiny_llama):

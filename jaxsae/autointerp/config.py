@@ -57,10 +57,11 @@ class AutoInterpConfig:
     """A TOML/JSON file of explainer/detector prompt templates (``prompts.TEMPLATE_FIELDS``) that
     replace ours, e.g. SAEBench's own wording; "" = ours. Its SHA-256 is recorded."""
     explain_batch: int = 8
-    """Local judge: explanation prompts generated together."""
+    """Local judge: explanation prompts generated together, at most (an SAE's prompts are split
+    into equal batches: 5 latents run as one batch of 5)."""
     detect_batch: int = 28
     """Local judge: yes/no prompts per forward pass, at most (the detector runs one latent's windows
-    at a time, after their shared prefix: 14 windows in one pass of 16 rows)."""
+    at a time, after their shared prefix: 14 windows in one pass of 14 rows)."""
 
     @property
     def n_scoring(self) -> int:

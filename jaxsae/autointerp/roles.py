@@ -36,6 +36,7 @@ import numpy as np
 from jaxsae.autointerp import prompts as P
 from jaxsae.autointerp.config import AutoInterpConfig
 from jaxsae.errors import UserError
+from jaxsae.models.lm import MIN_SHARED, even_batch, shared_length
 
 
 @dataclasses.dataclass
@@ -93,18 +94,22 @@ def _need_tokenizer(lm):
 
 class LocalExplainer:
     """Greedy explanations from an instruct :class:`jaxsae.models.LM`, at most
-    ``max_explanation_tokens`` new tokens each (batches of ``explain_batch`` prompts)."""
+    ``max_explanation_tokens`` new tokens each (equal batches of at most ``explain_batch`` prompts,
+    :func:`~jaxsae.models.lm.even_batch`). With ``share_prefix`` (default) the tokens all prompts
+    start with (chat header, instructions, examples) run once and every batch continues them
+    (:meth:`jaxsae.models.LM.complete_ids`); the explanations are those of each prompt run whole."""
 
-    def __init__(self, lm, cfg: AutoInterpConfig, *, multiple: int = 64):
+    def __init__(self, lm, cfg: AutoInterpConfig, *, multiple: int = 64, share_prefix: bool = True):
         _need_tokenizer(lm)
-        self.lm, self.cfg, self.multiple = lm, cfg, multiple
+        self.lm, self.cfg, self.multiple, self.share_prefix = lm, cfg, multiple, bool(share_prefix)
         self.name = f"local:{lm.config.name or lm.source}"
 
     def explain(self, messages: Sequence[P.Messages]) -> list[str]:
         lm = self.lm
         ids = [lm.token_ids(P.flatten(m), chat=True) for m in messages]
-        new = lm.complete_ids(ids, max_new_tokens=self.cfg.max_explanation_tokens, batch=self.cfg.explain_batch,
-                              multiple=self.multiple)
+        new = lm.complete_ids(ids, max_new_tokens=self.cfg.max_explanation_tokens,
+                              batch=even_batch(len(ids), self.cfg.explain_batch), multiple=self.multiple,
+                              share_prefix=self.share_prefix)
         return [lm.tokenizer.decode(x, skip_special_tokens=True) for x in new]
 
 
@@ -115,9 +120,6 @@ class LocalDetector:
     the tokens they all start with (chat header, instructions, explanation) run through the model
     once, and each question's remaining tokens attend to that prefix's keys/values
     (:meth:`jaxsae.models.LM.prefix`); the probabilities are those of each question run alone."""
-
-    MIN_SHARED = 16
-    """Fewer shared tokens than this are not worth a prefix pass."""
 
     def __init__(self, lm, cfg: AutoInterpConfig, *, multiple: int = 16, share_prefix: bool = True):
         _need_tokenizer(lm)
@@ -137,11 +139,12 @@ class LocalDetector:
         ids = [lm.token_ids(q, chat=True) for q in questions]
         cands = self.yes_ids + self.no_ids
         n = shared_length(ids) if self.share_prefix else 0
-        if n >= self.MIN_SHARED:
+        batch = even_batch(len(ids), self.cfg.detect_batch)  # 14 windows: one batch of 14, not 16
+        if n >= MIN_SHARED:
             lp = lm.next_token_logprobs([x[n:] for x in ids], cands, prefix=lm.prefix(ids[0][:n], multiple=64),
-                                        batch=self.cfg.detect_batch, multiple=self.multiple)
+                                        batch=batch, multiple=self.multiple)
         else:
-            lp = lm.next_token_logprobs(ids, cands, batch=self.cfg.detect_batch, multiple=self.multiple)
+            lp = lm.next_token_logprobs(ids, cands, batch=batch, multiple=self.multiple)
         lp = lp.astype(np.float64)
         ly = np.logaddexp.reduce(lp[:, : len(self.yes_ids)], axis=1)
         ln = np.logaddexp.reduce(lp[:, len(self.yes_ids) :], axis=1)
@@ -154,18 +157,6 @@ class LocalDetector:
             pw = self.p_yes([P.yes_no_prompt(e, w, self.templates) for w in ws]) if len(ws) else np.zeros(0)
             out.append(Detection(predicted=decide(pw, self.cfg), p_yes=[float(x) for x in pw]))
         return out
-
-
-def shared_length(ids: Sequence[Sequence[int]]) -> int:
-    """How many leading tokens every row of ``ids`` has in common, leaving each row at least one
-    token of its own."""
-    if not ids:
-        return 0
-    n = min(len(x) for x in ids) - 1
-    first = ids[0]
-    for x in ids[1:]:
-        n = next((i for i in range(n) if x[i] != first[i]), n)
-    return max(n, 0)
 
 
 def decide(p_yes: np.ndarray, cfg: AutoInterpConfig) -> list[int]:

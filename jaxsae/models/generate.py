@@ -16,7 +16,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxsae.models.config import ModelConfig
-from jaxsae.models.decoder import Edit, forward, init_cache, prefill_shared
+from jaxsae.models.decoder import Edit, KVCache, forward, init_cache, prefill_shared
+
+
+def prefix_fits_windows(cfg: ModelConfig, slots: int) -> bool:
+    """Whether every layer's attention window spans ``slots`` cache slots (then the padding slots
+    between a shared prefix and a row's tokens cannot push a key out of a sliding window)."""
+    return min(cfg.windows) >= slots
 
 
 def sample_rows(key_b, logits_bv):
@@ -43,6 +49,7 @@ def generate_tokens(
     greedy: bool,
     edit: Edit | None = None,
     rows_b=None,
+    prefix: KVCache | None = None,
 ):
     """New tokens int32[B, max_new] (``cfg.pad_id`` after a sequence's end token) and the number
     of new positions filled before every sequence ended (at most ``max_new``).
@@ -52,6 +59,14 @@ def generate_tokens(
     once per distinct prompt (:func:`~jaxsae.models.decoder.prefill_shared`), e.g. for one
     instruction steered by many vectors or factors.
 
+    ``prefix`` (a batch-1 :class:`~jaxsae.models.decoder.KVCache` of P slots, e.g. from
+    :func:`~jaxsae.models.score.prefix_cache`; no ``edit`` or ``rows_b`` with it): every row
+    continues these prompt tokens, whose keys/values were computed once; they fill each row's cache
+    slots [0, P) and ``tokens_bt`` holds only what follows them (positions count on from the
+    prefix's real tokens). Slots then run [prefix | row padding | row tokens | new tokens], so a
+    sliding-window layer needs P + T + max_new slots within its window
+    (:func:`prefix_fits_windows`).
+
     The prefill unembeds only the last prompt position and yields the first new token; each decode
     forward then yields one more, so ``max_new - 1`` decode forwards run unless all sequences end
     early."""
@@ -60,8 +75,18 @@ def generate_tokens(
     if max_new == 0:
         return jnp.zeros((B, 0), jnp.int32), jnp.int32(0)
     dtype = params["embed_vd"].dtype
-    cache = init_cache(cfg, B, T + max_new, dtype)
-    if rows_b is None:
+    P = 0 if prefix is None else prefix.valid_bs.shape[1]
+    cache = init_cache(cfg, B, P + T + max_new, dtype)
+    if prefix is not None:
+        if edit is not None or rows_b is not None:
+            raise ValueError("a shared prefix's keys/values are computed without an edit, for plain rows only")
+        k, v = (jnp.broadcast_to(a.astype(dtype), a.shape[:1] + (B,) + a.shape[2:]) for a in (prefix.k_lbksh, prefix.v_lbksh))
+        zero = jnp.int32(0)
+        cache = KVCache(jax.lax.dynamic_update_slice(cache.k_lbksh, k, (zero,) * 5),
+                        jax.lax.dynamic_update_slice(cache.v_lbksh, v, (zero,) * 5),
+                        cache.valid_bs.at[:, :P].set(jnp.broadcast_to(prefix.valid_bs, (B, P))))
+        logits, cache = forward(params, cfg, tokens_bt, mask_bt, cache=cache, write_at=P, last_only=True)
+    elif rows_b is None:
         logits, cache = forward(params, cfg, tokens_bt, mask_bt, edit=edit, cache=cache, write_at=0, cache_empty=True,
                                 last_only=True)
     else:
@@ -94,7 +119,7 @@ def generate_tokens(
     def body(state):
         i, key, tok, cache, out, done = state  # tok: new token i - 1 (pad where its row has ended)
         logits, cache = forward(
-            params, cfg, tok[:, None], jnp.ones((B, 1), bool), edit=edit, cache=cache, write_at=T + i - 1
+            params, cfg, tok[:, None], jnp.ones((B, 1), bool), edit=edit, cache=cache, write_at=P + T + i - 1
         )
         key, sub = split(key)
         tok = jnp.where(done, cfg.pad_id, pick(sub, logits[:, -1]))

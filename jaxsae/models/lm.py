@@ -13,7 +13,7 @@ import numpy as np
 from jaxsae.errors import UserError
 from jaxsae.models.config import ModelConfig
 from jaxsae.models.decoder import Edit, KVCache, forward
-from jaxsae.models.generate import generate_tokens
+from jaxsae.models.generate import generate_tokens, prefix_fits_windows
 from jaxsae.models.score import logprobs_plain, logprobs_prefixed, prefix_cache
 
 
@@ -48,6 +48,30 @@ def length_batches(lengths: Sequence[int], size: int) -> tuple[int, list[np.ndar
     B = min(max(1, size), 1 << max(0, len(lengths) - 1).bit_length())
     order = np.argsort(np.asarray(lengths), kind="stable")
     return B, [order[i : i + B] for i in range(0, len(order), B)]
+
+
+MIN_SHARED = 16
+"""Fewer shared leading tokens than this are not worth a prefix pass."""
+
+
+def shared_length(ids: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row of ``ids`` has in common, leaving each row at least one
+    token of its own."""
+    if not ids:
+        return 0
+    n = min(len(x) for x in ids) - 1
+    first = ids[0]
+    for x in ids[1:]:
+        n = next((i for i in range(n) if x[i] != first[i]), n)
+    return max(n, 0)
+
+
+def even_batch(n: int, size: int) -> int:
+    """The batch size that runs ``n`` rows in as few batches of at most ``size`` rows as possible,
+    all of about the same size: ceil(n / ceil(n / size)). Five rows with ``size`` 8 run as one
+    batch of 5, not of 8 (three rows of repeats); 14 rows as one of 14, not 16; 20 as 7 + 7 + 6."""
+    n, size = max(1, int(n)), max(1, int(size))
+    return -(-n // -(-n // size))
 
 
 def _right_pad(rows: Sequence[Sequence[int]], pad_id: int, multiple: int):
@@ -223,24 +247,37 @@ class LM:
         return self._until_end(out)
 
     def complete_ids(self, ids: Sequence[Sequence[int]], *, max_new_tokens: int, batch: int = 8,
-                     multiple: int = 64) -> list[list[int]]:
+                     multiple: int = 64, share_prefix: bool = False) -> list[list[int]]:
         """Greedy continuations of token-id prompts (new ids up to and excluding the end token),
         run sorted by length in left-padded batches of ``batch`` rows (the power of two that holds
         them when fewer; a short batch filled with repeats) with lengths rounded up to
-        ``multiple``, so few shapes get compiled. Row by row the same as :meth:`generate_ids`."""
+        ``multiple``, so few shapes get compiled. Row by row the same as :meth:`generate_ids`.
+
+        ``share_prefix``: the tokens every prompt starts with (:func:`shared_length`, at least
+        :data:`MIN_SHARED`) run through the model once (:meth:`prefix`) and every batch continues
+        their keys/values, e.g. the instructions and examples all explanation prompts share;
+        skipped where a sliding-window layer could not span prefix, padding and continuation."""
         ids = [list(x) for x in ids]
         out: list[list[int]] = [[] for _ in ids]
         if not ids:
             return out
+        n = shared_length(ids) if share_prefix else 0
+        prefix = self.prefix(ids[0][:n], multiple=64) if n >= MIN_SHARED else None
+        if prefix is not None:
+            longest = round_up(max(len(x) - n for x in ids), multiple)
+            if prefix_fits_windows(self.config, prefix.valid_bs.shape[1] + longest + max_new_tokens):
+                ids = [x[n:] for x in ids]
+            else:
+                prefix, n = None, 0
         B, batches = length_batches([len(x) for x in ids], batch)
         for idx in batches:
             rows = [ids[i] for i in idx]
             tokens, mask = self.pad(rows + [rows[-1]] * (B - len(rows)), multiple=multiple)
-            if tokens.shape[1] + max_new_tokens > self.config.max_positions:
-                raise UserError(f"prompts of {tokens.shape[1]} tokens + {max_new_tokens} new exceed the model's context "
-                                f"of {self.config.max_positions}; shorten them or use a longer-context model")
+            if n + tokens.shape[1] + max_new_tokens > self.config.max_positions:
+                raise UserError(f"prompts of {n + tokens.shape[1]} tokens + {max_new_tokens} new exceed the model's "
+                                f"context of {self.config.max_positions}; shorten them or use a longer-context model")
             new, _ = generate_tokens(self.params, self.config, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0),
-                                     jnp.float32(1e-6), max_new=int(max_new_tokens), greedy=True)
+                                     jnp.float32(1e-6), max_new=int(max_new_tokens), greedy=True, prefix=prefix)
             for i, row in zip(idx, self._until_end(new)):
                 out[i] = row
         return out
