@@ -12,8 +12,7 @@ import numpy as np
 
 from jaxsae.autointerp import AutoInterpConfig, LocalDetector, LocalExplainer
 from jaxsae.autointerp import prompts as P
-from jaxsae.autointerp.roles import shared_length
-from jaxsae.models.lm import MIN_SHARED
+from jaxsae.models.lm import MIN_SHARED, shared_length
 
 CFG = AutoInterpConfig()
 WINDOWS = ["the cat sat on the mat", "def f(x): return x", "Paris is the capital of France, and Rome of Italy"]
@@ -73,7 +72,15 @@ def test_greedy_explanation_is_generate_at_temperature_zero(tiny_llama):
     assert any(g.strip() for g in got)  # not all an immediate end token
 
 
-def test_greedy_completions_after_a_shared_prefix_equal_the_whole_prompts(tiny_llama):
+def _prefix_spy(lm, monkeypatch) -> list[int]:
+    """Records the length of every prefix ``lm`` computes."""
+    seen: list[int] = []
+    make = lm.prefix
+    monkeypatch.setattr(lm, "prefix", lambda ids, **kw: seen.append(len(ids)) or make(ids, **kw))
+    return seen
+
+
+def test_greedy_completions_after_a_shared_prefix_equal_the_whole_prompts(tiny_llama, monkeypatch):
     """The explainer's path: the prompts' common tokens run once as a batch-1 prefix, each batch
     continues its keys/values; the new tokens are those of the whole prompts run alone, also for
     rows of different lengths (left padding between prefix and row) and a padded batch."""
@@ -82,12 +89,24 @@ def test_greedy_completions_after_a_shared_prefix_equal_the_whole_prompts(tiny_l
     ids = [head + lm.token_ids(w, chat=False) for w in WINDOWS + ["a b c d e f g h i j k l m n o p"]]
     assert shared_length(ids) >= MIN_SHARED
     want = [lm.complete_ids([x], max_new_tokens=10, batch=1)[0] for x in ids]
+    seen = _prefix_spy(lm, monkeypatch)
     assert lm.complete_ids(ids, max_new_tokens=10, batch=3, share_prefix=True) == want
-    assert any(want)
+    assert seen == [shared_length(ids)] and any(want)  # the prefix ran once, and the path was taken
     # a sliding window narrower than prefix + padding + continuation: the prompts run whole instead
     narrow = dataclasses.replace(lm, config=dataclasses.replace(lm.config, windows=(32,) * lm.config.n_layers))
     whole = [narrow.complete_ids([x], max_new_tokens=10, batch=1)[0] for x in ids]
-    assert narrow.complete_ids(ids, max_new_tokens=10, batch=3, share_prefix=True) == whole
+    seen = _prefix_spy(narrow, monkeypatch)
+    assert narrow.complete_ids(ids, max_new_tokens=10, batch=3, share_prefix=True) == whole and seen == []
+
+
+def test_too_short_a_shared_prefix_is_not_counted_against_the_context(tiny_llama):
+    """Fewer than MIN_SHARED common tokens: the prompts run whole, and the context check counts
+    each token once."""
+    lm = tiny_llama
+    ids = [[5] * 10 + [7 + i] * 50 for i in range(3)]  # 10 common tokens, 60 per prompt
+    need = 64 + 8  # the prompts padded to 64, plus the new tokens
+    fits = dataclasses.replace(lm, config=dataclasses.replace(lm.config, max_positions=need))
+    assert len(fits.complete_ids(ids, max_new_tokens=8, batch=3, share_prefix=True)) == 3
 
 
 def test_an_saes_prompts_run_in_equal_batches_without_rows_of_repeats():
@@ -128,6 +147,15 @@ def test_context_check_counts_the_prefixs_real_tokens_not_its_padding(tiny_llama
     short = dataclasses.replace(tiny_llama, config=dataclasses.replace(tiny_llama.config, max_positions=need - 1))
     with pytest.raises(UserError, match=f"a prompt of {need} tokens exceeds the model's context of {need - 1}"):
         short.next_token_logprobs(rows, [1, 2], prefix=prefix)
+
+
+def test_a_latents_14_windows_run_as_one_batch_of_14(tiny_llama, monkeypatch):
+    lm = tiny_llama
+    seen = []
+    score = lm.next_token_logprobs
+    monkeypatch.setattr(lm, "next_token_logprobs", lambda ids, c, **kw: seen.append(kw["batch"]) or score(ids, c, **kw))
+    LocalDetector(lm, CFG).p_yes([P.yes_no_prompt("cities", f"window {i} " + WINDOWS[i % 3]) for i in range(14)])
+    assert seen == [14]
 
 
 def test_detect_scores_each_latents_windows_after_its_own_explanation(tiny_llama):

@@ -1,6 +1,8 @@
 """Mixed precision (``train.matmul_dtype``): the bf16 matmul against numpy on bf16-rounded operands
 (forward and both gradients, f32 accumulation), the "auto" rule, and bf16 sweep training on planted
-data reaching the FVU and L0 of f32 training within 3%."""
+data reaching the FVU and L0 of f32 training: within 3% for TopK, BatchTopK, ReLU and Gated; within
+3% of the range of five f32 runs on bf16-sized perturbations of the data for JumpReLU, whose FVU
+moves by several percent under such a perturbation in f32 alone."""
 
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ def planted(n=12000, d=32, f=32, p=0.09, seed=0):
     return (codes @ dirs + 0.01 * r.randn(n, d)).astype(np.float32)
 
 
-def test_bf16_training_reaches_the_fvu_and_l0_of_f32_within_3_percent(tmp_path):
+def test_bf16_training_reaches_the_fvu_and_l0_of_f32(tmp_path):
     x = planted()
     specs = [SAESpec("topk", 0, 3.0), SAESpec("batchtopk", 0, 3.0), SAESpec("jumprelu", 0, 3.0),
              SAESpec("relu", 0, 0.3), SAESpec("gated", 0, 0.3)]
@@ -70,16 +72,18 @@ def test_bf16_training_reaches_the_fvu_and_l0_of_f32_within_3_percent(tmp_path):
         assert res["settings"]["matmul_dtype"] == dtype
         assert json.loads((tmp_path / dtype / "sweep.json").read_text())["settings"]["matmul_dtype"] == dtype
         got[dtype] = {e["name"]: e for e in res["saes"]}
-    # JumpReLU's thresholds amplify rounding: f32 runs on the same data perturbed at bf16's relative
-    # precision already spread its FVU by a few percent (-4.2% .. +1.3% measured), so one f32 run is
-    # no yardstick within 3%. Its bf16 run is held to the range of four f32 runs (the data as is and
-    # three perturbed copies), widened by 3%; the other architectures agree within 1% and keep 3%.
+    # JumpReLU's thresholds amplify rounding: f32 runs on this data perturbed at bf16's precision
+    # moved its FVU by -4.2% .. +1.3% (a 1e-6 perturbation by -2.2%), where the other architectures
+    # agree within 1%. One f32 run is then no yardstick within 3% (on an AVX2 CPU bf16 gave -5.7%
+    # against it): JumpReLU's bf16 run is held to within 3% of the range of five f32 runs, on the
+    # data as is, rounded to bf16, and with three draws of relative noise 2^-9.
     jump = [SAESpec("jumprelu", 0, 3.0)]
     envelope = [got["float32"]["jumprelu-l03"]]
-    for seed in (1, 2, 3):
-        noisy = (x * (1 + 2.0**-9 * np.random.RandomState(seed).randn(*x.shape))).astype(np.float32)
+    copies = [x.astype(ml_dtypes.bfloat16).astype(np.float32)]
+    copies += [(x * (1 + 2.0**-9 * np.random.RandomState(seed).randn(*x.shape))).astype(np.float32) for seed in range(1, 4)]
+    for k, data in enumerate(copies):
         st = TrainSettings(d_sae=64, batch=256, steps=600, lr=5e-3, checkpoint_every=0, matmul_dtype="float32")
-        envelope.append(train_sweep(jump, ActivationArray(noisy, 256), st, tmp_path / f"f32-{seed}", progress=False)["saes"][0])
+        envelope.append(train_sweep(jump, ActivationArray(data, 256), st, tmp_path / f"f32-{k}", progress=False)["saes"][0])
     for name, f32 in got["float32"].items():
         bf16 = got["bfloat16"][name]
         assert f32["fvu"] < 0.1, (name, f32)
@@ -87,6 +91,7 @@ def test_bf16_training_reaches_the_fvu_and_l0_of_f32_within_3_percent(tmp_path):
             if name == "jumprelu-l03":
                 lo, hi = min(e[key] for e in envelope), max(e[key] for e in envelope)
                 assert 0.97 * lo <= bf16[key] <= 1.03 * hi, (name, key, [e[key] for e in envelope], bf16[key])
+                assert hi / lo < 1.15, (name, key, [e[key] for e in envelope])  # the f32 runs agree among themselves
             else:
                 assert bf16[key] == pytest.approx(f32[key], rel=0.03), (name, f32, bf16)
         assert (bf16["fvu"], bf16["l0"]) != (f32["fvu"], f32["l0"])  # bf16 really ran

@@ -78,8 +78,9 @@ class LocalJudge(Judge):
     (default :func:`auto_batch_size`: from the device's free memory on GPU / TPU, 8 on a CPU; a
     short batch is filled with repeats so that shapes stay fixed), each batch's length rounded up to
     ``pad_multiple`` tokens (8: a criterion's requests take a handful of lengths, so a handful of
-    programs compile, where 32 padded the demo's 44-73-token requests by a quarter and rated them
-    1.31x slower on a CPU), one jitted forward per batch;
+    programs compile, about 5 for the demo's where 32 compiled 2; but 32 padded its 44-73-token
+    requests by a quarter, and rating them was 1.31x slower, warm, on a CPU), one jitted forward
+    per batch;
     only each row's last real position is unembedded. With ``share_prefix`` (default) the part of
     the prompt that is identical for every request of a criterion (chat header and rubric, about
     150 tokens) is run once and its keys/values reused, so a batch only runs each request's own

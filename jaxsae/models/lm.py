@@ -69,7 +69,9 @@ def shared_length(ids: Sequence[Sequence[int]]) -> int:
 def even_batch(n: int, size: int) -> int:
     """The batch size that runs ``n`` rows in as few batches of at most ``size`` rows as possible,
     all of about the same size: ceil(n / ceil(n / size)). Five rows with ``size`` 8 run as one
-    batch of 5, not of 8 (three rows of repeats); 14 rows as one of 14, not 16; 20 as 7 + 7 + 6."""
+    batch of 5, not of 8 (three rows of repeats); 14 rows as one of 14, not 16; 20 as 7 + 7 + 6.
+    Any size up to ``size`` can come out (not only powers of two), so callers whose row counts vary
+    compile one program per count."""
     n, size = max(1, int(n)), max(1, int(size))
     return -(-n // -(-n // size))
 
@@ -251,7 +253,8 @@ class LM:
         """Greedy continuations of token-id prompts (new ids up to and excluding the end token),
         run sorted by length in left-padded batches of ``batch`` rows (the power of two that holds
         them when fewer; a short batch filled with repeats) with lengths rounded up to
-        ``multiple``, so few shapes get compiled. Row by row the same as :meth:`generate_ids`.
+        ``multiple``, so few shapes get compiled. Row by row the same as :meth:`generate_ids` (up to
+        float rounding, which can flip a greedy near-tie).
 
         ``share_prefix``: the tokens every prompt starts with (:func:`shared_length`, at least
         :data:`MIN_SHARED`) run through the model once (:meth:`prefix`) and every batch continues
@@ -262,13 +265,14 @@ class LM:
         if not ids:
             return out
         n = shared_length(ids) if share_prefix else 0
-        prefix = self.prefix(ids[0][:n], multiple=64) if n >= MIN_SHARED else None
-        if prefix is not None:
-            longest = round_up(max(len(x) - n for x in ids), multiple)
-            if prefix_fits_windows(self.config, prefix.valid_bs.shape[1] + longest + max_new_tokens):
+        prefix = None
+        if n >= MIN_SHARED:
+            slots = round_up(n, 64) + round_up(max(len(x) - n for x in ids), multiple) + max_new_tokens
+            if prefix_fits_windows(self.config, slots):
+                prefix = self.prefix(ids[0][:n], multiple=64)
                 ids = [x[n:] for x in ids]
-            else:
-                prefix, n = None, 0
+        if prefix is None:
+            n = 0  # the prompts run whole
         B, batches = length_batches([len(x) for x in ids], batch)
         for idx in batches:
             rows = [ids[i] for i in idx]
