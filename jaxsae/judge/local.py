@@ -77,9 +77,9 @@ class LocalJudge(Judge):
     Batching: requests are sorted by length and run in right-padded batches of ``batch_size``
     (default :func:`auto_batch_size`: from the device's free memory on GPU / TPU, 8 on a CPU; a
     short batch is filled with repeats so that shapes stay fixed), each batch's length rounded up to
-    ``pad_multiple`` tokens (8: a criterion's requests take a handful of lengths, so a handful of
-    programs compile, about 5 for the demo's where 32 compiled 2; but 32 padded its 44-73-token
-    requests by a quarter, and rating them was 1.31x slower, warm, on a CPU), one jitted forward
+    ``pad_multiple`` tokens (8: the demo's 720 requests take 8 padded lengths, so 8 programs
+    compile where 32 compiled 2; but 32 padded their 44-73 tokens by a quarter, and rating 144 of
+    them was 1.31x slower warm, and slower also with the compiles, on a CPU), one jitted forward
     per batch;
     only each row's last real position is unembedded. With ``share_prefix`` (default) the part of
     the prompt that is identical for every request of a criterion (chat header and rubric, about
