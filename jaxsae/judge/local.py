@@ -77,10 +77,10 @@ class LocalJudge(Judge):
     Batching: requests are sorted by length and run in right-padded batches of ``batch_size``
     (default :func:`auto_batch_size`: from the device's free memory on GPU / TPU, 8 on a CPU; a
     short batch is filled with repeats so that shapes stay fixed), each batch's length rounded up to
-    ``pad_multiple`` tokens (8: the demo's 720 requests take 8 padded lengths, so 8 programs
-    compile where 32 compiled 2; but 32 padded their 44-73 tokens by a quarter, and rating 144 of
-    them was 1.31x slower warm, and slower also with the compiles, on a CPU), one jitted forward
-    per batch;
+    ``pad_multiple`` tokens (32: the demo's 720 requests take 2 padded lengths, so 2 programs
+    compile; 8 compiled 8 and rated 144 of them 1.31x faster warm on a CPU, but the extra compiles
+    slowed the two-process smoke launch past its test's limit, so 8 is not the default), one jitted
+    forward per batch;
     only each row's last real position is unembedded. With ``share_prefix`` (default) the part of
     the prompt that is identical for every request of a criterion (chat header and rubric, about
     150 tokens) is run once and its keys/values reused, so a batch only runs each request's own
@@ -91,7 +91,7 @@ class LocalJudge(Judge):
     on_device = True
     """Rates on the device that generates: steering judges it between generation batches."""
 
-    def __init__(self, lm, *, batch_size: int | None = None, pad_multiple: int = 8, share_prefix: bool = True,
+    def __init__(self, lm, *, batch_size: int | None = None, pad_multiple: int = 32, share_prefix: bool = True,
                  templates: dict | None = None):
         tok = lm.tokenizer
         if tok is None:
