@@ -249,6 +249,32 @@ def test_each_row_samples_the_softmax_with_its_own_key():
     np.testing.assert_array_less(np.abs(freq - p), 4.5 * np.sqrt(p * (1 - p) / n) + 1e-12)
 
 
+def test_row_uniforms_are_uniform_and_independent():
+    """The hashed uniforms behind sampling: 64 rows (split keys, as generation gives them) over
+    SmolLM2's 49,152-token vocabulary are uniform on (0, 1) (Kolmogorov-Smirnov on each row and on
+    all of them), uncorrelated between neighbouring tokens, between rows and between a row's
+    successive keys (decode steps), and a flat distribution's 4,096 draws fall evenly over the
+    vocabulary (chi-square over 48 blocks of 1,024 token ids)."""
+    from scipy import stats
+
+    from jaxsae.models.generate import row_uniforms, sample_rows
+
+    V = 49_152
+    keys = jax.random.split(jax.random.key(3), 64)
+    u = np.asarray(row_uniforms(keys, V), np.float64)
+    assert u.min() > 0 and u.max() < 1
+    assert stats.kstest(u.ravel(), "uniform").pvalue > 1e-3
+    assert min(stats.kstest(row, "uniform").pvalue for row in u) > 1e-4
+    bound = 5 / np.sqrt(u.size)  # correlations of independent uniforms are ≈ N(0, 1/n)
+    z = u - 0.5
+    assert abs(np.mean(z[:, 1:] * z[:, :-1]) * 12) < bound  # neighbouring tokens
+    assert abs(np.mean(z[1:] * z[:-1]) * 12) < bound  # neighbouring rows
+    nxt = np.asarray(row_uniforms(jax.vmap(lambda k: jax.random.split(k)[1])(keys), V), np.float64)
+    assert abs(np.mean(z * (nxt - 0.5)) * 12) < bound  # the next step's key
+    draws = np.asarray(jax.jit(sample_rows)(jax.random.split(jax.random.key(4), 4096), jnp.zeros((4096, V))))
+    assert stats.chisquare(np.bincount(draws // 1024, minlength=48)).pvalue > 1e-4
+
+
 def test_a_rows_sample_survives_rounding_of_its_logits():
     """Logits that differ in their last bits (as the same row's do in batches of other sizes)
     give the same draw for nearly every row: 2,000 rows over SmolLM2's 49,152-token vocabulary,
