@@ -254,10 +254,14 @@ def test_row_uniforms_are_uniform_and_independent():
     SmolLM2's 49,152-token vocabulary are uniform on (0, 1) (Kolmogorov-Smirnov on each row and on
     all of them), uncorrelated between neighbouring tokens, between rows and between a row's
     successive keys (decode steps), and a flat distribution's 4,096 draws fall evenly over the
-    vocabulary (chi-square over 48 blocks of 1,024 token ids)."""
+    vocabulary (chi-square over 48 blocks of 1,024 token ids). The map from hash to uniform
+    stays inside (0, 1) at the hash's extremes (a 1 would make E = 0)."""
     from scipy import stats
 
-    from jaxsae.models.generate import row_uniforms, sample_rows
+    from jaxsae.models.generate import row_uniforms, sample_rows, unit_interval
+
+    ends = np.asarray(unit_interval(jnp.asarray([0, 0xFFFFFFFF], jnp.uint32)))
+    assert ends[0] == 2.0**-24 and ends[1] == 1 - 2.0**-24
 
     V = 49_152
     keys = jax.random.split(jax.random.key(3), 64)
@@ -269,8 +273,9 @@ def test_row_uniforms_are_uniform_and_independent():
     z = u - 0.5
     assert abs(np.mean(z[:, 1:] * z[:, :-1]) * 12) < bound  # neighbouring tokens
     assert abs(np.mean(z[1:] * z[:-1]) * 12) < bound  # neighbouring rows
-    nxt = np.asarray(row_uniforms(jax.vmap(lambda k: jax.random.split(k)[1])(keys), V), np.float64)
-    assert abs(np.mean(z * (nxt - 0.5)) * 12) < bound  # the next step's key
+    k2 = jax.vmap(jax.random.split)(keys)  # as generation splits each row's key at every step
+    now, nxt = (np.asarray(row_uniforms(k, V), np.float64) - 0.5 for k in (k2[:, 1], jax.vmap(jax.random.split)(k2[:, 0])[:, 1]))
+    assert abs(np.mean(now * nxt) * 12) < bound  # one step's draw and the next step's
     draws = np.asarray(jax.jit(sample_rows)(jax.random.split(jax.random.key(4), 4096), jnp.zeros((4096, V))))
     assert stats.chisquare(np.bincount(draws // 1024, minlength=48)).pvalue > 1e-4
 

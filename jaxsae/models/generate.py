@@ -37,22 +37,27 @@ def _mix32(x):
     return x ^ (x >> 16)
 
 
+def unit_interval(h):
+    """f32 in (0, 1) from uint32 ``h``: its top 23 bits k give (k + 1/2) / 2^23, exactly (so
+    never 0 or 1: 2^-24 ≤ u ≤ 1 − 2^-24)."""
+    return ((h >> 9).astype(jnp.float32) + 0.5) * jnp.float32(2.0**-23)
+
+
 def row_uniforms(key_b, n: int):
     """f32[B, n] in (0, 1): row b's uniforms from its own key ``key_b[b]`` (a [B] key array):
     64 bits (a, b) drawn from the key by threefry, then a keyed hash of each index,
-    mix32(mix32(i ^ a) ^ b), of which the top 24 bits give (k + 1/2) / 2^24. One threefry draw per
-    row instead of one per element: on a CPU, threefry over a 64 × 49,152 vocabulary costs about a
-    tenth of a second per decode step, this hash about a hundredth."""
+    mix32(mix32(i ^ a) ^ b), through :func:`unit_interval`. One threefry draw per row instead of
+    one per element: on a CPU, threefry over a 64 × 49,152 vocabulary costs about a tenth of a
+    second per decode step, this hash about a hundredth."""
     ab = jax.vmap(lambda k: jax.random.bits(k, (2,), jnp.uint32))(key_b)  # [B, 2]
     i = jnp.arange(n, dtype=jnp.uint32)
-    h = _mix32(_mix32(i[None, :] ^ ab[:, :1]) ^ ab[:, 1:])
-    return ((h >> 8).astype(jnp.float32) + 0.5) * jnp.float32(2.0**-24)
+    return unit_interval(_mix32(_mix32(i[None, :] ^ ab[:, :1]) ^ ab[:, 1:]))
 
 
 def sample_rows(key_b, logits_bv):
     """int32[B]: one token per row drawn from softmax(``logits_bv``) with the row's own key
     (``key_b``, [B] keys), by the exponential race: argmax_v p_v / E_v with p = exp(logits − max)
-    and E_v = −log u_v ~ Exp(1) from :func:`row_uniforms`. That is the Gumbel-max trick
+    and E_v = −log u_v ~ Exp(1) (> 0) from :func:`row_uniforms`. That is the Gumbel-max trick
     (log(p_v / E_v) = logit_v − max − log E_v, and −log E_v is Gumbel) with one exp and one log per
     entry instead of two logs. A row's draw changes only when rounding moves its two best scores
     past each other, so the same row in a batch of another size (whose logits differ in the last
