@@ -2,9 +2,9 @@
 
 Prompts are left-padded; the loop stops when every sequence has produced an end token or after
 ``max_new`` tokens. Greedy when ``greedy`` (temperature 0), else plain temperature sampling (no
-top-k/top-p; :func:`sample_rows`), from one key for the batch or from one key per row
-(``key`` of shape [B]: then a row's tokens depend only on its own key and prompt, not on which
-rows share its batch). A steering :class:`~jaxsae.models.decoder.Edit` applies at every prompt
+top-k/top-p; :func:`sample_rows`), from one key per row (``key`` of shape [B]: then a row's
+tokens depend only on its own key and prompt, not on which rows share its batch) or from one key
+for the batch (split into one per row). A steering :class:`~jaxsae.models.decoder.Edit` applies at every prompt
 position and at every decode step. Rows whose prompts repeat run the blocks below the edit once per
 distinct prompt (``rows_b``); rows that all continue one prompt prefix can take its keys/values,
 computed once, instead of running it (``prefix``, no edit then).
