@@ -128,18 +128,17 @@ def generate_tokens(
         logits, cache = prefill_shared(params, cfg, tokens_bt, mask_bt, rows_b, cache, edit)
     eos = jnp.asarray(cfg.eos_ids or (-1,), jnp.int32)
 
-    per_row = key.ndim == 1  # one key per row
+    if key.ndim == 0:  # one key for the batch: a key per row from it
+        key = jax.random.split(key, B)
 
-    def split(key):
-        if per_row:
-            k2 = jax.vmap(jax.random.split)(key)  # [B, 2]
-            return k2[:, 0], k2[:, 1]
-        return tuple(jax.random.split(key))
+    def split(key_b):
+        k2 = jax.vmap(jax.random.split)(key_b)  # [B, 2]
+        return k2[:, 0], k2[:, 1]
 
-    def pick(key, logits_bv):
+    def pick(key_b, logits_bv):
         if greedy:
             return jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
-        return sample_rows(key if per_row else jax.random.split(key, B), logits_bv / temperature)
+        return sample_rows(key_b, logits_bv / temperature)
 
     key, sub = split(key)
     tok = pick(sub, logits[:, -1])
