@@ -104,7 +104,7 @@ def main() -> None:
 
     from jaxsae.judge import LocalJudge
     from jaxsae.models import load_model
-    from jaxsae.steer import Concept, SteerJob, SteerSettings, default_batch, run_utility_many, steer_concept
+    from jaxsae.steer import Concept, SteerJob, SteerSettings, DEFAULT_BATCH, run_utility_many, steer_concept
     from jaxsae.steer.concepts import BUNDLED_INSTRUCTIONS
 
     lm = load_model("smollm2-135m-instruct")
@@ -112,7 +112,7 @@ def main() -> None:
     pool = list(BUNDLED_INSTRUCTIONS)
     st = SteerSettings(factors=tuple(args.factors), n_instructions=args.instructions, max_new_tokens=args.max_new,
                        temperature=args.temperature, seed=0)
-    batch = args.batch or default_batch()
+    batch = args.batch or DEFAULT_BATCH
     rng = np.random.default_rng(0)
     jobs = []
     tmp = tempfile.TemporaryDirectory()

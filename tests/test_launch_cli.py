@@ -80,7 +80,7 @@ def test_config_that_does_not_parse(tmp_path):
     ('[steer]\nposition = "middle"', "steer.position = 'middle' must be one of 'all', 'last'"),
     ('[judge]\nkind = "remote"', "judge.kind = 'remote' must be one of 'local', 'api'"),
     ('[judge]\ndtype = "float16"', "judge.dtype = 'float16' must be one of 'auto', 'float32', 'bfloat16'"),
-    ("[steer]\nbatch = -1", "steer.batch must be 0 (the device's default) or a positive number of rows, got -1"),
+    ("[steer]\nbatch = -1", "steer.batch must be 0 (the default, 256 rows) or a positive number of rows, got -1"),
     ('[select]\ntier_choice = "best"', "select.tier_choice = 'best' must be one of 'dev', 'eval'"),
     ("[autointerp]\nuse_demos = 1", "autointerp.use_demos = 1 must be true or false"),
     ("[analysis]\nseeed = 1", "unknown key(s) seeed in [analysis]"),

@@ -350,7 +350,7 @@ def stage_steer(run: Run) -> list[str]:
             jobs.append(SteerJob(sae, spec.layer, concept_features(run, d, sae.d_sae),
                                  load_stats(d / "feature_stats").max_act, pool, d / "steering"))
         if jobs:
-            run_utility_many(lm, judge, jobs, st)  # rows per batch: st.batch (0: the device's default)
+            run_utility_many(lm, judge, jobs, st)  # rows per batch: st.batch (0: DEFAULT_BATCH, 256)
     return outputs
 
 

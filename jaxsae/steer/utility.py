@@ -84,12 +84,12 @@ class SteerSettings:
     """m_f used for a latent that never fired (measured m_f ≤ 0 or not finite): AxBench's
     fallback of 1.0 (the scale it uses when Neuronpedia gives no maximum activation)."""
     batch: int = dataclasses.field(default=0, metadata={"hashed": False})
-    """Steered generations per batch, across the concepts and SAEs of a model (0: 256); results
+    """Steered generations per batch, across the concepts and SAEs of a model (0: :data:`DEFAULT_BATCH`, 256); results
     do not depend on it (not part of the stage hash nor of a record's settings)."""
 
     def __post_init__(self):
         if self.batch < 0:
-            raise UserError(f"steer.batch must be 0 (the device's default) or a positive number of rows, got {self.batch}")
+            raise UserError(f"steer.batch must be 0 (the default, 256 rows) or a positive number of rows, got {self.batch}")
 
     @property
     def all_positions(self) -> bool:
@@ -402,12 +402,11 @@ class SteerJob:
     """Folder of ``concepts.jsonl``, ``dev.jsonl`` (the dev phase, while unfinished) and ``utility.json``."""
 
 
-def default_batch() -> int:
-    """Rows per steering batch when none is given: 256 on every backend. On GPU / TPU decoding
-    reads the weights once per step for the whole batch; on a CPU a [64, 576] x [576, 1536]
-    product runs at about half the rate of a 128- or 256-row one (SmolLM2's shapes, measured on a
-    2-core machine), so fewer, larger batches are faster there too."""
-    return 256
+DEFAULT_BATCH = 256
+"""Rows per steering batch when none is given, on every backend. On GPU / TPU decoding reads the
+weights once per step for the whole batch; on a CPU a [64, 576] x [576, 1536] product runs at about
+half the rate of a 128- or 256-row one (SmolLM2's shapes, measured on a 2-core machine), so fewer,
+larger batches are faster there too."""
 
 
 def _batches(lm, rows: Sequence[_Row], plans: Sequence[_Plan], batch: int) -> list[list[_Row]]:
@@ -448,7 +447,7 @@ def run_utility_many(lm, judge, jobs: Sequence[SteerJob], st: SteerSettings, *, 
     over all their concepts at once:
 
     1. dev: every (concept × dev instruction × factor) row, sorted by prompt length and generated in
-       batches of ``batch`` rows (default ``st.batch``, or :func:`default_batch` when that is 0), each row with its own vector α·m_f·v_f
+       batches of ``batch`` rows (default ``st.batch``, or :data:`DEFAULT_BATCH` when that is 0), each row with its own vector α·m_f·v_f
        and sampling seed (:func:`row_seed`); each batch is judged as it comes (an API judge in a
        background thread while the next batch generates; a judge that runs on the device
        (``judge.on_device``) between batches). A concept whose dev rows are all judged gets its
@@ -464,7 +463,7 @@ def run_utility_many(lm, judge, jobs: Sequence[SteerJob], st: SteerSettings, *, 
     the summaries in ``jobs`` order."""
     settings = st.protocol()
     identity = {"judge": judge.describe(), "model": model_description(lm)}
-    batch = int(batch or st.batch or default_batch())
+    batch = int(batch or st.batch or DEFAULT_BATCH)
     if batch < 1:
         raise ValueError(f"batch must be positive, got {batch}")
     stats_before = judge.stats()
