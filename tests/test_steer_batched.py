@@ -5,7 +5,9 @@ steered by its own vector, prompts of many lengths, and batches of several sizes
 from __future__ import annotations
 
 import json
+import threading
 
+import jax
 import numpy as np
 import pytest
 
@@ -58,3 +60,50 @@ def test_row_edit_equals_feature_edit(tiny_llama):
     v = unit_directions(sae, [f])[0]
     delta = np.stack([(np.float32(a) * acts[f]) * v for a in alphas])
     assert tiny_llama.generate_ids(prompts, max_new_tokens=6, steer=row_edit(LAYER, delta)) == want
+
+
+_GENERATE_COMPILES: list[int] = []
+"""The thread of each ``generate_tokens`` compile (a process-wide listener: JAX has no public way to remove one)."""
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, fun_name=None, **_: _GENERATE_COMPILES.append(threading.get_ident())
+    if event == "/jax/core/compile/backend_compile_duration" and fun_name == "jit(generate_tokens)" else None)
+
+
+def test_programs_compile_ahead_and_the_run_reuses_them(tiny_llama, tmp_path, monkeypatch):
+    sae = random_sae(tiny_llama.config.d_model, seed=3)
+    prompts = ["Explain how a rainbow forms.", "Explain how a rainbow forms.", "Write a poem about the morning.", "Hi"]
+    edit = row_edit(LAYER, np.zeros((4, tiny_llama.config.d_model), np.float32))
+    n0 = len(_GENERATE_COMPILES)
+    tiny_llama.compile_generate(prompts, max_new_tokens=5, temperature=1.0, steer=edit, seed=[1, 2, 3, 4])
+    assert len(_GENERATE_COMPILES) == n0 + 1
+    # running it with other seeds and edit values compiles nothing
+    other = row_edit(LAYER, np.ones((4, tiny_llama.config.d_model), np.float32))
+    tiny_llama.generate(prompts, max_new_tokens=5, temperature=1.0, steer=other, seed=[5, 6, 7, 8])
+    assert len(_GENERATE_COMPILES) == n0 + 1
+    # the stage compiles each batch's program ahead, in the order the batches run (the test batches
+    # before their factors are chosen on dev), in another thread: the run itself compiles nothing
+    calls = []
+
+    def spy(name):
+        method = getattr(tiny_llama, name)
+
+        def call(prompts, **kw):
+            calls.append((name, tuple(prompts), kw["max_new_tokens"], kw["temperature"], len(kw["seed"]),
+                          kw["steer"].layer, np.shape(kw["steer"].args["delta_bd"])))
+            return method(prompts, **kw)
+        return call
+
+    for name in ("compile_generate", "generate"):
+        monkeypatch.setattr(tiny_llama, name, spy(name))
+    st = SteerSettings(factors=(0.5, 4.0), n_instructions=4, max_new_tokens=7, temperature=1.0, seed=2)
+    job = SteerJob(sae, LAYER, CONCEPTS, _acts(3), POOL, tmp_path / "sae")
+    n1 = len(_GENERATE_COMPILES)
+    run_utility_many(tiny_llama, TextJudge(), [job], st, batch=8, progress=False)
+    compiles = [c[1:] for c in calls if c[0] == "compile_generate"]
+    runs = [c[1:] for c in calls if c[0] == "generate"]
+    assert len(runs) == 2 + 1  # 12 dev rows in batches of 8 and 4 (padded to 8), then 6 test rows
+    assert compiles == runs
+    for i, c in enumerate(calls):
+        if c[0] == "generate":
+            assert ("compile_generate",) + c[1:] in calls[:i]
+    assert threading.get_ident() not in _GENERATE_COMPILES[n1:]

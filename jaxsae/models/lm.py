@@ -223,6 +223,24 @@ class LM:
 
     def generate_ids(self, prompts, *, max_new_tokens=64, temperature=0.0, chat=True, steer=None, seed=0) -> list[list[int]]:
         """As :meth:`generate`, returning the new token ids (up to and excluding the end token)."""
+        args, kwargs = self._generate_call(prompts, max_new_tokens, temperature, chat, steer, seed)
+        out, _ = generate_tokens(*args, **kwargs)
+        return self._until_end(out)
+
+    def compile_generate(self, prompts, *, max_new_tokens=64, temperature=0.0, chat=True, steer=None, seed=0) -> None:
+        """Compile, without running it, the program :meth:`generate_ids` runs for these arguments,
+        so that the call then starts at once (e.g. from a background thread while another batch
+        generates). The program depends on the batch size, the prompts' padded length, whether
+        repeated prompts are shared (and how many distinct ones that leaves), ``max_new_tokens``,
+        greedy or sampled, one seed or one per row, and the edit's layer, function and shapes; not
+        on the seeds' or the edit's values. JAX keeps it: compiling it again costs only the
+        tokenizing and tracing. Safe beside other threads using this LM: the tokenizer is only read
+        (no truncation or padding settings are ever changed)."""
+        args, kwargs = self._generate_call(prompts, max_new_tokens, temperature, chat, steer, seed)
+        generate_tokens.lower(*args, **kwargs).compile()
+
+    def _generate_call(self, prompts, max_new_tokens, temperature, chat, steer, seed) -> tuple[tuple, dict]:
+        """The arguments of the ``generate_tokens`` call that generates ``prompts``."""
         if steer is not None:
             self.check_layer(steer.layer)
         tokens, mask = self.encode(prompts, chat=chat)
@@ -241,12 +259,9 @@ class LM:
         shared = distinct_prompts(tokens, mask)
         if shared is not None:  # prompts repeat (e.g. one instruction at several steering factors)
             tokens, mask, rows = shared
-        out, _ = generate_tokens(
-            self.params, self.config, jnp.asarray(tokens), jnp.asarray(mask), key,
-            jnp.float32(max(temperature, 1e-6)), max_new=int(max_new_tokens), greedy=temperature <= 0.0, edit=steer,
-            rows_b=None if rows is None else jnp.asarray(rows),
-        )
-        return self._until_end(out)
+        args = (self.params, self.config, jnp.asarray(tokens), jnp.asarray(mask), key, jnp.float32(max(temperature, 1e-6)))
+        return args, dict(max_new=int(max_new_tokens), greedy=temperature <= 0.0, edit=steer,
+                          rows_b=None if rows is None else jnp.asarray(rows))
 
     def complete_ids(self, ids: Sequence[Sequence[int]], *, max_new_tokens: int, batch: int = 8,
                      multiple: int = 64, share_prefix: bool = False) -> list[list[int]]:

@@ -29,6 +29,7 @@ search spans weak to strong steering with the same budget of six.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -255,14 +256,17 @@ def _delta(plan: _Plan, factor: float) -> np.ndarray:
     return (np.float32(factor) * np.float32(plan.m_f)) * plan.v_d
 
 
-def _generate(lm, plans: Sequence[_Plan], rows: Sequence[_Row], st: SteerSettings) -> list[str]:
+def _generate(lm, plans: Sequence[_Plan], rows: Sequence[_Row], st: SteerSettings, *,
+              compile_only: bool = False) -> list[str] | None:
     """The steered generations of ``rows`` (one layer), in one ``generate`` call: each row with its
-    own vector α·m_f·v_f and its own sampling seed."""
+    own vector α·m_f·v_f and its own sampling seed. ``compile_only``: compile that call's program
+    and return None (:meth:`~jaxsae.models.LM.compile_generate`)."""
     edit = row_edit(plans[rows[0].plan].layer, np.stack([_delta(plans[r.plan], r.factor) for r in rows]),
                     all_positions=st.all_positions)
     seeds = [row_seed(st.seed, plans[r.plan].concept.feature, r.split, r.index) for r in rows]
-    return lm.generate([r.instruction for r in rows], max_new_tokens=st.max_new_tokens, temperature=st.temperature,
-                       steer=edit, seed=seeds)
+    call = lm.compile_generate if compile_only else lm.generate
+    return call([r.instruction for r in rows], max_new_tokens=st.max_new_tokens, temperature=st.temperature,
+                steer=edit, seed=seeds)
 
 
 def _rate(judge, plans: Sequence[_Plan], rows: Sequence[_Row], outputs: Sequence[str]) -> list[dict]:
@@ -436,6 +440,20 @@ def _padded(rows: list[_Row], batch: int) -> list[_Row]:
     return rows + [rows[-1]] * (size - len(rows))
 
 
+@contextlib.contextmanager
+def _compiled_ahead(lm, plans: Sequence[_Plan], batches: dict[str, list[list[_Row]]], st: SteerSettings, batch: int):
+    """Per split, one future per batch of ``batches``: its generate program compiled in a
+    background thread, in the order the batches run (:data:`SPLITS`, then batch order), so that
+    later batches' programs compile while earlier batches generate (and the judge rates). On exit
+    the compiles not yet started are dropped (the one running is waited for)."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        yield {split: [pool.submit(_generate, lm, plans, _padded(rows, batch), st, compile_only=True)
+                       for rows in batches[split]] for split in SPLITS}
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
 def _append(path: Path, rec: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(rec) + "\n")
@@ -515,13 +533,20 @@ def run_utility_many(lm, judge, jobs: Sequence[SteerJob], st: SteerSettings, *, 
         bar = tqdm(total=n, desc=f"steer ({len(jobs)} SAE{'s' * (len(jobs) != 1)})", unit="gen", leave=False,
                    dynamic_ncols=True)
     overlap = not getattr(judge, "on_device", False)
-    with ThreadPoolExecutor(max_workers=1) as executor:
+    batches = {"dev": _batches(lm, _rows(plans, "dev", todo["dev"]), plans, batch),
+               # the test rows' factors are chosen on dev, but their batches do not depend on them
+               "test": _batches(lm, [_Row(k, "test", j, x, 0.0) for k in todo["test"] for j, x in enumerate(plans[k].test)],
+                                plans, batch)}
+    with ThreadPoolExecutor(max_workers=1) as executor, _compiled_ahead(lm, plans, batches, st, batch) as compiled:
         for split in SPLITS:
             for i in todo[split]:
                 p = plans[i]
                 setattr(p, f"{split}_rows", [None] * len(p.prompts(split)[0]))
             pending: deque = deque()
-            for rows in _batches(lm, _rows(plans, split, todo[split]), plans, batch):
+            for shape_rows, program in zip(batches[split], compiled[split]):
+                program.result()
+                rows = [dataclasses.replace(r, factor=plans[r.plan].dev_rec["factor"]) if split == "test" else r
+                        for r in shape_rows]
                 outs = _generate(lm, plans, _padded(rows, batch), st)[: len(rows)]
                 if overlap:
                     pending.append((executor.submit(_rate, judge, plans, rows, outs), rows))
