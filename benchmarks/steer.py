@@ -15,9 +15,11 @@ cost about three times the generation: expect a smaller ratio).
 
 Random decoder directions stand in for trained SAEs (steering only reads W_dec and m_f); the
 demo's protocol by default (2 factors, 4 instructions: 4 dev + 2 test rows per concept, 16 new
-tokens, temperature 1). Each path runs once end to end, compiles included (as the stage pays them);
-the time JAX spent compiling is also reported, and the batched run is checked to give the same
-records as the loop. Prints generated tokens/s and wall time per path, and the ratio last; exits 1 below ``--target`` (5x).
+tokens, temperature 1). Each path runs once end to end, compiles included (as the stage pays them),
+and the batched path once more, its programs compiled (it compiles in a background thread while it
+generates, so its compile time overlaps its wall time); the time JAX spent compiling is also
+reported, and the batched run is checked to give the same records as the loop. Prints generated
+tokens/s and wall time per path, and the ratio last; exits 1 below ``--target`` (5x).
 
     python benchmarks/steer.py [--saes 2 --concepts 16 --batch 64 --max-new 16]
 """
@@ -137,22 +139,31 @@ def main() -> None:
     wall = time.perf_counter() - t0
     batched = [json.loads(x) for j in jobs for x in (j.out_dir / "concepts.jsonl").read_text().splitlines()]
     res["batched"] = (wall, _compile_s[0] - c0, n_tokens(lm, batched))
+    # again, its programs compiled: the batched path compiles in a background thread while it
+    # generates, so its wall time less its compile time would understate it
+    for j in jobs:
+        for name in ("concepts.jsonl", "utility.json"):
+            (j.out_dir / name).unlink()
+    c0, t0 = _compile_s[0], time.perf_counter()
+    run_utility_many(lm, judge, jobs, st, batch=batch, progress=False)
+    res["batched, compiled"] = (time.perf_counter() - t0, _compile_s[0] - c0, res["batched"][2])
 
     key = lambda r: (r["feature"], r["concept"], r["generations"][0]["instruction"])  # noqa: E731
     same_text = sum(a["generations"] == b["generations"] for a, b in zip(sorted(loop, key=key), sorted(batched, key=key)))
     print(f"\n{'path':18s} {'wall s':>8s} {'compile s':>10s} {'tokens':>8s} {'tokens/s':>9s}")
     for name, (w, c, n) in res.items():
         print(f"{name:18s} {w:8.1f} {c:10.1f} {n:8d} {n / w:9.1f}")
-    (wl, cl, _), (wb, cb, _) = res["loop"], res["batched"]
+    (wl, cl, _), (wb, cb, _), (ww, _, _) = res["loop"], res["batched"], res["batched, compiled"]
     print(f"records identical (generations and ratings): {same_text}/{len(loop)} concepts "
           "(ratings may differ in the last float bits with the judge's batch composition)")
     out = {"judge": args.judge, "saes": args.saes, "concepts": args.concepts, "rows": rows, "batch": batch,
            "loop_s": round(wl, 2), "batched_s": round(wb, 2), "loop_compile_s": round(cl, 2),
-           "batched_compile_s": round(cb, 2), "ratio": round(wl / wb, 2),
-           "ratio_without_compiles": round((wl - cl) / max(wb - cb, 1e-9), 2)}
+           "batched_compile_s": round(cb, 2), "batched_compiled_s": round(ww, 2), "ratio": round(wl / wb, 2),
+           "ratio_without_compiles": round((wl - cl) / ww, 2)}
     print(json.dumps(out))
     print(f"batched steer stage vs per-concept loop: {wl / wb:.2f}x faster "
-          f"({(wl - cl) / max(wb - cb, 1e-9):.2f}x without compiles; target >= {args.target:g}x)")
+          f"({(wl - cl) / ww:.2f}x without compiles: the loop less its compile time, against the batched path run "
+          f"again; target >= {args.target:g}x)")
     if wl / wb < args.target:
         print(f"missed: batched steering {wl / wb:.2f}x < {args.target:g}x")
         sys.exit(1)
