@@ -159,7 +159,7 @@ def test_stage_whose_upstream_has_not_run(tmp_path):
 def test_help_lists_stages_and_options():
     r = launch("--sweep", "demo", "--help")
     assert r.returncode == 0, r.stderr
-    for word in ("--stages", "--redo", "--xla-cache", "autointerp", "train.d-sae", "steer.factors", "judge.kind"):
+    for word in ("--stages", "--redo", "--compile-cache", "autointerp", "train.d-sae", "steer.factors", "judge.kind"):
         assert word in r.stdout, word
 
 

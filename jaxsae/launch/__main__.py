@@ -34,11 +34,11 @@ def _parser(prog: str = "python -m jaxsae.launch", doc: str = __doc__) -> argpar
     ap.add_argument("--redo", default="", help="comma-separated stages to recompute even if done, with every stage "
                     "downstream of them (e.g. after a config change)")
     ap.add_argument("--status", action="store_true", help="print each stage's status in the run folder and exit")
-    ap.add_argument("--xla-cache", default=None, metavar="DIR",
-                    help="folder of JAX's persistent compilation cache: programs compiled by one launch are read back "
-                    "by the next (a resumed or repeated run, another stage) instead of compiled again (default: "
-                    "$JAX_COMPILATION_CACHE_DIR when set, else $XDG_CACHE_HOME/jaxsae/xla, i.e. ~/.cache/jaxsae/xla; "
-                    "'none': compile everything anew)")
+    ap.add_argument("--compile-cache", default=None, metavar="DIR",
+                    help="folder of JAX's persistent compilation cache: programs compiled by one launch (those taking "
+                    "1 s or more) are read back by the next (a resumed or repeated run, another stage) instead of "
+                    "compiled again (default: $JAX_COMPILATION_CACHE_DIR when set, else $XDG_CACHE_HOME/jaxsae/xla, "
+                    "i.e. ~/.cache/jaxsae/xla; 'none': compile everything anew)")
     ap.add_argument("-h", "--help", action="store_true", help="show this help and every config option with the sweep's values")
     return ap
 
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m jaxsae.launch"
             print("\n" + "\n".join(table))
         return
     _writable(out)
-    use_compile_cache(args.xla_cache)
+    use_compile_cache(args.compile_cache)
     index, count = init_distributed()
     if count > 1:
         import jax
