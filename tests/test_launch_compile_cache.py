@@ -31,8 +31,8 @@ print("max:", jax.config.jax_compilation_cache_max_size)
 def _run(tmp_path: Path, folder: str, *, early: bool = False, **env) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAXSAE_TESTS_XLA", "XDG_CACHE"))}
     base.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", **env)
-    return subprocess.run([sys.executable, "-c", _PROGRAM, folder] + ["early"] * early, env=base, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    argv = [sys.executable, "-c", _PROGRAM, folder] + ["early"] * early
+    return subprocess.run(argv, env=base, cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
 def _hits(r: subprocess.CompletedProcess) -> int:
