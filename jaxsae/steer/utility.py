@@ -218,11 +218,13 @@ class _Plan:
     dev_rec: dict | None = None
     """The finished dev phase (:func:`_dev_record`), reused on resume."""
 
-    def prompts(self, split: str) -> tuple[list[str], list[float]]:
-        """(instructions, factors) of the split's rows, in the saved order (dev: factor-major)."""
+    def prompts(self, split: str, test_factor: float | None = None) -> tuple[list[str], list[float]]:
+        """(instructions, factors) of the split's rows, in the saved order (dev: factor-major). The
+        test rows' factor is the one chosen on dev, or ``test_factor`` when given (e.g. a
+        placeholder before dev has chosen)."""
         if split == "dev":
             return [i for _ in self.factors for i in self.dev], [a for a in self.factors for _ in self.dev]
-        return list(self.test), [self.dev_rec["factor"]] * len(self.test)
+        return list(self.test), [self.dev_rec["factor"] if test_factor is None else test_factor] * len(self.test)
 
 
 def _plan(job: int, sae, layer: int, concept: Concept, max_acts, pool, st: SteerSettings) -> _Plan:
@@ -244,10 +246,11 @@ class _Row:
     factor: float
 
 
-def _rows(plans: Sequence[_Plan], split: str, which: Sequence[int]) -> list[_Row]:
+def _rows(plans: Sequence[_Plan], split: str, which: Sequence[int], test_factor: float | None = None) -> list[_Row]:
+    """The rows of ``split`` of the plans ``which``, in order (:meth:`_Plan.prompts`)."""
     out = []
     for k in which:
-        prompts, factors = plans[k].prompts(split)
+        prompts, factors = plans[k].prompts(split, test_factor)
         out += [_Row(k, split, j, p, a) for j, (p, a) in enumerate(zip(prompts, factors))]
     return out
 
@@ -536,8 +539,7 @@ def run_utility_many(lm, judge, jobs: Sequence[SteerJob], st: SteerSettings, *, 
     overlap = not getattr(judge, "on_device", False)
     batches = {"dev": _batches(lm, _rows(plans, "dev", todo["dev"]), plans, batch),
                # the test rows' factors are chosen on dev, but their batches do not depend on them
-               "test": _batches(lm, [_Row(k, "test", j, x, 0.0) for k in todo["test"] for j, x in enumerate(plans[k].test)],
-                                plans, batch)}
+               "test": _batches(lm, _rows(plans, "test", todo["test"], test_factor=0.0), plans, batch)}
     with ThreadPoolExecutor(max_workers=1) as executor, _compiled_ahead(lm, plans, batches, st, batch) as compiled:
         for split in SPLITS:
             for i in todo[split]:
